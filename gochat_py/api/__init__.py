@@ -1,0 +1,1 @@
+"""The api layer: the REST API browsers and scripts call, relayed to logic over gRPC."""

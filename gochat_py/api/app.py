@@ -1,0 +1,238 @@
+"""The HTTP API (aiohttp), wire-compatible with the original's gin routes.
+
+Every answer is HTTP 200 with ``{"code", "data", "message"}`` and the CORS headers; ``OPTIONS``
+on any path is a successful preflight.  Protected routes check the ``authToken`` from the JSON
+body once (the original asked logic twice) and keep the session for the handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gochat_py.api.forms import (
+    FORM_AUTH,
+    FORM_COUNT,
+    FORM_LOGIN,
+    FORM_PUSH,
+    FORM_REGISTER,
+    FORM_ROOM,
+    FORM_ROOM_INFO,
+    BindError,
+    Form,
+    bind,
+)
+from gochat_py.logs import kv
+from gochat_py.rpc import logic_pb2 as pb
+from gochat_py.rpc.client import LogicClient, RpcError
+
+log = logging.getLogger("gochat.api")
+
+CODE_SUCCESS = 0
+CODE_FAIL = 1
+CODE_SESSION_ERROR = 40000
+MSG_NOT_FOUND = "please check request url !"
+MAX_BODY = 64 * 1024
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "Origin, X-Requested-With, Content-Type, Accept",
+    "Access-Control-Allow-Methods": "GET, OPTIONS, POST, PUT, DELETE",
+}
+_USER_ID = re.compile(r"^[+-]?[0-9]+$")
+
+LOGIC = web.AppKey("logic", LogicClient)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def envelope(code: int, data: Any = None, message: str = "") -> web.Response:
+    return web.Response(
+        body=orjson.dumps({"code": code, "data": data, "message": message}),
+        content_type="application/json",
+        charset="utf-8",
+    )
+
+
+def fail(message: str) -> web.Response:
+    return envelope(CODE_FAIL, None, message)
+
+
+@web.middleware
+async def cors_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CORS on every answer; unknown routes and crashes become envelopes, never HTML or 5xx."""
+    if request.method == "OPTIONS":
+        response: web.StreamResponse = fail(MSG_NOT_FOUND)
+    else:
+        try:
+            response = await handler(request)
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+            response = fail(MSG_NOT_FOUND)
+        except web.HTTPRequestEntityTooLarge:
+            response = fail(f"request body too large (limit {MAX_BODY} bytes)")
+        except Exception:
+            log.exception("handler failed", extra=kv(path=request.path))
+            response = fail("internal server error")
+    response.headers.update(CORS_HEADERS)
+    return response
+
+
+async def _bind(request: web.Request, form: Form) -> dict[str, Any]:
+    return bind(form, await request.read())
+
+
+async def _call(request: web.Request, method: str, message: Any) -> Any:
+    return await request.app[LOGIC].call(method, message)
+
+
+async def _session(request: web.Request) -> pb.CheckAuthReply | web.Response:
+    """The caller's session, or the envelope to answer with (40000 for a bad token)."""
+    try:
+        token = (await _bind(request, FORM_AUTH))["AuthToken"]
+    except BindError:
+        return envelope(CODE_SESSION_ERROR, None, "Session error")
+    try:
+        reply = await _call(request, "CheckAuth", pb.CheckAuthRequest(auth_token=token))
+    except RpcError as exc:
+        return fail(f"logic unavailable: {exc}")
+    if reply.code != CODE_SUCCESS or reply.user_id <= 0 or not reply.user_name:
+        if reply.message.startswith(("redis", "database")):
+            return fail(reply.message)
+        return envelope(CODE_SESSION_ERROR, None, "Session error")
+    return reply
+
+
+def protected(handler: Callable[[web.Request, pb.CheckAuthReply], Awaitable[web.Response]]) -> Handler:
+    async def wrapper(request: web.Request) -> web.Response:
+        session = await _session(request)
+        if isinstance(session, web.Response):
+            return session
+        return await handler(request, session)
+
+    return wrapper
+
+
+async def _auth(request: web.Request, form: Form, method: str, success: str) -> web.Response:
+    try:
+        fields = await _bind(request, form)
+    except BindError as exc:
+        return fail(str(exc))
+    try:
+        reply = await _call(
+            request, method, pb.AuthRequest(name=fields["UserName"], password=fields["Password"])
+        )
+    except RpcError as exc:
+        return fail(f"logic unavailable: {exc}")
+    if reply.code != CODE_SUCCESS:
+        return fail(reply.message)
+    return envelope(CODE_SUCCESS, reply.auth_token, success)
+
+
+async def login(request: web.Request) -> web.Response:
+    return await _auth(request, FORM_LOGIN, "Login", "login success")
+
+
+async def register(request: web.Request) -> web.Response:
+    return await _auth(request, FORM_REGISTER, "Register", "register success")
+
+
+@protected
+async def check_auth(request: web.Request, session: pb.CheckAuthReply) -> web.Response:
+    return envelope(CODE_SUCCESS, {"userId": session.user_id, "userName": session.user_name}, "auth success")
+
+
+@protected
+async def logout(request: web.Request, session: pb.CheckAuthReply) -> web.Response:
+    token = (await _bind(request, FORM_AUTH))["AuthToken"]
+    try:
+        reply = await _call(request, "Logout", pb.LogoutRequest(auth_token=token))
+    except RpcError as exc:
+        return fail(f"logic unavailable: {exc}")
+    if reply.code != CODE_SUCCESS:
+        return fail("logout fail!")
+    return envelope(CODE_SUCCESS, None, "logout ok!")
+
+
+async def _relay(request: web.Request, method: str, message: Any, data: Any, failure: str) -> web.Response:
+    """Calls logic for a push-like route: ``ok`` with ``data``, else the original's failure text."""
+    try:
+        reply = await _call(request, method, message)
+    except RpcError as exc:
+        log.warning("push failed", extra=kv(method=method, error=str(exc)))
+        return fail(failure)
+    if reply.code != CODE_SUCCESS:
+        return fail(failure)
+    return envelope(CODE_SUCCESS, data, "ok")
+
+
+@protected
+async def push(request: web.Request, session: pb.CheckAuthReply) -> web.Response:
+    try:
+        fields = await _bind(request, FORM_PUSH)
+    except BindError as exc:
+        return fail(str(exc))
+    to_user = fields["ToUserId"].strip()
+    if not _USER_ID.match(to_user) or not (0 < int(to_user) < 2**63):
+        # The original silently sent such messages to user 0 (§12.1.9).
+        return fail('toUserId must be a positive integer in a string, e.g. "2"')
+    message = pb.PushRequest(
+        from_user_id=session.user_id,
+        from_user_name=session.user_name,
+        to_user_id=int(to_user),
+        room_id=fields["RoomId"],
+        msg=fields["Msg"],
+    )
+    return await _relay(request, "Push", message, None, "rpc push msg fail!")
+
+
+@protected
+async def push_room(request: web.Request, session: pb.CheckAuthReply) -> web.Response:
+    try:
+        fields = await _bind(request, FORM_ROOM)
+    except BindError as exc:
+        return fail(str(exc))
+    message = pb.PushRoomRequest(
+        from_user_id=session.user_id,
+        from_user_name=session.user_name,
+        room_id=fields["RoomId"],
+        msg=fields["Msg"],
+    )
+    return await _relay(request, "PushRoom", message, "", "rpc push room msg fail!")
+
+
+@protected
+async def count(request: web.Request, session: pb.CheckAuthReply) -> web.Response:
+    try:
+        fields = await _bind(request, FORM_COUNT)
+    except BindError as exc:
+        return fail(str(exc))
+    return await _relay(
+        request, "Count", pb.RoomRequest(room_id=fields["RoomId"]), "", "rpc get room count fail!"
+    )
+
+
+@protected
+async def room_info(request: web.Request, session: pb.CheckAuthReply) -> web.Response:
+    try:
+        fields = await _bind(request, FORM_ROOM_INFO)
+    except BindError as exc:
+        return fail(str(exc))
+    message = pb.RoomRequest(room_id=fields["RoomId"])
+    return await _relay(request, "GetRoomInfo", message, "", "rpc get room info fail!")
+
+
+def create_app(logic: LogicClient) -> web.Application:
+    app = web.Application(middlewares=[cors_and_errors], client_max_size=MAX_BODY)
+    app[LOGIC] = logic
+    app.router.add_post("/user/login", login)
+    app.router.add_post("/user/register", register)
+    app.router.add_post("/user/checkAuth", check_auth)
+    app.router.add_post("/user/logout", logout)
+    app.router.add_post("/push/push", push)
+    app.router.add_post("/push/pushRoom", push_room)
+    app.router.add_post("/push/count", count)
+    app.router.add_post("/push/getRoomInfo", room_info)
+    return app

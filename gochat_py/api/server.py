@@ -1,0 +1,37 @@
+"""Runs the api module."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from gochat_py.api.app import create_app
+from gochat_py.config import Settings, split_host_port
+from gochat_py.discovery import ServiceWatcher, make_etcd_client
+from gochat_py.logs import kv
+from gochat_py.rpc.client import LogicClient
+from gochat_py.runtime import wait_for_stop_signal
+
+log = logging.getLogger("gochat.api")
+
+
+async def serve(settings: Settings) -> None:
+    etcd_settings = settings.etcd
+    etcd = make_etcd_client(etcd_settings)
+    watcher = ServiceWatcher(etcd, etcd_settings, etcd_settings.logic_service)
+    await watcher.start()
+    logic = LogicClient(watcher, settings.rpc)
+    runner = web.AppRunner(create_app(logic), access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = split_host_port(settings.api.bind)
+    site = web.TCPSite(runner, host, port, shutdown_timeout=5)
+    await site.start()
+    log.info("ready", extra=kv(bind=f"{host}:{port}"))
+    await wait_for_stop_signal()
+    log.info("stopping")
+    await runner.cleanup()  # stops accepting, lets in-flight requests finish
+    await watcher.stop()
+    await logic.close()
+    await etcd.close()
+    log.info("stopped")

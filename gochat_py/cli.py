@@ -1,0 +1,72 @@
+"""Command line: ``gochat-py --module NAME`` runs one module; ``gochat-py up`` runs them all."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Awaitable, Callable
+
+from gochat_py.config import ConfigError, Settings, load_settings
+
+# module name -> "package.module:coroutine function" taking Settings; imported only when chosen.
+MODULES = {
+    "logic": "gochat_py.logic.server:serve",
+    "connect_websocket": "gochat_py.connect.websocket:serve_websocket",
+    "task": "gochat_py.task.worker:serve",
+    "api": "gochat_py.api.server:serve",
+    "site": "gochat_py.site.server:serve",
+}
+
+
+def _entry(name: str) -> Callable[[Settings], Awaitable[None]]:
+    module_path, _, function = MODULES[name].partition(":")
+    return getattr(importlib.import_module(module_path), function)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gochat-py", description=__doc__)
+    parser.add_argument("--module", help=f"run one module: {', '.join(MODULES)}")
+    parser.add_argument("--config-dir", help="folder with common.toml, api.toml, ... (default config/<env>)")
+    parser.add_argument("--env", help="configuration environment: dev or prod (default $GOCHAT_ENV or dev)")
+    commands = parser.add_subparsers(dest="command")
+    up = commands.add_parser("up", help="start the whole system on this machine (Redis and etcd too)")
+    up.add_argument(
+        "--no-infra", action="store_true", help="never start Redis or etcd, only use running ones"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None and args.module is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if args.module is not None and args.module not in MODULES:
+        print(
+            f"gochat-py: unknown module {args.module!r}; choose one of: {', '.join(MODULES)}", file=sys.stderr
+        )
+        return 2
+    try:
+        settings = load_settings(args.config_dir, args.env)
+    except ConfigError as exc:
+        print(f"gochat-py: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "up":
+        from gochat_py.launcher import up
+
+        return up(settings, start_infra=not args.no_infra)
+
+    from gochat_py.logs import setup_logging
+    from gochat_py.runtime import run
+
+    setup_logging(args.module, settings.log.level)
+    entry = _entry(args.module)
+    run(lambda: entry(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Typed configuration: ``config/<env>/*.toml`` merged, then ``GOCHAT_*`` environment overrides.
+
+Every module loads the same :class:`Settings` object but only reads its own section, so one
+set of files describes a whole deployment.  Environment variables override any key:
+``GOCHAT_<SECTION>__<KEY>`` (double underscore between levels, case-insensitive), for example
+``GOCHAT_API__BIND=0.0.0.0:7070``, ``GOCHAT_REDIS__ADDRESS=10.0.0.5:6379``,
+``GOCHAT_CONNECT_WEBSOCKET__SERVER_ID=ws-a`` or ``GOCHAT_STATE_DIR=/var/lib/gochat-py``.
+Lists accept a comma-separated string: ``GOCHAT_CONNECT_TCP__BIND=127.0.0.1:7001,127.0.0.1:7002``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "GOCHAT_"
+# Environment variables with the prefix that choose *which* files to read, not a key inside them.
+_META_VARS = {"GOCHAT_ENV", "GOCHAT_CONFIG_DIR"}
+CONFIG_FILES = ("common", "logic", "connect", "task", "api", "site")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+AddressList = Annotated[list[str], BeforeValidator(_split_commas)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EtcdSettings(Section):
+    endpoint: str = "127.0.0.1:2379"
+    base_path: str = "/gochat_srv"
+    logic_service: str = "LogicRpc"
+    connect_service: str = "ConnectRpc"
+    username: str = ""
+    password: str = ""
+    timeout: float = Field(5.0, gt=0, description="seconds for one etcd call")
+    lease_ttl: int = Field(10, ge=2, description="seconds before a dead node's keys vanish")
+
+
+class RedisSettings(Section):
+    address: str = "127.0.0.1:6379"
+    password: str = ""
+    db: int = 0
+    timeout: float = Field(3.0, gt=0, description="socket timeout for one Redis command")
+
+
+class QueueSettings(Section):
+    stream: str = "gochat_stream"
+    group: str = "gochat_task"
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class RpcSettings(Section):
+    timeout: float = Field(3.0, gt=0, description="deadline of every gRPC call, seconds")
+    attempts: int = Field(3, ge=1, description="nodes tried before a call fails")
+
+
+class LogicSettings(Section):
+    rpc_bind: str = "127.0.0.1:6900"
+    rpc_advertise: str = ""
+    database_url: str = ""
+    session_ttl: int = Field(86400, gt=0)
+    node_grace: float = Field(5.0, ge=0, description="seconds a dead connect node stays before purge")
+    # argon2id cost; the defaults are OWASP's minimum (19 MiB, 2 passes), about 30 ms per hash.
+    password_time_cost: int = Field(2, ge=1)
+    password_memory_kib: int = Field(19456, ge=1024)
+
+
+class ConnectNodeSettings(Section):
+    server_id: str = ""
+    rpc_bind: str = "127.0.0.1:6912"
+    rpc_advertise: str = ""
+
+
+class WebsocketSettings(ConnectNodeSettings):
+    bind: str = "127.0.0.1:7000"
+    path: str = "/ws"
+
+
+class TcpSettings(ConnectNodeSettings):
+    bind: AddressList = ["127.0.0.1:7001", "127.0.0.1:7002"]
+    rpc_bind: str = "127.0.0.1:6914"
+
+
+class ConnectSettings(Section):
+    buckets: int = Field(4, ge=1)
+    send_queue: int = Field(512, ge=1, description="frames queued per connection before it is closed")
+    auth_timeout: float = Field(10.0, gt=0)
+    ping_interval: float = Field(54.0, gt=0)
+    pong_timeout: float = Field(6.0, gt=0, description="after a ping; 54 + 6 = the original's 60 s")
+    write_timeout: float = Field(10.0, gt=0)
+    max_message_size: int = Field(512, ge=64)
+    dedup_window: int = Field(65536, ge=0, description="recent message ids remembered per node")
+
+
+class TaskSettings(Section):
+    consumer: str = ""
+    batch_size: int = Field(256, ge=1)
+    block_ms: int = Field(1000, ge=1)
+    claim_idle: float = Field(5.0, gt=0, description="seconds before another task takes over a message")
+    trim_interval: float = Field(10.0, gt=0)
+
+
+class ApiSettings(Section):
+    bind: str = "127.0.0.1:7070"
+
+
+class SiteSettings(Section):
+    bind: str = "127.0.0.1:8080"
+    root: str = ""
+    api_url: str = ""
+    ws_url: str = ""
+
+
+class Settings(Section):
+    env: str = "dev"
+    config_dir: str = ""
+    # common.toml: shared by every module
+    state_dir: str = "state"
+    etcd: EtcdSettings = EtcdSettings()
+    redis: RedisSettings = RedisSettings()
+    queue: QueueSettings = QueueSettings()
+    log: LogSettings = LogSettings()
+    rpc: RpcSettings = RpcSettings()
+    # one section per module, each in its own file
+    logic: LogicSettings = LogicSettings()
+    connect: ConnectSettings = ConnectSettings()
+    connect_websocket: WebsocketSettings = WebsocketSettings()
+    connect_tcp: TcpSettings = TcpSettings()
+    task: TaskSettings = TaskSettings()
+    api: ApiSettings = ApiSettings()
+    site: SiteSettings = SiteSettings()
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir).expanduser().resolve()
+
+    @property
+    def database_url(self) -> str:
+        if self.logic.database_url:
+            return self.logic.database_url
+        return f"sqlite+aiosqlite:///{self.state_path / 'gochat.sqlite3'}"
+
+    @property
+    def site_root(self) -> Path:
+        return Path(self.site.root) if self.site.root else PROJECT_ROOT / "site"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be loaded; the message says which file or key."""
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in _META_VARS:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            raise ConfigError(f"bad environment variable name {name!r}")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name!r} conflicts with another one")
+        node[path[-1]] = value
+    return tree
+
+
+def default_config_dir(env: str) -> Path:
+    local = Path.cwd() / "config" / env
+    return local if local.is_dir() else PROJECT_ROOT / "config" / env
+
+
+def load_settings(
+    config_dir: str | Path | None = None,
+    env: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    environ = dict(os.environ if environ is None else environ)
+    env = env or environ.get("GOCHAT_ENV") or "dev"
+    directory = Path(config_dir or environ.get("GOCHAT_CONFIG_DIR") or default_config_dir(env))
+    if not directory.is_dir():
+        raise ConfigError(f"config directory {directory} does not exist")
+    raw: dict[str, Any] = {}
+    for name in CONFIG_FILES:
+        path = directory / f"{name}.toml"
+        if not path.exists():
+            continue
+        try:
+            _merge(raw, tomllib.loads(path.read_text(encoding="utf-8")))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    _merge(raw, _env_overrides(environ))
+    raw["env"] = env
+    raw["config_dir"] = str(directory.resolve())
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration ({directory}, GOCHAT_* variables):\n{exc}") from exc
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6]:port"`` to a tuple; a bad address is a ConfigError."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"address {address!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)

@@ -1,0 +1,1 @@
+"""The connect layer: holds client sockets (websocket, TCP) and writes frames to them."""

@@ -1,0 +1,107 @@
+"""Who is connected where: buckets -> rooms -> channels, as in the original.
+
+Users are spread over buckets by murmur3 of their id, so the per-user maps stay small; a room
+lives in every bucket that has a member of it, and a room frame visits every bucket.  Everything
+here runs on the event loop thread, so plain dicts and sets need no locks (the original's lock
+bugs cannot happen).  A channel is a set member: adding it twice or removing it twice is
+harmless, and a user may hold several channels (tabs, devices).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import mmh3
+
+
+class Channel:
+    """One client socket's outbound side: a bounded queue drained by the socket's writer.
+
+    ``push`` never blocks.  When the queue is full the client is too slow to keep up; rather than
+    drop frames silently (the original), the channel is marked overflowed and ``on_overflow``
+    closes the socket so the client reconnects and knows it missed something.
+    """
+
+    __slots__ = ("closed", "on_overflow", "overflowed", "queue", "room_id", "user_id", "user_name")
+
+    def __init__(self, user_id: int, user_name: str, room_id: int, limit: int) -> None:
+        self.user_id = user_id
+        self.user_name = user_name
+        self.room_id = room_id
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(limit)
+        self.closed = False
+        self.overflowed = False
+        self.on_overflow: Callable[[Channel], None] | None = None
+
+    def push(self, frame: bytes) -> bool:
+        if self.closed:
+            return False
+        try:
+            self.queue.put_nowait(frame)
+            return True
+        except asyncio.QueueFull:
+            if not self.overflowed:
+                self.overflowed = True
+                if self.on_overflow is not None:
+                    self.on_overflow(self)
+            return False
+
+
+class Bucket:
+    __slots__ = ("rooms", "users")
+
+    def __init__(self) -> None:
+        self.users: dict[int, set[Channel]] = {}
+        self.rooms: dict[int, set[Channel]] = {}
+
+    def put(self, channel: Channel) -> None:
+        self.users.setdefault(channel.user_id, set()).add(channel)
+        if channel.room_id > 0:
+            self.rooms.setdefault(channel.room_id, set()).add(channel)
+
+    def remove(self, channel: Channel) -> None:
+        _discard(self.users, channel.user_id, channel)
+        if channel.room_id > 0:
+            _discard(self.rooms, channel.room_id, channel)
+
+    def push_user(self, user_id: int, frame: bytes) -> int:
+        return sum(channel.push(frame) for channel in self.users.get(user_id, ()))
+
+    def push_room(self, room_id: int, frame: bytes) -> int:
+        return sum(channel.push(frame) for channel in self.rooms.get(room_id, ()))
+
+
+def _discard(index: dict[int, set[Channel]], key: int, channel: Channel) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.discard(channel)
+        if not members:
+            del index[key]
+
+
+class Hub:
+    def __init__(self, bucket_count: int) -> None:
+        self.buckets = [Bucket() for _ in range(bucket_count)]
+
+    def bucket(self, user_id: int) -> Bucket:
+        return self.buckets[mmh3.hash(str(user_id), signed=False) % len(self.buckets)]
+
+    def put(self, channel: Channel) -> None:
+        self.bucket(channel.user_id).put(channel)
+
+    def remove(self, channel: Channel) -> None:
+        channel.closed = True
+        self.bucket(channel.user_id).remove(channel)
+
+    def push_user(self, user_id: int, frame: bytes) -> int:
+        return self.bucket(user_id).push_user(user_id, frame)
+
+    def push_room(self, room_id: int, frame: bytes) -> int:
+        return sum(bucket.push_room(room_id, frame) for bucket in self.buckets)
+
+    def connection_count(self) -> int:
+        return sum(len(chs) for bucket in self.buckets for chs in bucket.users.values())
+
+    def room_count(self, room_id: int) -> int:
+        return sum(len(bucket.rooms.get(room_id, ())) for bucket in self.buckets)

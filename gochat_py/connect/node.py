@@ -1,0 +1,103 @@
+"""What every connect node shares, whatever its sockets: hub, gRPC server, etcd, logic client.
+
+The front end (websocket or TCP) plugs in with :meth:`ConnectNode.join` and
+:meth:`ConnectNode.leave`, so the two speak to logic and to the hub the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+import grpc
+
+from gochat_py.config import ConnectNodeSettings, Settings
+from gochat_py.connect.dedup import RecentIds
+from gochat_py.connect.hub import Channel, Hub
+from gochat_py.connect.service import ConnectService
+from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
+from gochat_py.logs import kv
+from gochat_py.rpc import connect_pb2_grpc
+from gochat_py.rpc import logic_pb2 as logic_pb
+from gochat_py.rpc.client import SERVER_OPTIONS, LogicClient, RpcError
+
+log = logging.getLogger("gochat.connect")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A join that failed: ``retry`` is True when the fault is ours (logic unreachable)."""
+
+    reason: str
+    retry: bool
+
+
+class ConnectNode:
+    def __init__(self, settings: Settings, node_settings: ConnectNodeSettings, server_type: str) -> None:
+        self.settings = settings
+        self.node_settings = node_settings
+        self.server_type = server_type
+        self.server_id = node_settings.server_id or f"{server_type}-{uuid.uuid4()}"
+        self.hub = Hub(settings.connect.buckets)
+        etcd_settings = settings.etcd
+        self._etcd = make_etcd_client(etcd_settings)
+        self._logic_nodes = ServiceWatcher(self._etcd, etcd_settings, etcd_settings.logic_service)
+        self.logic = LogicClient(self._logic_nodes, settings.rpc)
+        self._server = grpc.aio.server(options=SERVER_OPTIONS)
+        connect_pb2_grpc.add_ConnectServicer_to_server(
+            ConnectService(self.hub, RecentIds(settings.connect.dedup_window)), self._server
+        )
+        self._registration: Registration | None = None
+
+    async def start(self) -> None:
+        """Serves task's RPCs and registers in etcd; the front end opens its sockets after this."""
+        await self._logic_nodes.start()
+        port = self._server.add_insecure_port(self.node_settings.rpc_bind)
+        await self._server.start()
+        address = advertised_address(self.node_settings.rpc_bind, self.node_settings.rpc_advertise, port)
+        etcd_settings = self.settings.etcd
+        self._registration = Registration(
+            self._etcd,
+            etcd_settings,
+            etcd_settings.connect_service,
+            Node(address, self.server_id, self.server_type),
+        )
+        await self._registration.start()
+
+    async def deregister(self) -> None:
+        """First step of shutdown: task stops routing here while the sockets are closed."""
+        if self._registration:
+            await self._registration.stop()
+            self._registration = None
+
+    async def stop(self) -> None:
+        await self.deregister()
+        await self._server.stop(grace=2)
+        await self._logic_nodes.stop()
+        await self.logic.close()
+        await self._etcd.close()
+
+    async def join(self, auth_token: str, room_id: int) -> Channel | Refusal:
+        """Authenticates through logic and puts a new channel in the hub."""
+        request = logic_pb.ConnectRequest(auth_token=auth_token, room_id=room_id, server_id=self.server_id)
+        try:
+            reply = await self.logic.call("Connect", request)
+        except RpcError as exc:
+            return Refusal(f"logic unavailable: {exc}", retry=True)
+        if reply.code != 0 or reply.user_id <= 0:
+            return Refusal(reply.message or "authentication failed", retry=reply.message.startswith("redis"))
+        channel = Channel(reply.user_id, reply.user_name, room_id, self.settings.connect.send_queue)
+        self.hub.put(channel)
+        return channel
+
+    async def leave(self, channel: Channel) -> None:
+        self.hub.remove(channel)
+        request = logic_pb.DisconnectRequest(
+            room_id=channel.room_id, user_id=channel.user_id, server_id=self.server_id
+        )
+        try:
+            await self.logic.call("Disconnect", request)
+        except RpcError as exc:
+            # Logic's reaper corrects the room state if this node dies before it can tell.
+            log.warning("disconnect not recorded", extra=kv(user_id=channel.user_id, error=str(exc)))

@@ -1,0 +1,133 @@
+"""The websocket front end: ``ws://host:7000/ws``, as the original serves it.
+
+A socket must send its join message (``{"authToken": T, "roomId": R}``) within
+``auth_timeout``; the original waited for ever.  Later messages are ignored (the original re-ran
+the join for each and corrupted its room lists).  Frames go out as text frames holding exactly
+the body bytes.  Refusals close with a code and a reason instead of the original's bare TCP
+close: 1008 for a bad or unknown token, 1013 when logic is unreachable, 1009 for an inbound
+message over 512 bytes, 1001 when the node shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from http import HTTPStatus
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from gochat_py.config import Settings, split_host_port
+from gochat_py.connect.hub import Channel
+from gochat_py.connect.node import ConnectNode, Refusal
+from gochat_py.logs import kv
+from gochat_py.protocol.join import JoinError, parse_join
+from gochat_py.runtime import wait_for_stop_signal
+
+log = logging.getLogger("gochat.connect.ws")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+
+
+def _reason(text: str) -> str:
+    """Close reasons are limited to 123 bytes."""
+    return text.encode()[:120].decode(errors="ignore")
+
+
+class WebsocketFrontEnd:
+    def __init__(self, node: ConnectNode, settings: Settings) -> None:
+        self.node = node
+        self.settings = settings
+        self.path = settings.connect_websocket.path
+        self.server: Server | None = None
+
+    async def start(self) -> int:
+        host, port = split_host_port(self.settings.connect_websocket.bind)
+        cs = self.settings.connect
+        self.server = await serve(
+            self.handle,
+            host,
+            port,
+            process_request=self._check_path,
+            compression=None,
+            max_size=cs.max_message_size,
+            ping_interval=cs.ping_interval,
+            ping_timeout=cs.pong_timeout,
+            close_timeout=5,
+            open_timeout=cs.auth_timeout,
+        )
+        return self.server.sockets[0].getsockname()[1]
+
+    def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.partition("?")[0] != self.path:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        return None
+
+    async def handle(self, ws: ServerConnection) -> None:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), self.settings.connect.auth_timeout)
+        except TimeoutError:
+            await ws.close(CLOSE_POLICY, "authentication timeout")
+            return
+        except ConnectionClosed:
+            return
+        try:
+            join = parse_join(raw)
+        except JoinError as exc:
+            log.info("join refused", extra=kv(peer=_peer(ws), reason=str(exc)))
+            await ws.close(CLOSE_POLICY, _reason(str(exc)))
+            return
+        result = await self.node.join(join.auth_token, join.room_id)
+        if isinstance(result, Refusal):
+            log.info("join refused", extra=kv(peer=_peer(ws), reason=result.reason))
+            await ws.close(CLOSE_TRY_AGAIN if result.retry else CLOSE_POLICY, _reason(result.reason))
+            return
+        channel = result
+        channel.on_overflow = lambda _ch: asyncio.ensure_future(
+            ws.close(CLOSE_POLICY, "too slow: send queue full")
+        )
+        writer = asyncio.create_task(self._write(ws, channel))
+        try:
+            async for _ in ws:
+                pass  # chat goes over HTTP; a second join is ignored
+        except ConnectionClosed:
+            pass
+        finally:
+            writer.cancel()
+            await self.node.leave(channel)
+            if channel.overflowed:
+                log.warning("closed a slow client", extra=kv(user_id=channel.user_id))
+
+    async def _write(self, ws: ServerConnection, channel: Channel) -> None:
+        queue = channel.queue
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.send(await queue.get(), text=True)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close(close_connections=True)
+            await self.server.wait_closed()
+
+
+def _peer(ws: ServerConnection) -> str:
+    address = ws.remote_address
+    return f"{address[0]}:{address[1]}" if address else "?"
+
+
+async def serve_websocket(settings: Settings) -> None:
+    node = ConnectNode(settings, settings.connect_websocket, "ws")
+    await node.start()
+    front = WebsocketFrontEnd(node, settings)
+    port = await front.start()
+    log.info("ready", extra=kv(server_id=node.server_id, ws_port=port, path=front.path))
+    await wait_for_stop_signal()
+    log.info("stopping", extra=kv(connections=node.hub.connection_count()))
+    await node.deregister()
+    await front.stop()
+    await node.stop()
+    log.info("stopped")

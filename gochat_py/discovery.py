@@ -1,0 +1,222 @@
+"""Service discovery through etcd: leased registration and prefix watches.
+
+A node registers ``<base>/<service>/tcp@<host>:<port>`` with a value such as
+``serverId=ws-<uuid>&serverType=ws`` (the original's layout), attached to a lease it keeps alive.
+When the process dies the lease expires and the key vanishes; on a clean stop the lease is revoked
+so the key vanishes at once.  Watchers list the prefix, then follow a watch from the listed
+revision, and re-list on a timer too, so a missed event or a silently dead watch heals itself.
+While etcd is unreachable watchers keep the last known set: traffic keeps flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode
+
+import aetcd
+
+from gochat_py.config import EtcdSettings, split_host_port
+from gochat_py.logs import kv
+
+log = logging.getLogger("gochat.discovery")
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One registered instance: where to call it and which connect node (server id) it is."""
+
+    address: str
+    server_id: str
+    server_type: str
+
+
+def make_etcd_client(settings: EtcdSettings) -> aetcd.Client:
+    host, port = split_host_port(settings.endpoint)
+    return aetcd.Client(
+        host=host,
+        port=port,
+        username=settings.username or None,
+        password=settings.password or None,
+        timeout=settings.timeout,
+    )
+
+
+def service_prefix(settings: EtcdSettings, service: str) -> str:
+    return f"{settings.base_path.rstrip('/')}/{service}/"
+
+
+def advertised_address(bind: str, advertise: str, bound_port: int) -> str:
+    """What other hosts dial: the explicit setting, else the bind address with the real port.
+
+    A wildcard bind (0.0.0.0, ::) cannot be dialled from another host, so it is replaced by this
+    host's name.
+    """
+    if advertise:
+        return advertise
+    host, _ = split_host_port(bind)
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn()
+    return f"{host}:{bound_port}"
+
+
+def encode_value(server_id: str, server_type: str) -> bytes:
+    return urlencode(sorted({"serverId": server_id, "serverType": server_type}.items())).encode()
+
+
+def parse_node(key: bytes, value: bytes, prefix: str) -> Node | None:
+    name = key.decode(errors="replace")
+    if not name.startswith(prefix):
+        return None
+    address = name[len(prefix) :].partition("@")[2] or name[len(prefix) :]
+    fields = dict(parse_qsl(value.decode(errors="replace")))
+    if not address or "serverId" not in fields:
+        return None
+    return Node(address=address, server_id=fields["serverId"], server_type=fields.get("serverType", ""))
+
+
+class Registration:
+    """Keeps one instance key alive in etcd for the life of the process."""
+
+    def __init__(self, client: aetcd.Client, settings: EtcdSettings, service: str, node: Node) -> None:
+        self._client = client
+        self._settings = settings
+        self.node = node
+        self.key = f"{service_prefix(settings, service)}tcp@{node.address}".encode()
+        self._value = encode_value(node.server_id, node.server_type)
+        self._lease_id: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Registers once (failing loudly if etcd is unreachable), then keeps the lease alive."""
+        await self._register()
+        self._task = asyncio.create_task(self._keep_alive(), name="etcd-keepalive")
+
+    async def _register(self) -> None:
+        lease = await self._client.lease(self._settings.lease_ttl)
+        await self._client.put(self.key, self._value, lease=lease.id)
+        self._lease_id = lease.id
+        log.info(
+            "registered in etcd",
+            extra=kv(key=self.key.decode(), server_id=self.node.server_id, ttl=self._settings.lease_ttl),
+        )
+
+    async def _keep_alive(self) -> None:
+        interval = max(self._settings.lease_ttl / 3, 0.5)
+        healthy = True
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                reply = await self._client.refresh_lease(self._lease_id)
+                if reply is None or reply.TTL <= 0:
+                    # The lease expired while etcd was away (or etcd lost its data): start again.
+                    await self._register()
+                if not healthy:
+                    log.info("etcd reachable again", extra=kv(key=self.key.decode()))
+                healthy = True
+            except Exception as exc:
+                if healthy:
+                    log.warning("etcd keep-alive failed", extra=kv(key=self.key.decode(), error=repr(exc)))
+                healthy = False
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._lease_id is not None:
+            try:
+                await asyncio.wait_for(self._client.revoke_lease(self._lease_id), self._settings.timeout)
+                log.info("deregistered from etcd", extra=kv(key=self.key.decode()))
+            except Exception as exc:
+                log.warning("etcd deregistration failed", extra=kv(key=self.key.decode(), error=repr(exc)))
+
+
+class ServiceWatcher:
+    """The live set of a service's nodes, kept current from etcd."""
+
+    def __init__(self, client: aetcd.Client, settings: EtcdSettings, service: str) -> None:
+        self._client = client
+        self._settings = settings
+        self.service = service
+        self.prefix = service_prefix(settings, service)
+        self.nodes: dict[str, Node] = {}
+        self.ready = asyncio.Event()
+        # monotonic time of the last successful listing: how fresh ``nodes`` is
+        self.last_sync = 0.0
+        self._changed = asyncio.Event()
+        self._listeners: list[Callable[[dict[str, Node]], None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def on_change(self, listener: Callable[[dict[str, Node]], None]) -> None:
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._watch_loop(), name=f"watch-{self.service}"),
+            asyncio.create_task(self._relist_loop(), name=f"relist-{self.service}"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait_changed(self, timeout: float) -> None:
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    async def _relist(self) -> int:
+        result = await self._client.get_prefix(self.prefix.encode())
+        nodes = {}
+        for item in result:
+            node = parse_node(item.key, item.value, self.prefix)
+            if node:
+                nodes[node.address] = node
+        if nodes != self.nodes:
+            added = sorted(set(nodes) - set(self.nodes))
+            removed = sorted(set(self.nodes) - set(nodes))
+            self.nodes = nodes
+            log.info(
+                "service nodes changed",
+                extra=kv(
+                    service=self.service, nodes=len(nodes), added=",".join(added), removed=",".join(removed)
+                ),
+            )
+            for listener in self._listeners:
+                listener(nodes)
+            self._changed.set()
+        self.last_sync = time.monotonic()
+        self.ready.set()
+        return result.header.revision if result.header else 0
+
+    async def _watch_loop(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                revision = await self._relist()
+                watch = await self._client.watch_prefix(self.prefix.encode(), start_revision=revision + 1)
+                backoff = 0.5
+                async for _event in watch:
+                    await self._relist()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("etcd watch failed", extra=kv(service=self.service, error=repr(exc)))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _relist_loop(self) -> None:
+        """Safety net against a watch that hangs without an error."""
+        while True:
+            await asyncio.sleep(max(self._settings.lease_ttl / 2, 1.0))
+            with contextlib.suppress(Exception):
+                await self._relist()

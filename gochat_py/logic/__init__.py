@@ -1,0 +1,1 @@
+"""The logic layer: a gRPC server over users (SQL), sessions and rooms (Redis) and the queue."""

@@ -1,0 +1,72 @@
+"""Runs the logic module: gRPC server, etcd registration, dead-node reaper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+import grpc
+
+from gochat_py.config import Settings
+from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
+from gochat_py.logic.passwords import Passwords
+from gochat_py.logic.reaper import reap_dead_nodes
+from gochat_py.logic.service import LogicService
+from gochat_py.logic.sessions import SessionStore
+from gochat_py.logic.users import UserStore
+from gochat_py.logs import kv
+from gochat_py.queue import MessageQueue
+from gochat_py.rpc import logic_pb2_grpc
+from gochat_py.rpc.client import SERVER_OPTIONS
+from gochat_py.runtime import wait_for_stop_signal
+from gochat_py.storage.redis import make_redis
+
+log = logging.getLogger("gochat.logic")
+
+
+async def serve(settings: Settings) -> None:
+    settings.state_path.mkdir(parents=True, exist_ok=True)
+    users = UserStore(settings.database_url)
+    await users.create_schema()
+    redis = make_redis(settings.redis)
+    queue = MessageQueue(redis, settings.queue)
+    service = LogicService(
+        users,
+        SessionStore(redis, settings.logic.session_ttl),
+        queue,
+        Passwords(settings.logic.password_time_cost, settings.logic.password_memory_kib),
+    )
+
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    logic_pb2_grpc.add_LogicServicer_to_server(service, server)
+    port = server.add_insecure_port(settings.logic.rpc_bind)
+    await server.start()
+
+    etcd_settings = settings.etcd
+    etcd = make_etcd_client(etcd_settings)
+    address = advertised_address(settings.logic.rpc_bind, settings.logic.rpc_advertise, port)
+    registration = Registration(
+        etcd, etcd_settings, etcd_settings.logic_service, Node(address, f"logic-{uuid.uuid4()}", "logic")
+    )
+    await registration.start()
+    connect_nodes = ServiceWatcher(etcd, etcd_settings, etcd_settings.connect_service)
+    await connect_nodes.start()
+    reaper = asyncio.create_task(
+        reap_dead_nodes(connect_nodes, service.sessions, service.purge_node, settings.logic.node_grace)
+    )
+    log.info("ready", extra=kv(rpc=address, database=settings.database_url.split("://")[0]))
+
+    await wait_for_stop_signal()
+    log.info("stopping")
+    await registration.stop()
+    reaper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reaper
+    await server.stop(grace=5)
+    await connect_nodes.stop()
+    await etcd.close()
+    await redis.aclose()
+    await users.close()
+    log.info("stopped")

@@ -1,0 +1,214 @@
+"""The Logic gRPC service: users, sessions, room state, and the entry of every message.
+
+Replies carry ``code`` 0 or 1 and, on failure, the message the HTTP api shows (the original's
+texts).  Infrastructure failures (Redis or the database down) are code 1 with a clear message,
+logged once per call; they never crash the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import grpc
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from gochat_py.logic.passwords import Passwords
+from gochat_py.logic.sessions import NO_ROOM, Session, SessionStore
+from gochat_py.logic.users import DuplicateUserError, UserStore
+from gochat_py.logs import kv
+from gochat_py.protocol.frames import (
+    OP_ROOM_COUNT_SEND,
+    OP_ROOM_INFO_SEND,
+    OP_ROOM_SEND,
+    OP_SINGLE_SEND,
+    Send,
+)
+from gochat_py.protocol.queue_message import QueueMessage
+from gochat_py.queue import MessageQueue
+from gochat_py.rpc import logic_pb2 as pb
+from gochat_py.rpc import logic_pb2_grpc
+
+log = logging.getLogger("gochat.logic")
+
+OK, FAIL = 0, 1
+MSG_USER_EXISTS = "this user name already have , please login !!!"
+MSG_BAD_LOGIN = "no this user or password error!"
+MSG_EMPTY = "user_name or password empty!"
+
+ReplyT = TypeVar("ReplyT")
+
+
+def _guard(reply_type: Callable[..., ReplyT]) -> Callable[..., Callable[..., Awaitable[ReplyT]]]:
+    """Turns a storage outage inside a method into a code-1 reply that says what is down."""
+
+    def decorate(method: Callable[..., Awaitable[ReplyT]]) -> Callable[..., Awaitable[ReplyT]]:
+        @wraps(method)
+        async def wrapper(self: LogicService, request: Any, context: grpc.aio.ServicerContext) -> ReplyT:
+            try:
+                return await method(self, request, context)
+            except RedisError as exc:
+                log.warning("redis unavailable", extra=kv(method=method.__name__, error=repr(exc)))
+                return reply_type(code=FAIL, message=f"redis unavailable: {exc}")
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("database unavailable", extra=kv(method=method.__name__, error=repr(exc)))
+                return reply_type(code=FAIL, message=f"database unavailable: {exc}")
+
+        return wrapper
+
+    return decorate
+
+
+def create_time() -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in this server's local time, as the original stamps room messages."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+
+
+class LogicService(logic_pb2_grpc.LogicServicer):
+    def __init__(self, users: UserStore, sessions: SessionStore, queue: MessageQueue, passwords: Passwords):
+        self.users = users
+        self.sessions = sessions
+        self.queue = queue
+        self.passwords = passwords
+
+    # -- users and sessions ---------------------------------------------------------------
+
+    @_guard(pb.AuthReply)
+    async def Register(self, request: pb.AuthRequest, context: Any) -> pb.AuthReply:
+        if not request.name or not request.password:
+            return pb.AuthReply(code=FAIL, message=MSG_EMPTY)
+        if await self.users.by_name(request.name) is not None:
+            return pb.AuthReply(code=FAIL, message=MSG_USER_EXISTS)
+        hashed = await asyncio.to_thread(self.passwords.hash, request.password)
+        try:
+            user = await self.users.create(request.name, hashed)
+        except DuplicateUserError:
+            return pb.AuthReply(code=FAIL, message=MSG_USER_EXISTS)
+        token = await self.sessions.login(user.id, user.name)
+        log.info("user registered", extra=kv(user_id=user.id))
+        return pb.AuthReply(code=OK, auth_token=token)
+
+    @_guard(pb.AuthReply)
+    async def Login(self, request: pb.AuthRequest, context: Any) -> pb.AuthReply:
+        user = await self.users.by_name(request.name)
+        if user is None:
+            return pb.AuthReply(code=FAIL, message=MSG_BAD_LOGIN)
+        matches, rehash = await asyncio.to_thread(self.passwords.verify, user.password, request.password)
+        if not matches:
+            return pb.AuthReply(code=FAIL, message=MSG_BAD_LOGIN)
+        if rehash:
+            await self.users.set_password(
+                user.id, await asyncio.to_thread(self.passwords.hash, request.password)
+            )
+        token = await self.sessions.login(user.id, user.name)
+        return pb.AuthReply(code=OK, auth_token=token)
+
+    @_guard(pb.CheckAuthReply)
+    async def CheckAuth(self, request: pb.CheckAuthRequest, context: Any) -> pb.CheckAuthReply:
+        session = await self.sessions.check(request.auth_token)
+        if session is None:
+            return pb.CheckAuthReply(code=FAIL, message="auth fail")
+        return pb.CheckAuthReply(code=OK, user_id=session.user_id, user_name=session.user_name)
+
+    @_guard(pb.Reply)
+    async def Logout(self, request: pb.LogoutRequest, context: Any) -> pb.Reply:
+        if await self.sessions.logout(request.auth_token) is None:
+            return pb.Reply(code=FAIL, message="logout fail!")
+        return pb.Reply(code=OK)
+
+    @_guard(pb.GetUserInfoReply)
+    async def GetUserInfo(self, request: pb.GetUserInfoRequest, context: Any) -> pb.GetUserInfoReply:
+        user = await self.users.by_id(request.user_id)
+        if user is None:
+            return pb.GetUserInfoReply(code=FAIL, message="no this user", user_id=request.user_id)
+        return pb.GetUserInfoReply(code=OK, user_id=user.id, user_name=user.name)
+
+    # -- messages ---------------------------------------------------------------------------
+
+    @_guard(pb.Reply)
+    async def Push(self, request: pb.PushRequest, context: Any) -> pb.Reply:
+        target = await self.users.by_id(request.to_user_id) if request.to_user_id > 0 else None
+        body = Send(
+            msg=request.msg,
+            from_user_id=request.from_user_id,
+            from_user_name=request.from_user_name,
+            to_user_id=request.to_user_id,
+            to_user_name=target.name if target else "",
+            room_id=request.room_id,
+            op=OP_SINGLE_SEND,
+        ).encode()
+        server_id = await self.sessions.server_of(request.to_user_id)
+        await self.queue.enqueue(
+            QueueMessage(op=OP_SINGLE_SEND, server_id=server_id, user_id=request.to_user_id, msg=body)
+        )
+        return pb.Reply(code=OK)
+
+    @_guard(pb.Reply)
+    async def PushRoom(self, request: pb.PushRoomRequest, context: Any) -> pb.Reply:
+        body = Send(
+            msg=request.msg,
+            from_user_id=request.from_user_id,
+            from_user_name=request.from_user_name,
+            room_id=request.room_id,
+            op=OP_ROOM_SEND,
+            create_time=create_time(),
+        ).encode()
+        await self.queue.enqueue(QueueMessage(op=OP_ROOM_SEND, room_id=request.room_id, msg=body))
+        return pb.Reply(code=OK)
+
+    @_guard(pb.Reply)
+    async def Count(self, request: pb.RoomRequest, context: Any) -> pb.Reply:
+        count = await self.sessions.online_count(request.room_id)
+        await self.queue.enqueue(QueueMessage(op=OP_ROOM_COUNT_SEND, room_id=request.room_id, count=count))
+        return pb.Reply(code=OK)
+
+    @_guard(pb.Reply)
+    async def GetRoomInfo(self, request: pb.RoomRequest, context: Any) -> pb.Reply:
+        if not await self.broadcast_room_info(request.room_id):
+            return pb.Reply(code=FAIL, message="getRoomInfo no this user")
+        return pb.Reply(code=OK)
+
+    async def broadcast_room_info(self, room_id: int) -> bool:
+        """Queues an op-5 frame (member list) for the room; False when the room is empty."""
+        members = await self.sessions.members(room_id)
+        if not members:
+            return False
+        await self.queue.enqueue(
+            QueueMessage(op=OP_ROOM_INFO_SEND, room_id=room_id, count=len(members), room_user_info=members)
+        )
+        return True
+
+    # -- sockets on connect nodes -----------------------------------------------------------
+
+    @_guard(pb.ConnectReply)
+    async def Connect(self, request: pb.ConnectRequest, context: Any) -> pb.ConnectReply:
+        session = await self.sessions.check(request.auth_token)
+        if session is None:
+            return pb.ConnectReply(code=FAIL, message="auth fail")
+        await self.sessions.connect(session, request.room_id, request.server_id)
+        if request.room_id > NO_ROOM:
+            # The original broadcast nothing on join; the member list would go stale (§12.1.2).
+            await self.broadcast_room_info(request.room_id)
+        return pb.ConnectReply(code=OK, user_id=session.user_id, user_name=session.user_name)
+
+    @_guard(pb.Reply)
+    async def Disconnect(self, request: pb.DisconnectRequest, context: Any) -> pb.Reply:
+        left = await self.sessions.disconnect(request.user_id, request.room_id, request.server_id)
+        if left == 0 and request.room_id > NO_ROOM:
+            # An op-5 member list instead of the original's empty frame (§12.1.1).
+            await self.broadcast_room_info(request.room_id)
+        return pb.Reply(code=OK)
+
+    async def purge_node(self, server_id: str) -> None:
+        rooms = await self.sessions.purge_node(server_id)
+        for room_id in rooms:
+            await self.broadcast_room_info(room_id)
+        log.info("purged dead connect node", extra=kv(server_id=server_id, rooms=len(rooms)))
+
+
+__all__ = ["LogicService", "Session"]

@@ -1,0 +1,191 @@
+"""Sessions and room membership in Redis, every multi-key change one atomic Lua script.
+
+Keys kept from the original: ``sess_<token>`` (hash userId/userName), ``sess_map_<uid>`` (the
+user's current token), ``gochat_<uid>`` (server id of the connect node holding the user),
+``gochat_room_<rid>`` (hash uid -> name) and ``gochat_room_online_count_<rid>`` (always HLEN of
+that hash).  Added so that several tabs, several nodes and dead nodes are counted right:
+``gochat_room_refs_<rid>`` (uid -> live sockets in the room), ``gochat_user_nodes_<uid>`` (server
+id -> sockets of the user there), ``gochat_node_<sid>`` ("rid:uid" -> sockets on that node) and
+the set ``gochat_nodes`` of server ids holding anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+NODES_KEY = "gochat_nodes"
+NO_ROOM = 0
+
+_LOGIN = """
+-- KEYS: sess_<new token>, sess_map_<uid>; ARGV: uid, name, ttl, new token
+local old = redis.call('GET', KEYS[2])
+if old then redis.call('DEL', 'sess_' .. old) end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'userId', ARGV[1], 'userName', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
+return 1
+"""
+
+# KEYS: room, count, refs, node, user_nodes, user_server, nodes; ARGV: uid, name, rid, sid, ttl
+_CONNECT = """
+local uid, name, rid, sid, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+redis.call('SADD', KEYS[7], sid)
+redis.call('HINCRBY', KEYS[4], rid .. ':' .. uid, 1)
+redis.call('HINCRBY', KEYS[5], sid, 1)
+redis.call('EXPIRE', KEYS[5], ttl)
+redis.call('SET', KEYS[6], sid, 'EX', ttl)
+if rid == '0' then return 0 end
+local n = redis.call('HINCRBY', KEYS[3], uid, 1)
+redis.call('HSET', KEYS[1], uid, name)
+redis.call('SET', KEYS[2], redis.call('HLEN', KEYS[1]))
+return n
+"""
+
+# Same KEYS; ARGV: uid, rid, sid, amount.  Returns the user's sockets left in the room, or -1
+# when this node held none (a repeated or late disconnect changes nothing).
+_DISCONNECT = """
+local uid, rid, sid = ARGV[1], ARGV[2], ARGV[3]
+local field = rid .. ':' .. uid
+local held = tonumber(redis.call('HGET', KEYS[4], field) or '0')
+if held <= 0 then return -1 end
+local amount = math.min(tonumber(ARGV[4]), held)
+if redis.call('HINCRBY', KEYS[4], field, -amount) <= 0 then redis.call('HDEL', KEYS[4], field) end
+if redis.call('HINCRBY', KEYS[5], sid, -amount) <= 0 then
+  redis.call('HDEL', KEYS[5], sid)
+  if redis.call('GET', KEYS[6]) == sid then
+    local others = redis.call('HKEYS', KEYS[5])
+    if #others > 0 then redis.call('SET', KEYS[6], others[1], 'KEEPTTL') else redis.call('DEL', KEYS[6]) end
+  end
+end
+if rid == '0' then return 0 end
+local left = redis.call('HINCRBY', KEYS[3], uid, -amount)
+if left <= 0 then
+  redis.call('HDEL', KEYS[3], uid)
+  redis.call('HDEL', KEYS[1], uid)
+  left = 0
+end
+redis.call('SET', KEYS[2], redis.call('HLEN', KEYS[1]))
+return left
+"""
+
+
+def new_token() -> str:
+    """32 random bytes, URL-safe base64 with padding: 44 characters, as the original's."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    user_id: int
+    user_name: str
+
+
+def room_key(room_id: int) -> str:
+    return f"gochat_room_{room_id}"
+
+
+def user_server_key(user_id: int) -> str:
+    return f"gochat_{user_id}"
+
+
+class SessionStore:
+    def __init__(self, redis: Redis, ttl: int) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self._login = redis.register_script(_LOGIN)
+        self._connect = redis.register_script(_CONNECT)
+        self._disconnect = redis.register_script(_DISCONNECT)
+
+    async def login(self, user_id: int, user_name: str) -> str:
+        """A new token; the user's previous login token stops working (single session)."""
+        token = new_token()
+        await self._login(
+            keys=[f"sess_{token}", f"sess_map_{user_id}"],
+            args=[user_id, user_name, self.ttl, token],
+        )
+        return token
+
+    async def check(self, token: str) -> Session | None:
+        if not token:
+            return None
+        data = await self.redis.hgetall(f"sess_{token}")
+        try:
+            return Session(int(data[b"userId"]), data[b"userName"].decode())
+        except (KeyError, ValueError):
+            return None
+
+    async def logout(self, token: str) -> Session | None:
+        session = await self.check(token)
+        if session is None:
+            return None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(f"sess_{token}", user_server_key(session.user_id))
+            pipe.delete(f"sess_map_{session.user_id}")
+            await pipe.execute()
+        return session
+
+    def _member_keys(self, user_id: int, room_id: int, server_id: str) -> list[str]:
+        return [
+            room_key(room_id),
+            f"gochat_room_online_count_{room_id}",
+            f"gochat_room_refs_{room_id}",
+            f"gochat_node_{server_id}",
+            f"gochat_user_nodes_{user_id}",
+            user_server_key(user_id),
+            NODES_KEY,
+        ]
+
+    async def connect(self, session: Session, room_id: int, server_id: str) -> None:
+        room_id = max(room_id, NO_ROOM)
+        await self._connect(
+            keys=self._member_keys(session.user_id, room_id, server_id),
+            args=[session.user_id, session.user_name, room_id, server_id, self.ttl],
+        )
+
+    async def disconnect(self, user_id: int, room_id: int, server_id: str, amount: int = 1) -> int:
+        """Returns the user's sockets still in the room (0: the user left it; -1: nothing held)."""
+        room_id = max(room_id, NO_ROOM)
+        return int(
+            await self._disconnect(
+                keys=self._member_keys(user_id, room_id, server_id),
+                args=[user_id, room_id, server_id, amount],
+            )
+        )
+
+    async def server_of(self, user_id: int) -> str:
+        value = await self.redis.get(user_server_key(user_id))
+        return value.decode() if value else ""
+
+    async def members(self, room_id: int) -> dict[str, str]:
+        raw = await self.redis.hgetall(room_key(room_id))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def online_count(self, room_id: int) -> int:
+        value = await self.redis.get(f"gochat_room_online_count_{room_id}")
+        try:
+            return int(value) if value else 0
+        except ValueError:
+            return 0
+
+    async def nodes_with_members(self) -> set[str]:
+        return {sid.decode() for sid in await self.redis.smembers(NODES_KEY)}
+
+    async def purge_node(self, server_id: str) -> set[int]:
+        """Forgets every socket a dead node held; returns the rooms whose member list changed."""
+        held = await self.redis.hgetall(f"gochat_node_{server_id}")
+        changed: set[int] = set()
+        for field, amount in held.items():
+            room_text, _, user_text = field.decode().partition(":")
+            left = await self.disconnect(int(user_text), int(room_text), server_id, int(amount))
+            if left == 0 and int(room_text) != NO_ROOM:
+                changed.add(int(room_text))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(f"gochat_node_{server_id}")
+            pipe.srem(NODES_KEY, server_id)
+            await pipe.execute()
+        return changed

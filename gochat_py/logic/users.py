@@ -1,0 +1,87 @@
+"""The user table, through SQLAlchemy async, so any database with an async driver works."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, Integer, String, event, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class UserRow(Base):
+    # The original's table name and columns; password widened to hold an argon2 hash.
+    __tablename__ = "user"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    password: Mapped[str] = mapped_column(String(255), nullable=False)
+    create_time: Mapped[datetime] = mapped_column(DateTime, nullable=False, default=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    password: str
+
+
+class DuplicateUserError(Exception):
+    pass
+
+
+class UserStore:
+    def __init__(self, database_url: str) -> None:
+        self.engine: AsyncEngine = create_async_engine(database_url, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def create_schema(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def by_name(self, name: str) -> User | None:
+        async with self._sessions() as session:
+            row = await session.scalar(select(UserRow).where(UserRow.user_name == name).limit(1))
+            return _user(row)
+
+    async def by_id(self, user_id: int) -> User | None:
+        async with self._sessions() as session:
+            return _user(await session.get(UserRow, user_id))
+
+    async def create(self, name: str, password_hash: str) -> User:
+        async with self._sessions() as session:
+            row = UserRow(user_name=name, password=password_hash)
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError as exc:
+                raise DuplicateUserError(name) from exc
+            return User(row.id, row.user_name, row.password)
+
+    async def set_password(self, user_id: int, password_hash: str) -> None:
+        async with self._sessions() as session:
+            await session.execute(update(UserRow).where(UserRow.id == user_id).values(password=password_hash))
+            await session.commit()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    """WAL lets readers run beside the writer; busy_timeout queues writers instead of failing."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _user(row: UserRow | None) -> User | None:
+    return None if row is None else User(row.id, row.user_name, row.password)

@@ -1,0 +1,119 @@
+"""gRPC clients for the nodes a :class:`~gochat_py.discovery.ServiceWatcher` knows.
+
+Every call has a deadline.  A failure to reach a node is an :class:`RpcError`, never a reply
+with default values that could read as success (the original's bug).  Only UNAVAILABLE (the
+request did not reach the server) is retried on another node, so no call runs twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from gochat_py.config import RpcSettings
+from gochat_py.discovery import Node, ServiceWatcher
+from gochat_py.logs import kv
+from gochat_py.rpc import connect_pb2_grpc, logic_pb2_grpc
+
+log = logging.getLogger("gochat.rpc")
+
+StubT = TypeVar("StubT")
+
+# Kept small and explicit: big enough for a batch of frames, keepalive to notice dead peers.
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+SERVER_OPTIONS = [
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+class RpcError(Exception):
+    """A call that did not get a reply: no node, node unreachable, or deadline passed."""
+
+
+class NodePool(Generic[StubT]):
+    """One channel and stub per live node of a service, opened lazily, closed when it leaves."""
+
+    def __init__(self, watcher: ServiceWatcher, stub_factory: Callable[[grpc.aio.Channel], StubT]) -> None:
+        self.watcher = watcher
+        self._stub_factory = stub_factory
+        self._stubs: dict[str, tuple[grpc.aio.Channel, StubT]] = {}
+        watcher.on_change(self._forget_gone)
+
+    def _forget_gone(self, nodes: dict[str, Node]) -> None:
+        for address in list(self._stubs):
+            if address not in nodes:
+                channel, _ = self._stubs.pop(address)
+                asyncio.get_running_loop().create_task(channel.close())
+
+    def stub(self, address: str) -> StubT:
+        entry = self._stubs.get(address)
+        if entry is None:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            entry = (channel, self._stub_factory(channel))
+            self._stubs[address] = entry
+        return entry[1]
+
+    async def close(self) -> None:
+        for channel, _ in self._stubs.values():
+            await channel.close()
+        self._stubs.clear()
+
+
+class LogicClient:
+    """Calls logic: a random live node per call, as the original's RandomSelect did."""
+
+    def __init__(self, watcher: ServiceWatcher, settings: RpcSettings) -> None:
+        self._pool = NodePool(watcher, logic_pb2_grpc.LogicStub)
+        self._settings = settings
+
+    async def call(self, method: str, request: Any) -> Any:
+        watcher = self._pool.watcher
+        if not watcher.nodes:
+            await watcher.wait_changed(self._settings.timeout)
+        tried: set[str] = set()
+        last_error = "no logic node is registered"
+        for _ in range(self._settings.attempts):
+            candidates = [a for a in watcher.nodes if a not in tried] or list(watcher.nodes)
+            if not candidates:
+                break
+            address = random.choice(candidates)
+            tried.add(address)
+            try:
+                return await getattr(self._pool.stub(address), method)(
+                    request, timeout=self._settings.timeout
+                )
+            except grpc.aio.AioRpcError as exc:
+                last_error = f"logic {address}: {exc.code().name} {exc.details() or ''}".strip()
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    break
+        log.warning("logic call failed", extra=kv(method=method, error=last_error))
+        raise RpcError(last_error)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+class ConnectClients(NodePool[connect_pb2_grpc.ConnectStub]):
+    """Stubs of the connect nodes, addressable by the server id each node registered."""
+
+    def __init__(self, watcher: ServiceWatcher) -> None:
+        super().__init__(watcher, connect_pb2_grpc.ConnectStub)
+
+    def by_server_id(self) -> dict[str, str]:
+        return {node.server_id: address for address, node in self.watcher.nodes.items()}

@@ -1,0 +1,137 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Reply(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class AuthRequest(_message.Message):
+    __slots__ = ("name", "password")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    password: str
+    def __init__(self, name: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+
+class AuthReply(_message.Message):
+    __slots__ = ("code", "message", "auth_token")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    auth_token: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., auth_token: _Optional[str] = ...) -> None: ...
+
+class CheckAuthRequest(_message.Message):
+    __slots__ = ("auth_token",)
+    AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    auth_token: str
+    def __init__(self, auth_token: _Optional[str] = ...) -> None: ...
+
+class CheckAuthReply(_message.Message):
+    __slots__ = ("code", "message", "user_id", "user_name")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_NAME_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    user_id: int
+    user_name: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., user_id: _Optional[int] = ..., user_name: _Optional[str] = ...) -> None: ...
+
+class LogoutRequest(_message.Message):
+    __slots__ = ("auth_token",)
+    AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    auth_token: str
+    def __init__(self, auth_token: _Optional[str] = ...) -> None: ...
+
+class GetUserInfoRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: int
+    def __init__(self, user_id: _Optional[int] = ...) -> None: ...
+
+class GetUserInfoReply(_message.Message):
+    __slots__ = ("code", "message", "user_id", "user_name")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_NAME_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    user_id: int
+    user_name: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., user_id: _Optional[int] = ..., user_name: _Optional[str] = ...) -> None: ...
+
+class PushRequest(_message.Message):
+    __slots__ = ("from_user_id", "from_user_name", "to_user_id", "room_id", "msg")
+    FROM_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_USER_NAME_FIELD_NUMBER: _ClassVar[int]
+    TO_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    MSG_FIELD_NUMBER: _ClassVar[int]
+    from_user_id: int
+    from_user_name: str
+    to_user_id: int
+    room_id: int
+    msg: str
+    def __init__(self, from_user_id: _Optional[int] = ..., from_user_name: _Optional[str] = ..., to_user_id: _Optional[int] = ..., room_id: _Optional[int] = ..., msg: _Optional[str] = ...) -> None: ...
+
+class PushRoomRequest(_message.Message):
+    __slots__ = ("from_user_id", "from_user_name", "room_id", "msg")
+    FROM_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_USER_NAME_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    MSG_FIELD_NUMBER: _ClassVar[int]
+    from_user_id: int
+    from_user_name: str
+    room_id: int
+    msg: str
+    def __init__(self, from_user_id: _Optional[int] = ..., from_user_name: _Optional[str] = ..., room_id: _Optional[int] = ..., msg: _Optional[str] = ...) -> None: ...
+
+class RoomRequest(_message.Message):
+    __slots__ = ("room_id",)
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: int
+    def __init__(self, room_id: _Optional[int] = ...) -> None: ...
+
+class ConnectRequest(_message.Message):
+    __slots__ = ("auth_token", "room_id", "server_id")
+    AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    auth_token: str
+    room_id: int
+    server_id: str
+    def __init__(self, auth_token: _Optional[str] = ..., room_id: _Optional[int] = ..., server_id: _Optional[str] = ...) -> None: ...
+
+class ConnectReply(_message.Message):
+    __slots__ = ("code", "message", "user_id", "user_name")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_NAME_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    user_id: int
+    user_name: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., user_id: _Optional[int] = ..., user_name: _Optional[str] = ...) -> None: ...
+
+class DisconnectRequest(_message.Message):
+    __slots__ = ("room_id", "user_id", "server_id")
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    room_id: int
+    user_id: int
+    server_id: str
+    def __init__(self, room_id: _Optional[int] = ..., user_id: _Optional[int] = ..., server_id: _Optional[str] = ...) -> None: ...

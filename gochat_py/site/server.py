@@ -1,0 +1,57 @@
+"""Serves the chat page, and ``/config.json`` telling the page where the api and websocket are.
+
+Only files inside the site folder are served; no directory listings, no source files (the
+original exposed both).  Unknown paths get ``index.html`` so client-side routes work.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from gochat_py.config import Settings, split_host_port
+from gochat_py.logs import kv
+from gochat_py.runtime import wait_for_stop_signal
+
+log = logging.getLogger("gochat.site")
+
+SITE_CONFIG = web.AppKey("site_config", dict)
+SITE_ROOT = web.AppKey("site_root", Path)
+
+
+async def config_json(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SITE_CONFIG], headers={"Cache-Control": "no-cache"})
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    root = request.app[SITE_ROOT]
+    relative = request.match_info.get("path", "").lstrip("/")
+    candidate = (root / relative).resolve()
+    if relative and candidate.is_file() and candidate.is_relative_to(root):
+        return web.FileResponse(candidate, headers={"Cache-Control": "no-cache"})
+    return web.FileResponse(root / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def create_app(settings: Settings) -> web.Application:
+    root = settings.site_root.resolve()
+    if not (root / "index.html").is_file():
+        raise FileNotFoundError(f"no index.html in the site folder {root}")
+    app = web.Application()
+    app[SITE_ROOT] = root
+    app[SITE_CONFIG] = {"apiUrl": settings.site.api_url, "wsUrl": settings.site.ws_url}
+    app.router.add_get("/config.json", config_json)
+    app.router.add_get("/{path:.*}", static_file)
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = split_host_port(settings.site.bind)
+    await web.TCPSite(runner, host, port).start()
+    log.info("ready", extra=kv(bind=f"{host}:{port}", root=str(settings.site_root)))
+    await wait_for_stop_signal()
+    await runner.cleanup()
+    log.info("stopped")

@@ -1,0 +1,1 @@
+"""Connections to the shared stores (Redis), made on demand, never at import."""

@@ -1,0 +1,1 @@
+"""The task layer: takes messages off the queue and hands them to the connect nodes."""

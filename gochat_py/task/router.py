@@ -1,0 +1,121 @@
+"""Turns queue entries into per-node delivery batches and reports which entries are done.
+
+A private message (op 2) goes to the node recorded for its target; room frames (ops 3 to 5)
+go to every node, once each.  All of a batch's entries for one node travel in one Deliver call,
+and the calls to different nodes run concurrently, each with a deadline.  An entry is done when
+every node it went to accepted it, or when its target is on no known node (an offline user);
+an entry a node failed to take stays pending and is delivered again later, and the connect
+node drops the repeat by message id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import grpc
+
+from gochat_py.logs import kv
+from gochat_py.protocol.frames import (
+    OP_ROOM_COUNT_SEND,
+    OP_ROOM_INFO_SEND,
+    OP_ROOM_SEND,
+    OP_SINGLE_SEND,
+    room_count_body,
+    room_info_body,
+)
+from gochat_py.protocol.queue_message import QueueMessage
+from gochat_py.queue import Entry
+from gochat_py.rpc import connect_pb2 as pb
+from gochat_py.rpc.client import ConnectClients
+
+log = logging.getLogger("gochat.task")
+MSG_VERSION = 1
+
+
+@dataclass
+class RouteStats:
+    """Counters for the periodic summary line (no log line per message)."""
+
+    delivered: int = 0
+    offline: int = 0
+    undecodable: int = 0
+    failed_calls: int = 0
+    by_op: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def frame_body(message: QueueMessage) -> bytes | None:
+    """The bytes every target socket receives, or None for an op nobody knows."""
+    if message.op in (OP_SINGLE_SEND, OP_ROOM_SEND):
+        return message.msg or b""
+    if message.op == OP_ROOM_COUNT_SEND:
+        return room_count_body(message.count)
+    if message.op == OP_ROOM_INFO_SEND:
+        return room_info_body(message.room_id, message.room_user_info)
+    return None
+
+
+class Router:
+    def __init__(self, clients: ConnectClients, timeout: float) -> None:
+        self.clients = clients
+        self.timeout = timeout
+        self.stats = RouteStats()
+
+    def plan(
+        self, entries: list[Entry], nodes: dict[str, str]
+    ) -> tuple[dict[str, list[pb.Delivery]], dict[str, set[str]]]:
+        """Per-node delivery lists and, per entry id, the server ids it must reach."""
+        batches: dict[str, list[pb.Delivery]] = defaultdict(list)
+        targets: dict[str, set[str]] = {}
+        for entry in entries:
+            message = entry.message
+            body = frame_body(message) if message else None
+            if message is None or body is None:
+                self.stats.undecodable += 1
+                log.warning(
+                    "dropping queue entry", extra=kv(id=entry.id, error=entry.error or f"op {message.op}")
+                )
+                targets[entry.id] = set()
+                continue
+            self.stats.by_op[message.op] += 1
+            msg = pb.Msg(ver=MSG_VERSION, op=message.op, seq_id=entry.id, body=body)
+            if message.op == OP_SINGLE_SEND:
+                if message.server_id not in nodes:
+                    self.stats.offline += 1
+                    targets[entry.id] = set()
+                    continue
+                batches[message.server_id].append(pb.Delivery(user_id=message.user_id, msg=msg))
+                targets[entry.id] = {message.server_id}
+            else:
+                delivery = pb.Delivery(room_id=message.room_id, msg=msg)
+                for server_id in nodes:
+                    batches[server_id].append(delivery)
+                targets[entry.id] = set(nodes)
+        return batches, targets
+
+    async def deliver(self, entries: list[Entry]) -> list[str]:
+        """Delivers what it can; returns the ids that may be acknowledged."""
+        nodes = self.clients.by_server_id()
+        batches, targets = self.plan(entries, nodes)
+        server_ids = list(batches)
+        results = await asyncio.gather(
+            *(self._call(sid, nodes[sid], batches[sid]) for sid in server_ids), return_exceptions=True
+        )
+        failed = {sid for sid, ok in zip(server_ids, results, strict=True) if ok is not True}
+        done = [entry_id for entry_id, need in targets.items() if not (need & failed)]
+        self.stats.delivered += len(done)
+        return done
+
+    async def _call(self, server_id: str, address: str, items: list[pb.Delivery]) -> bool:
+        try:
+            await self.clients.stub(address).Deliver(pb.DeliverRequest(items=items), timeout=self.timeout)
+            return True
+        except grpc.aio.AioRpcError as exc:
+            self.stats.failed_calls += 1
+            log.warning(
+                "connect node did not take a batch; it will be retried",
+                extra=kv(server_id=server_id, address=address, items=len(items), error=exc.code().name),
+            )
+            return False

@@ -1,0 +1,122 @@
+"""Runs the task module: the queue consumer loop, take-over of stale entries, trimming."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+from redis.exceptions import RedisError
+
+from gochat_py.config import Settings
+from gochat_py.discovery import ServiceWatcher, make_etcd_client
+from gochat_py.logs import kv
+from gochat_py.queue import Entry, MessageQueue
+from gochat_py.rpc.client import ConnectClients
+from gochat_py.runtime import wait_for_stop_signal
+from gochat_py.storage.redis import make_redis
+from gochat_py.task.router import Router
+
+log = logging.getLogger("gochat.task")
+STATS_INTERVAL = 60.0
+
+
+class Consumer:
+    def __init__(self, queue: MessageQueue, router: Router, settings: Settings, name: str) -> None:
+        self.queue = queue
+        self.router = router
+        self.task_settings = settings.task
+        self.name = name
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        """Loops until :attr:`stopping` is set; the batch in hand is always finished first."""
+        settings = self.task_settings
+        claim_idle_ms = int(settings.claim_idle * 1000)
+        next_claim = next_trim = next_stats = 0.0
+        backoff = 0.2
+        group_ready = False
+        while not self.stopping.is_set():
+            try:
+                if not group_ready:
+                    await self.queue.ensure_group()
+                    group_ready = True
+                now = time.monotonic()
+                if now >= next_claim:
+                    next_claim = now + settings.claim_idle / 2
+                    await self._process(
+                        await self.queue.claim_stale(self.name, claim_idle_ms, settings.batch_size)
+                    )
+                if now >= next_trim:
+                    next_trim = now + settings.trim_interval
+                    await self.queue.trim()
+                    await self.queue.forget_idle_consumers(idle_ms=3_600_000)
+                if now >= next_stats:
+                    next_stats = now + STATS_INTERVAL
+                    self._log_stats()
+                await self._process(await self.queue.read(self.name, settings.batch_size, settings.block_ms))
+                backoff = 0.2
+            except RedisError as exc:
+                log.warning("redis unavailable; retrying", extra=kv(error=repr(exc), retry_in=backoff))
+                group_ready = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _process(self, entries: list[Entry]) -> None:
+        if entries:
+            await self.queue.ack(await self.router.deliver(entries))
+
+    def _log_stats(self) -> None:
+        stats = self.router.stats
+        log.info(
+            "queue stats",
+            extra=kv(
+                delivered=stats.delivered,
+                offline_targets=stats.offline,
+                undecodable=stats.undecodable,
+                failed_calls=stats.failed_calls,
+                nodes=len(self.router.clients.watcher.nodes),
+            ),
+        )
+
+
+async def serve(settings: Settings) -> None:
+    etcd_settings = settings.etcd
+    etcd = make_etcd_client(etcd_settings)
+    watcher = ServiceWatcher(etcd, etcd_settings, etcd_settings.connect_service)
+    await watcher.start()
+    clients = ConnectClients(watcher)
+    redis = make_redis(settings.redis)
+    name = settings.task.consumer or f"{socket.gethostname()}-{os.getpid()}"
+    consumer = Consumer(
+        MessageQueue(redis, settings.queue),
+        Router(clients, settings.rpc.timeout),
+        settings,
+        name,
+    )
+
+    # Consuming before discovery has answered would route room messages to nobody (§12.31).
+    await watcher.ready.wait()
+    loop_task = asyncio.create_task(consumer.run(), name="consumer")
+    log.info("ready", extra=kv(consumer=name, connect_nodes=len(watcher.nodes)))
+
+    stop = asyncio.create_task(wait_for_stop_signal())
+    await asyncio.wait({stop, loop_task}, return_when=asyncio.FIRST_COMPLETED)
+    if loop_task.done():
+        loop_task.result()  # a crash of the loop is a crash of the module: let it show
+    log.info("stopping")
+    consumer.stopping.set()
+    try:
+        await asyncio.wait_for(
+            loop_task, timeout=settings.rpc.timeout + settings.task.block_ms / 1000 + 1
+        )
+    except TimeoutError:
+        log.warning("consumer did not finish in time; its entries stay pending for another task")
+    consumer._log_stats()
+    await watcher.stop()
+    await clients.close()
+    await etcd.close()
+    await redis.aclose()
+    log.info("stopped")
