@@ -31,9 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env", help="configuration environment: dev or prod (default $GOCHAT_ENV or dev)")
     commands = parser.add_subparsers(dest="command")
     up = commands.add_parser("up", help="start the whole system on this machine (Redis and etcd too)")
-    up.add_argument(
-        "--no-infra", action="store_true", help="never start Redis or etcd, only use running ones"
-    )
+    up.add_argument("--no-infra", action="store_true", help="never start Redis or etcd, only use running ones")
     return parser
 
 
@@ -44,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     if args.module is not None and args.module not in MODULES:
-        print(
-            f"gochat-py: unknown module {args.module!r}; choose one of: {', '.join(MODULES)}", file=sys.stderr
-        )
+        print(f"gochat-py: unknown module {args.module!r}; choose one of: {', '.join(MODULES)}", file=sys.stderr)
         return 2
     try:
         settings = load_settings(args.config_dir, args.env)

@@ -187,9 +187,7 @@ class ServiceWatcher:
             self.nodes = nodes
             log.info(
                 "service nodes changed",
-                extra=kv(
-                    service=self.service, nodes=len(nodes), added=",".join(added), removed=",".join(removed)
-                ),
+                extra=kv(service=self.service, nodes=len(nodes), added=",".join(added), removed=",".join(removed)),
             )
             for listener in self._listeners:
                 listener(nodes)

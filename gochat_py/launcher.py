@@ -203,10 +203,17 @@ def etcd_process(address: str, data_dir: Path, sink: TextIO | None = None) -> Ma
 class System:
     """Infrastructure plus modules, started in order and stopped in reverse order."""
 
-    def __init__(self, settings: Settings, sink: TextIO | None = None, colour: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sink: TextIO | None = None,
+        colour: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.sink = sink
         self.colour = colour
+        self.env = env or {}  # GOCHAT_* overrides every module gets
         self.infra: list[ManagedProcess] = []
         self.modules: list[ManagedProcess] = []
 
@@ -224,7 +231,8 @@ class System:
         self, module: str, extra_env: dict[str, str] | None = None, name: str | None = None
     ) -> ManagedProcess:
         colour = _COLOURS[len(self.modules) % len(_COLOURS)] if self.colour else None
-        process = module_process(module, self.settings, extra_env, name, self.sink, colour).start()
+        env = {**self.env, **(extra_env or {})}
+        process = module_process(module, self.settings, env, name, self.sink, colour).start()
         self.modules.append(process)
         return process
 

@@ -50,9 +50,7 @@ class MessageQueue:
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
         try:
-            reply = await self.redis.xreadgroup(
-                self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
-            )
+            reply = await self.redis.xreadgroup(self.group, consumer, {self.stream: ">"}, count=count, block=block_ms)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise

@@ -121,9 +121,7 @@ async def _auth(request: web.Request, form: Form, method: str, success: str) -> 
     except BindError as exc:
         return fail(str(exc))
     try:
-        reply = await _call(
-            request, method, pb.AuthRequest(name=fields["UserName"], password=fields["Password"])
-        )
+        reply = await _call(request, method, pb.AuthRequest(name=fields["UserName"], password=fields["Password"]))
     except RpcError as exc:
         return fail(f"logic unavailable: {exc}")
     if reply.code != CODE_SUCCESS:
@@ -209,9 +207,7 @@ async def count(request: web.Request, session: pb.CheckAuthReply) -> web.Respons
         fields = await _bind(request, FORM_COUNT)
     except BindError as exc:
         return fail(str(exc))
-    return await _relay(
-        request, "Count", pb.RoomRequest(room_id=fields["RoomId"]), "", "rpc get room count fail!"
-    )
+    return await _relay(request, "Count", pb.RoomRequest(room_id=fields["RoomId"]), "", "rpc get room count fail!")
 
 
 @protected

@@ -120,9 +120,7 @@ def bind(form: Form, body: bytes) -> dict[str, Any]:
     if document is None:
         pass  # Go leaves the struct untouched for a top-level null
     elif not isinstance(document, _Object):
-        raise BindError(
-            f"json: cannot unmarshal {_go_type(document)} into Go value of type handler.{form.name}"
-        )
+        raise BindError(f"json: cannot unmarshal {_go_type(document)} into Go value of type handler.{form.name}")
     else:
         by_key = {f.json_name.lower(): f for f in form.fields}
         first_error = None

@@ -93,9 +93,7 @@ class ConnectNode:
 
     async def leave(self, channel: Channel) -> None:
         self.hub.remove(channel)
-        request = logic_pb.DisconnectRequest(
-            room_id=channel.room_id, user_id=channel.user_id, server_id=self.server_id
-        )
+        request = logic_pb.DisconnectRequest(room_id=channel.room_id, user_id=channel.user_id, server_id=self.server_id)
         try:
             await self.logic.call("Disconnect", request)
         except RpcError as exc:

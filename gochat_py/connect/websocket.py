@@ -87,9 +87,7 @@ class WebsocketFrontEnd:
             await ws.close(CLOSE_TRY_AGAIN if result.retry else CLOSE_POLICY, _reason(result.reason))
             return
         channel = result
-        channel.on_overflow = lambda _ch: asyncio.ensure_future(
-            ws.close(CLOSE_POLICY, "too slow: send queue full")
-        )
+        channel.on_overflow = lambda _ch: asyncio.ensure_future(ws.close(CLOSE_POLICY, "too slow: send queue full"))
         writer = asyncio.create_task(self._write(ws, channel))
         try:
             async for _ in ws:

@@ -102,9 +102,7 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         if not matches:
             return pb.AuthReply(code=FAIL, message=MSG_BAD_LOGIN)
         if rehash:
-            await self.users.set_password(
-                user.id, await asyncio.to_thread(self.passwords.hash, request.password)
-            )
+            await self.users.set_password(user.id, await asyncio.to_thread(self.passwords.hash, request.password))
         token = await self.sessions.login(user.id, user.name)
         return pb.AuthReply(code=OK, auth_token=token)
 

@@ -55,9 +55,7 @@ class QueueMessage:
         try:
             msg = raw.get("msg")
             info = raw.get("roomUserInfo")
-            if info is not None and not (
-                isinstance(info, dict) and all(isinstance(v, str) for v in info.values())
-            ):
+            if info is not None and not (isinstance(info, dict) and all(isinstance(v, str) for v in info.values())):
                 raise QueueMessageError("roomUserInfo is not an object of strings")
             return cls(
                 op=_int(raw.get("op", 0)),

@@ -95,9 +95,7 @@ class LogicClient:
             address = random.choice(candidates)
             tried.add(address)
             try:
-                return await getattr(self._pool.stub(address), method)(
-                    request, timeout=self._settings.timeout
-                )
+                return await getattr(self._pool.stub(address), method)(request, timeout=self._settings.timeout)
             except grpc.aio.AioRpcError as exc:
                 last_error = f"logic {address}: {exc.code().name} {exc.details() or ''}".strip()
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:

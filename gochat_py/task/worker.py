@@ -46,9 +46,7 @@ class Consumer:
                 now = time.monotonic()
                 if now >= next_claim:
                     next_claim = now + settings.claim_idle / 2
-                    await self._process(
-                        await self.queue.claim_stale(self.name, claim_idle_ms, settings.batch_size)
-                    )
+                    await self._process(await self.queue.claim_stale(self.name, claim_idle_ms, settings.batch_size))
                 if now >= next_trim:
                     next_trim = now + settings.trim_interval
                     await self.queue.trim()
@@ -109,9 +107,7 @@ async def serve(settings: Settings) -> None:
     log.info("stopping")
     consumer.stopping.set()
     try:
-        await asyncio.wait_for(
-            loop_task, timeout=settings.rpc.timeout + settings.task.block_ms / 1000 + 1
-        )
+        await asyncio.wait_for(loop_task, timeout=settings.rpc.timeout + settings.task.block_ms / 1000 + 1)
     except TimeoutError:
         log.warning("consumer did not finish in time; its entries stay pending for another task")
     consumer._log_stats()

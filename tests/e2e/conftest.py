@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.harness import Cluster, Infra
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    infra: Infra, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
+    """The whole system as separate processes, shared by the tests of one module."""
+    failed_before = request.session.testsfailed
+    running = Cluster(infra, tmp_path_factory.mktemp("cluster")).start()
+    yield running
+    running.stop()
+    if request.session.testsfailed > failed_before:
+        print(f"\ncluster log: {running.log_path}\n{running.tails()}", file=sys.stderr)

@@ -1,0 +1,232 @@
+"""Real systems for end-to-end tests: Redis, etcd and every module as its own OS process.
+
+Each :class:`Cluster` gets its own free ports, etcd prefix, Redis database and state folder, so
+clusters in one test run never see each other.  Processes are started by the same launcher code
+``gochat-py up`` uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis
+import websockets
+
+from gochat_py.config import load_settings
+from gochat_py.launcher import ManagedProcess, System, etcd_process, redis_process
+
+_cluster_numbers = itertools.count(1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Infra:
+    """One Redis and one etcd for the whole test session, on free loopback ports."""
+
+    def __init__(self, root: Path, log: Path) -> None:
+        self.redis_address = f"127.0.0.1:{free_port()}"
+        etcd_port = free_port()
+        while True:  # etcd also takes port + 1 for its peer listener
+            peer_free = True
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", etcd_port + 1))
+                except OSError:
+                    peer_free = False
+            if peer_free:
+                break
+            etcd_port = free_port()
+        self.etcd_address = f"127.0.0.1:{etcd_port}"
+        self.log = log.open("a", buffering=1)
+        self.redis = redis_process(self.redis_address, root / "redis", self.log)
+        self.etcd = etcd_process(self.etcd_address, root / "etcd", self.log)
+
+    def start(self) -> Infra:
+        self.redis.start()
+        self.etcd.start()
+        self.redis.wait_ready(30)
+        self.etcd.wait_ready(30)
+        return self
+
+    def stop(self) -> None:
+        self.etcd.stop()
+        self.redis.stop()
+        self.log.close()
+
+
+class Cluster:
+    """A whole gochat-py system; ``env`` holds the GOCHAT_* overrides every module gets."""
+
+    def __init__(self, infra: Infra, root: Path, **extra: str) -> None:
+        self.number = next(_cluster_numbers)
+        self.root = root
+        self.api_port, self.ws_port, self.site_port = free_port(), free_port(), free_port()
+        self.db = self.number % 16
+        self.env = {
+            "GOCHAT_STATE_DIR": str(root / "state"),
+            "GOCHAT_REDIS__ADDRESS": infra.redis_address,
+            "GOCHAT_REDIS__DB": str(self.db),
+            "GOCHAT_ETCD__ENDPOINT": infra.etcd_address,
+            "GOCHAT_ETCD__BASE_PATH": f"/gochat_test_{os.getpid()}_{self.number}",
+            "GOCHAT_ETCD__LEASE_TTL": "3",
+            "GOCHAT_LOGIC__RPC_BIND": "127.0.0.1:0",
+            "GOCHAT_LOGIC__NODE_GRACE": "1",
+            "GOCHAT_LOGIC__PASSWORD_TIME_COST": "1",
+            "GOCHAT_LOGIC__PASSWORD_MEMORY_KIB": "8192",
+            "GOCHAT_CONNECT_WEBSOCKET__BIND": f"127.0.0.1:{self.ws_port}",
+            "GOCHAT_CONNECT_WEBSOCKET__RPC_BIND": "127.0.0.1:0",
+            "GOCHAT_TASK__CLAIM_IDLE": "1",
+            "GOCHAT_API__BIND": f"127.0.0.1:{self.api_port}",
+            "GOCHAT_SITE__BIND": f"127.0.0.1:{self.site_port}",
+            "GOCHAT_SITE__API_URL": f"http://127.0.0.1:{self.api_port}",
+            "GOCHAT_SITE__WS_URL": f"ws://127.0.0.1:{self.ws_port}/ws",
+            **extra,
+        }
+        redis.Redis.from_url(f"redis://{infra.redis_address}/{self.db}").flushdb()
+        self.settings = load_settings(env="dev", environ={**os.environ, **self.env})
+        self.log_path = root / "cluster.log"
+        self.log = self.log_path.open("a", buffering=1)
+        self.system = System(self.settings, sink=self.log, env=self.env)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/ws"
+
+    def start(self, modules: tuple[str, ...] = ("logic", "connect_websocket", "task", "api", "site")) -> Cluster:
+        self.system.start_all(modules, timeout=60)
+        return self
+
+    def start_module(self, module: str, name: str | None = None, **env: str) -> ManagedProcess:
+        process = self.system.start_module(module, env, name)
+        process.wait_ready(60)
+        return process
+
+    def processes(self, name: str) -> list[ManagedProcess]:
+        return [p for p in self.system.modules if p.name == name]
+
+    def stop(self) -> None:
+        self.system.stop()
+        self.log.close()
+
+    def tails(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.tail(30)}" for p in self.system.modules)
+
+
+class ApiClient:
+    """The HTTP API as a browser calls it: POST with a JSON body, answers are envelopes."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ApiClient:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._session
+        await self._session.close()
+
+    async def post_raw(self, path: str, data: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        assert self._session
+        async with self._session.post(
+            self.base_url + path, data=data, headers={"Content-Type": "application/json"}
+        ) as response:
+            return response.status, json.loads(await response.read()), dict(response.headers)
+
+    async def post(self, path: str, body: Any) -> dict[str, Any]:
+        status, envelope, _ = await self.post_raw(path, json.dumps(body).encode())
+        assert status == 200, (path, status, envelope)
+        assert set(envelope) == {"code", "data", "message"}, envelope
+        return envelope
+
+    async def register(self, name: str, password: str = "pw-123456") -> str:
+        reply = await self.post("/user/register", {"userName": name, "passWord": password})
+        assert reply["code"] == 0, reply
+        return reply["data"]
+
+    async def user_id(self, token: str) -> int:
+        reply = await self.post("/user/checkAuth", {"authToken": token})
+        assert reply["code"] == 0, reply
+        return reply["data"]["userId"]
+
+
+class WsClient:
+    """A websocket client that joins a room and collects every frame it receives."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.frames: asyncio.Queue[bytes] = asyncio.Queue()
+        self.seen: list[bytes] = []
+        self.ws: websockets.ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def join(self, token: str, room_id: int) -> WsClient:
+        self.ws = await websockets.connect(self.url, open_timeout=10)
+        await self.ws.send(json.dumps({"authToken": token, "roomId": room_id}))
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.ws
+        try:
+            async for message in self.ws:
+                data = message.encode() if isinstance(message, str) else message
+                self.seen.append(data)
+                await self.frames.put(data)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def next_frame(self, predicate: Callable[[bytes], bool], timeout: float = 10.0) -> bytes:
+        """The first frame (from now on) matching ``predicate``; frames before it are skipped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no matching frame within {timeout} s; seen: {self.seen[-10:]!r}")
+            try:
+                frame = await asyncio.wait_for(self.frames.get(), remaining)
+            except TimeoutError:
+                continue
+            if predicate(frame):
+                return frame
+
+    async def close(self) -> None:
+        if self.ws:
+            await self.ws.close()
+        if self._reader:
+            await self._reader
+
+
+def op_is(op: int, **fields: Any) -> Callable[[bytes], bool]:
+    def predicate(frame: bytes) -> bool:
+        try:
+            body = json.loads(frame)
+        except ValueError:
+            return False
+        return body.get("op") == op and all(body.get(k) == v for k, v in fields.items())
+
+    return predicate
+
+
+CREATE_TIME = re.compile(rb'"createTime":"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"}$')
+PYTHON = sys.executable
