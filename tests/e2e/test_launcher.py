@@ -1,0 +1,141 @@
+"""The command line as a person uses it: ``gochat-py up`` and ``gochat-py --module``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import free_port
+
+UP_BANNER = "gochat-py is up: open http://127.0.0.1:"
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, int], list[str]]:
+    ports = {name: free_port() for name in ("api", "ws", "site", "redis", "etcd")}
+    while True:  # etcd's peer listener takes etcd + 1
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", ports["etcd"] + 1))
+            break
+        except OSError:
+            ports["etcd"] = free_port()
+    env = {
+        **os.environ,
+        "GOCHAT_STATE_DIR": str(tmp_path / "state"),
+        "GOCHAT_REDIS__ADDRESS": f"127.0.0.1:{ports['redis']}",
+        "GOCHAT_ETCD__ENDPOINT": f"127.0.0.1:{ports['etcd']}",
+        "GOCHAT_LOGIC__RPC_BIND": "127.0.0.1:0",
+        "GOCHAT_CONNECT_WEBSOCKET__RPC_BIND": "127.0.0.1:0",
+        "GOCHAT_CONNECT_WEBSOCKET__BIND": f"127.0.0.1:{ports['ws']}",
+        "GOCHAT_API__BIND": f"127.0.0.1:{ports['api']}",
+        "GOCHAT_SITE__BIND": f"127.0.0.1:{ports['site']}",
+        "GOCHAT_LOGIC__PASSWORD_TIME_COST": "1",
+        "GOCHAT_LOGIC__PASSWORD_MEMORY_KIB": "8192",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gochat_py", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def drain() -> None:  # keeps reading so the launcher never blocks on a full pipe
+        assert proc.stdout
+        for line in proc.stdout:
+            lines.append(line)
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(UP_BANNER in line for line in lines):
+            return proc, ports, lines
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("gochat-py up did not come up:\n" + "".join(lines[-60:]))
+
+
+def _finish(proc: subprocess.Popen[str], lines: list[str]) -> str:
+    proc.wait(timeout=60)
+    time.sleep(0.2)  # let the drain thread read the last lines
+    return "".join(lines)
+
+
+def test_unknown_module_is_a_clear_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gochat_py", "--module", "nope"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "unknown module 'nope'" in result.stderr and "connect_websocket" in result.stderr
+
+
+def test_up_starts_everything_and_sigterm_stops_everything(tmp_path: Path) -> None:
+    proc, ports, lines = _start_up(tmp_path)
+    try:
+        children = _children(proc.pid)
+        # five modules plus the Redis and etcd it had to start (none was reachable)
+        assert len(children) == 7, children
+        reply = _post(f"http://127.0.0.1:{ports['api']}/user/register", {"userName": "upuser", "passWord": "pw"})
+        assert reply["code"] == 0 and len(reply["data"]) == 44
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['site']}/", timeout=10) as page:
+            assert b"<html" in page.read().lower()
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['site']}/config.json", timeout=10) as config:
+            assert set(json.loads(config.read())) == {"apiUrl", "wsUrl"}
+        assert (tmp_path / "state" / "gochat.sqlite3").exists()
+        assert (tmp_path / "state" / "redis" / "appendonlydir").is_dir()  # append-only file on
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = _finish(proc, lines)
+    assert proc.returncode == 0, output[-3000:]
+    assert not [pid for pid in children if _alive(pid)]
+    assert "msg=stopped" in output
+
+
+def test_up_reports_a_module_that_dies(tmp_path: Path) -> None:
+    proc, _ports, lines = _start_up(tmp_path)
+    try:
+        children = _children(proc.pid)
+        task = next(pid for pid in children if "--module\x00task" in Path(f"/proc/{pid}/cmdline").read_text())
+        os.kill(task, signal.SIGKILL)
+        output = _finish(proc, lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "task exited with code -9" in output
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.1)
+    assert not [pid for pid in children if _alive(pid)]
