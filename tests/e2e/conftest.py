@@ -18,9 +18,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def cluster(
     infra: Infra, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Cluster]:
-    """The whole system as separate processes, shared by the tests of one module."""
+    """The whole system as separate processes, shared by the tests of one module.
+
+    A test module may set ``CLUSTER_ENV`` (extra GOCHAT_* settings) and ``CLUSTER_MODULES``.
+    """
     failed_before = request.session.testsfailed
-    running = Cluster(infra, tmp_path_factory.mktemp("cluster")).start()
+    env = getattr(request.module, "CLUSTER_ENV", {})
+    modules = getattr(request.module, "CLUSTER_MODULES", ("logic", "connect_websocket", "task", "api", "site"))
+    running = Cluster(infra, tmp_path_factory.mktemp("cluster"), **env).start(modules)
     yield running
     running.stop()
     if request.session.testsfailed > failed_before:

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# gochat-py, one entry point for people and CI.
+#
+#   ./run.sh local          start the whole system on this machine (chat page: http://127.0.0.1:8080)
+#   ./run.sh test [ARGS]    run the whole test suite (ARGS go to pytest)
+#   ./run.sh install        only install what is missing (Debian packages, Python virtualenv)
+#
+# Installs what it needs on first use: redis-server and etcd from Debian (when run as root),
+# and the project with its test extras into a virtualenv (.venv, or $GOCHAT_VENV).
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${GOCHAT_VENV:-.venv}
+
+say() { printf 'run.sh: %s\n' "$*" >&2; }
+
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        say "missing Debian packages: $*; install them with: sudo apt-get install -y $*"
+        exit 1
+    fi
+    say "installing Debian packages: $*"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_system_packages() {
+    local missing=()
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then missing+=(python3-venv); fi
+    if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
+ensure_venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating virtualenv $VENV"
+        python3 -m venv "$VENV"
+    fi
+    local stamp="$VENV/.gochat-installed"
+    local want
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        say "installing gochat-py and its test extras into $VENV"
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -e ".[test]"
+        echo "$want" >"$stamp"
+    fi
+}
+
+command=${1:-help}
+[ $# -gt 0 ] && shift
+case "$command" in
+    local)
+        ensure_system_packages
+        ensure_venv
+        exec "$VENV/bin/gochat-py" up "$@"
+        ;;
+    test)
+        ensure_system_packages
+        ensure_venv
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    install)
+        ensure_system_packages
+        ensure_venv
+        ;;
+    *)
+        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        [ "$command" = help ] || exit 2
+        ;;
+esac

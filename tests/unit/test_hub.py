@@ -1,0 +1,196 @@
+"""Hub / Bucket / Channel: who is connected where, and pushing frames without ever blocking."""
+
+from __future__ import annotations
+
+import mmh3
+
+from gochat_py.connect.hub import Bucket, Channel, Hub
+
+
+def drain(channel: Channel) -> list[bytes]:
+    frames = []
+    while not channel.queue.empty():
+        frames.append(channel.queue.get_nowait())
+    return frames
+
+
+async def test_channel_push_queues_the_frame() -> None:
+    channel = Channel(1, "lock", 1, limit=4)
+    assert channel.push(b"a") is True
+    assert channel.push(b"b") is True
+    assert drain(channel) == [b"a", b"b"]
+    assert channel.overflowed is False
+
+
+async def test_channel_push_after_close_is_refused() -> None:
+    channel = Channel(1, "lock", 1, limit=4)
+    channel.closed = True
+    assert channel.push(b"a") is False
+    assert channel.queue.empty()
+
+
+async def test_overflow_calls_on_overflow_once_and_never_blocks() -> None:
+    calls: list[Channel] = []
+    channel = Channel(1, "lock", 1, limit=2)
+    channel.on_overflow = calls.append
+    assert [channel.push(b"1"), channel.push(b"2")] == [True, True]
+    assert channel.push(b"3") is False
+    assert channel.push(b"4") is False
+    assert calls == [channel]
+    assert channel.overflowed is True
+    assert drain(channel) == [b"1", b"2"]
+
+
+async def test_overflow_without_callback_is_harmless() -> None:
+    channel = Channel(1, "lock", 1, limit=1)
+    assert channel.push(b"1") is True
+    assert channel.push(b"2") is False
+    assert channel.overflowed is True
+
+
+async def test_bucket_choice_is_murmur3_of_the_user_id() -> None:
+    hub = Hub(4)
+    for user_id in (1, 2, 3, 42, 10_000):
+        index = mmh3.hash(str(user_id), signed=False) % 4
+        assert hub.bucket(user_id) is hub.buckets[index]
+        assert hub.bucket(user_id) is hub.bucket(user_id)
+
+
+async def test_users_spread_over_buckets() -> None:
+    hub = Hub(4)
+    used = {id(hub.bucket(user_id)) for user_id in range(1, 101)}
+    assert len(used) == 4
+
+
+async def test_put_files_the_channel_in_its_users_bucket() -> None:
+    hub = Hub(8)
+    channel = Channel(7, "u7", 3, limit=4)
+    hub.put(channel)
+    bucket = hub.bucket(7)
+    assert bucket.users == {7: {channel}}
+    assert bucket.rooms == {3: {channel}}
+    assert all(not other.users for other in hub.buckets if other is not bucket)
+
+
+async def test_push_user_reaches_every_channel_of_the_user() -> None:
+    hub = Hub(4)
+    tabs = [Channel(1, "lock", 1, limit=4) for _ in range(3)]
+    other = Channel(2, "test", 1, limit=4)
+    for channel in [*tabs, other]:
+        hub.put(channel)
+    assert hub.push_user(1, b"hello") == 3
+    assert [drain(channel) for channel in tabs] == [[b"hello"]] * 3
+    assert drain(other) == []
+    assert hub.push_user(99, b"nobody") == 0
+
+
+async def test_push_room_reaches_members_in_every_bucket_only() -> None:
+    hub = Hub(4)
+    members = [Channel(user_id, f"u{user_id}", 1, limit=4) for user_id in range(1, 21)]
+    outsiders = [Channel(100, "x", 2, limit=4), Channel(101, "y", 0, limit=4), Channel(102, "z", -1, limit=4)]
+    for channel in members + outsiders:
+        hub.put(channel)
+    assert len({id(hub.bucket(c.user_id)) for c in members}) > 1
+    assert hub.push_room(1, b"room") == 20
+    assert all(drain(channel) == [b"room"] for channel in members)
+    assert all(drain(channel) == [] for channel in outsiders)
+    assert hub.room_count(1) == 20
+    assert hub.room_count(2) == 1
+
+
+async def test_channels_without_a_room_get_private_frames_only() -> None:
+    hub = Hub(2)
+    for room in (0, -1):
+        channel = Channel(5, "u", room, limit=4)
+        hub.put(channel)
+        assert room not in hub.bucket(5).rooms
+        assert hub.push_room(room, b"r") == 0
+        assert hub.push_user(5, b"p") == 1
+        assert drain(channel) == [b"p"]
+        hub.remove(channel)
+
+
+async def test_push_room_counts_only_accepted_frames() -> None:
+    hub = Hub(2)
+    full = Channel(1, "a", 1, limit=1)
+    free = Channel(2, "b", 1, limit=4)
+    hub.put(full)
+    hub.put(free)
+    assert hub.push_room(1, b"x") == 2
+    assert hub.push_room(1, b"y") == 1
+    assert full.overflowed is True
+    assert drain(free) == [b"x", b"y"]
+
+
+async def test_remove_stops_delivery_and_forgets_empty_sets() -> None:
+    hub = Hub(4)
+    channel = Channel(3, "c", 9, limit=4)
+    hub.put(channel)
+    assert hub.connection_count() == 1
+    hub.remove(channel)
+    assert channel.closed is True
+    assert hub.connection_count() == 0
+    assert hub.room_count(9) == 0
+    assert hub.bucket(3).users == {}
+    assert hub.bucket(3).rooms == {}
+    assert hub.push_user(3, b"x") == 0
+    assert hub.push_room(9, b"x") == 0
+    assert channel.push(b"late") is False
+
+
+async def test_removing_twice_is_harmless() -> None:
+    hub = Hub(4)
+    keep = Channel(3, "c", 9, limit=4)
+    gone = Channel(3, "c", 9, limit=4)
+    hub.put(keep)
+    hub.put(gone)
+    hub.remove(gone)
+    hub.remove(gone)
+    assert hub.connection_count() == 1
+    assert hub.room_count(9) == 1
+    assert hub.push_user(3, b"x") == 1
+    assert drain(keep) == [b"x"]
+
+
+async def test_removing_a_channel_never_added_is_harmless() -> None:
+    hub = Hub(4)
+    hub.remove(Channel(1, "a", 1, limit=1))
+    assert hub.connection_count() == 0
+
+
+async def test_adding_twice_counts_once() -> None:
+    hub = Hub(4)
+    channel = Channel(4, "d", 1, limit=4)
+    hub.put(channel)
+    hub.put(channel)
+    assert hub.connection_count() == 1
+    assert hub.push_room(1, b"x") == 1
+    assert drain(channel) == [b"x"]
+
+
+async def test_user_with_tabs_in_different_rooms() -> None:
+    hub = Hub(4)
+    in_one = Channel(1, "lock", 1, limit=4)
+    in_two = Channel(1, "lock", 2, limit=4)
+    hub.put(in_one)
+    hub.put(in_two)
+    assert hub.connection_count() == 2
+    assert hub.push_room(2, b"two") == 1
+    assert drain(in_one) == []
+    assert drain(in_two) == [b"two"]
+    hub.remove(in_two)
+    assert hub.room_count(2) == 0
+    assert hub.room_count(1) == 1
+
+
+async def test_bucket_alone() -> None:
+    bucket = Bucket()
+    channel = Channel(1, "a", 2, limit=2)
+    bucket.put(channel)
+    assert bucket.push_user(1, b"u") == 1
+    assert bucket.push_room(2, b"r") == 1
+    assert bucket.push_room(3, b"r") == 0
+    bucket.remove(channel)
+    bucket.remove(channel)
+    assert (bucket.users, bucket.rooms) == ({}, {})
+    assert drain(channel) == [b"u", b"r"]
