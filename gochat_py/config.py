@@ -225,6 +225,6 @@ def load_settings(
 def split_host_port(address: str) -> tuple[str, int]:
     """``"host:port"`` or ``"[v6]:port"`` to a tuple; a bad address is a ConfigError."""
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ConfigError(f"address {address!r} is not host:port")
     return host.strip("[]") or "0.0.0.0", int(port)

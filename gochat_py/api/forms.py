@@ -11,6 +11,7 @@ leaves a field empty, anything after the first JSON value is ignored.  Pure func
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,13 +95,23 @@ def _decode_first_value(body: bytes) -> Any:
     return value
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(text: str) -> str:
+    """Go decodes an unpaired ``\\ud800`` escape to U+FFFD; Python keeps it, and it cannot be encoded."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _convert(form: Form, field: Field, value: Any) -> tuple[Any, str | None]:
     """The Go value for one JSON value, or the error Go would report for it."""
     go_kind = "string" if field.kind is str else "int"
     place = f"Go struct field {form.name}.{field.json_name} of type {go_kind}"
     if field.kind is str:
         if isinstance(value, str) and not isinstance(value, _Number):
-            return value, None
+            return _without_lone_surrogates(value), None
         return "", f"json: cannot unmarshal {_go_type(value)} into {place}"
     if isinstance(value, _Number):
         try:

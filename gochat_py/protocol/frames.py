@@ -7,6 +7,7 @@ once per message and the same bytes go to every socket.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,6 +26,11 @@ _GO_ESCAPES = (
     ("\u2028".encode(), b"\\u2028"),
     ("\u2029".encode(), b"\\u2029"),
 )
+# Go 1.18 (the original) writes backspace and form feed as \u escapes where orjson writes \b and
+# \f.  Only an escape that starts after an even run of backslashes is one of those characters:
+# in ``\\b`` the b follows an escaped backslash.
+_SHORT_CONTROL = re.compile(rb"(?<!\\)((?:\\\\)*)\\([bf])")
+_LONG_CONTROL = {b"b": b"\\u0008", b"f": b"\\u000c"}
 
 
 def go_json(value: object) -> bytes:
@@ -33,6 +39,8 @@ def go_json(value: object) -> bytes:
     for raw, escaped in _GO_ESCAPES:
         if raw in data:
             data = data.replace(raw, escaped)
+    if b"\\b" in data or b"\\f" in data:
+        data = _SHORT_CONTROL.sub(lambda m: m.group(1) + _LONG_CONTROL[m.group(2)], data)
     return data
 
 

@@ -23,10 +23,11 @@ class Join:
 
 
 def fold_keys(obj: dict[str, Any]) -> dict[str, Any]:
-    """Lower-cased keys, the first spelling winning, as Go's case-insensitive field match."""
+    """Lower-cased keys; of several spellings the last non-null one wins, as in Go's decoder."""
     folded: dict[str, Any] = {}
     for key, value in obj.items():
-        folded.setdefault(key.lower(), value)
+        if value is not None:
+            folded[key.lower()] = value
     return folded
 
 

@@ -8,13 +8,12 @@ read the original queue can read this one.  It travels as the field ``m`` of a R
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import orjson
 
-from gochat_py.protocol.frames import sorted_members
+from gochat_py.protocol.frames import go_json, sorted_members
 
 
 class QueueMessageError(ValueError):
@@ -42,7 +41,7 @@ class QueueMessage:
         body["msg"] = None if self.msg is None else base64.b64encode(self.msg).decode("ascii")
         body["count"] = self.count
         body["roomUserInfo"] = sorted_members(self.room_user_info)
-        return orjson.dumps(body)
+        return go_json(body)
 
     @classmethod
     def decode(cls, data: bytes | str) -> QueueMessage:
@@ -59,15 +58,23 @@ class QueueMessage:
                 raise QueueMessageError("roomUserInfo is not an object of strings")
             return cls(
                 op=_int(raw.get("op", 0)),
-                server_id=str(raw.get("serverId") or ""),
+                server_id=_str(raw.get("serverId")),
                 room_id=_int(raw.get("roomId", 0)),
                 user_id=_int(raw.get("userId", 0)),
                 msg=None if msg is None else base64.b64decode(msg, validate=True),
                 count=_int(raw.get("count", 0)),
                 room_user_info=info,
             )
-        except (binascii.Error, TypeError) as exc:
+        except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
             raise QueueMessageError(f"bad field: {exc}") from exc
+
+
+def _str(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise QueueMessageError(f"expected a string, got {value!r}")
+    return value
 
 
 def _int(value: object) -> int:

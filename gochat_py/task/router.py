@@ -74,7 +74,8 @@ class Router:
             body = frame_body(message) if message else None
             if message is None or body is None:
                 self.stats.undecodable += 1
-                log.warning("dropping queue entry", extra=kv(id=entry.id, error=entry.error or f"op {message.op}"))
+                reason = entry.error or (f"unknown op {message.op}" if message else "undecodable")
+                log.warning("dropping queue entry", extra=kv(id=entry.id, error=reason))
                 targets[entry.id] = set()
                 continue
             self.stats.by_op[message.op] += 1
