@@ -99,8 +99,6 @@ async def _session(request: web.Request) -> pb.CheckAuthReply | web.Response:
     except RpcError as exc:
         return fail(f"logic unavailable: {exc}")
     if reply.code != CODE_SUCCESS or reply.user_id <= 0 or not reply.user_name:
-        if reply.message.startswith(("redis", "database")):
-            return fail(reply.message)
         return envelope(CODE_SESSION_ERROR, None, "Session error")
     return reply
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -79,17 +80,32 @@ class ConnectNode:
         await self._etcd.close()
 
     async def join(self, auth_token: str, room_id: int) -> Channel | Refusal:
-        """Authenticates through logic and puts a new channel in the hub."""
+        """Authenticates through logic and puts a new channel in the hub.
+
+        The channel is in the hub before logic records the join, because recording it broadcasts
+        the room's member list, and the newcomer must receive that frame too.
+        """
+        auth = await self._ask("CheckAuth", logic_pb.CheckAuthRequest(auth_token=auth_token))
+        if isinstance(auth, Refusal):
+            return auth
+        channel = Channel(auth.user_id, auth.user_name, room_id, self.settings.connect.send_queue)
+        self.hub.put(channel)
         request = logic_pb.ConnectRequest(auth_token=auth_token, room_id=room_id, server_id=self.server_id)
+        reply = await self._ask("Connect", request)
+        if isinstance(reply, Refusal) or reply.user_id != channel.user_id:
+            self.hub.remove(channel)  # logic unreachable, or the session ended in between
+            return reply if isinstance(reply, Refusal) else Refusal("authentication failed", retry=False)
+        return channel
+
+    async def _ask(self, method: str, request: object) -> Any:
+        """A logic reply with code 0 and a user, or the Refusal to close the socket with."""
         try:
-            reply = await self.logic.call("Connect", request)
+            reply = await self.logic.call(method, request)
         except RpcError as exc:
             return Refusal(f"logic unavailable: {exc}", retry=True)
         if reply.code != 0 or reply.user_id <= 0:
-            return Refusal(reply.message or "authentication failed", retry=reply.message.startswith("redis"))
-        channel = Channel(reply.user_id, reply.user_name, room_id, self.settings.connect.send_queue)
-        self.hub.put(channel)
-        return channel
+            return Refusal(reply.message or "authentication failed", retry=False)
+        return reply
 
     async def leave(self, channel: Channel) -> None:
         self.hub.remove(channel)

@@ -1,8 +1,9 @@
 """The Logic gRPC service: users, sessions, room state, and the entry of every message.
 
 Replies carry ``code`` 0 or 1 and, on failure, the message the HTTP api shows (the original's
-texts).  Infrastructure failures (Redis or the database down) are code 1 with a clear message,
-logged once per call; they never crash the process.
+texts).  A store that is down (Redis, the database) is not the caller's fault: the call fails
+with gRPC status UNAVAILABLE and a message naming the store, so callers report an outage rather
+than, say, a bad token.  Nothing a caller sends can crash the process.
 """
 
 from __future__ import annotations
@@ -44,24 +45,22 @@ MSG_EMPTY = "user_name or password empty!"
 ReplyT = TypeVar("ReplyT")
 
 
-def _guard(reply_type: Callable[..., ReplyT]) -> Callable[..., Callable[..., Awaitable[ReplyT]]]:
-    """Turns a storage outage inside a method into a code-1 reply that says what is down."""
+def _guard(method: Callable[..., Awaitable[ReplyT]]) -> Callable[..., Awaitable[ReplyT]]:
+    """Turns a store outage inside a method into an UNAVAILABLE status that says what is down."""
 
-    def decorate(method: Callable[..., Awaitable[ReplyT]]) -> Callable[..., Awaitable[ReplyT]]:
-        @wraps(method)
-        async def wrapper(self: LogicService, request: Any, context: grpc.aio.ServicerContext) -> ReplyT:
-            try:
-                return await method(self, request, context)
-            except RedisError as exc:
-                log.warning("redis unavailable", extra=kv(method=method.__name__, error=repr(exc)))
-                return reply_type(code=FAIL, message=f"redis unavailable: {exc}")
-            except (SQLAlchemyError, OSError) as exc:
-                log.warning("database unavailable", extra=kv(method=method.__name__, error=repr(exc)))
-                return reply_type(code=FAIL, message=f"database unavailable: {exc}")
+    @wraps(method)
+    async def wrapper(self: LogicService, request: Any, context: grpc.aio.ServicerContext) -> ReplyT:
+        try:
+            return await method(self, request, context)
+        except RedisError as exc:
+            store, error = "redis", exc
+        except (SQLAlchemyError, OSError) as exc:
+            store, error = "database", exc
+        log.warning("store unavailable", extra=kv(store=store, method=method.__name__, error=repr(error)))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"{store} unavailable: {error}")
+        raise AssertionError("unreachable: abort raises")
 
-        return wrapper
-
-    return decorate
+    return wrapper
 
 
 def create_time() -> str:
@@ -78,7 +77,7 @@ class LogicService(logic_pb2_grpc.LogicServicer):
 
     # -- users and sessions ---------------------------------------------------------------
 
-    @_guard(pb.AuthReply)
+    @_guard
     async def Register(self, request: pb.AuthRequest, context: Any) -> pb.AuthReply:
         if not request.name or not request.password:
             return pb.AuthReply(code=FAIL, message=MSG_EMPTY)
@@ -93,7 +92,7 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         log.info("user registered", extra=kv(user_id=user.id))
         return pb.AuthReply(code=OK, auth_token=token)
 
-    @_guard(pb.AuthReply)
+    @_guard
     async def Login(self, request: pb.AuthRequest, context: Any) -> pb.AuthReply:
         user = await self.users.by_name(request.name)
         if user is None:
@@ -106,20 +105,20 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         token = await self.sessions.login(user.id, user.name)
         return pb.AuthReply(code=OK, auth_token=token)
 
-    @_guard(pb.CheckAuthReply)
+    @_guard
     async def CheckAuth(self, request: pb.CheckAuthRequest, context: Any) -> pb.CheckAuthReply:
         session = await self.sessions.check(request.auth_token)
         if session is None:
             return pb.CheckAuthReply(code=FAIL, message="auth fail")
         return pb.CheckAuthReply(code=OK, user_id=session.user_id, user_name=session.user_name)
 
-    @_guard(pb.Reply)
+    @_guard
     async def Logout(self, request: pb.LogoutRequest, context: Any) -> pb.Reply:
         if await self.sessions.logout(request.auth_token) is None:
             return pb.Reply(code=FAIL, message="logout fail!")
         return pb.Reply(code=OK)
 
-    @_guard(pb.GetUserInfoReply)
+    @_guard
     async def GetUserInfo(self, request: pb.GetUserInfoRequest, context: Any) -> pb.GetUserInfoReply:
         user = await self.users.by_id(request.user_id)
         if user is None:
@@ -128,7 +127,7 @@ class LogicService(logic_pb2_grpc.LogicServicer):
 
     # -- messages ---------------------------------------------------------------------------
 
-    @_guard(pb.Reply)
+    @_guard
     async def Push(self, request: pb.PushRequest, context: Any) -> pb.Reply:
         target = await self.users.by_id(request.to_user_id) if request.to_user_id > 0 else None
         body = Send(
@@ -146,7 +145,7 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         )
         return pb.Reply(code=OK)
 
-    @_guard(pb.Reply)
+    @_guard
     async def PushRoom(self, request: pb.PushRoomRequest, context: Any) -> pb.Reply:
         body = Send(
             msg=request.msg,
@@ -159,13 +158,13 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         await self.queue.enqueue(QueueMessage(op=OP_ROOM_SEND, room_id=request.room_id, msg=body))
         return pb.Reply(code=OK)
 
-    @_guard(pb.Reply)
+    @_guard
     async def Count(self, request: pb.RoomRequest, context: Any) -> pb.Reply:
         count = await self.sessions.online_count(request.room_id)
         await self.queue.enqueue(QueueMessage(op=OP_ROOM_COUNT_SEND, room_id=request.room_id, count=count))
         return pb.Reply(code=OK)
 
-    @_guard(pb.Reply)
+    @_guard
     async def GetRoomInfo(self, request: pb.RoomRequest, context: Any) -> pb.Reply:
         if not await self.broadcast_room_info(request.room_id):
             return pb.Reply(code=FAIL, message="getRoomInfo no this user")
@@ -183,7 +182,7 @@ class LogicService(logic_pb2_grpc.LogicServicer):
 
     # -- sockets on connect nodes -----------------------------------------------------------
 
-    @_guard(pb.ConnectReply)
+    @_guard
     async def Connect(self, request: pb.ConnectRequest, context: Any) -> pb.ConnectReply:
         session = await self.sessions.check(request.auth_token)
         if session is None:
@@ -194,7 +193,7 @@ class LogicService(logic_pb2_grpc.LogicServicer):
             await self.broadcast_room_info(request.room_id)
         return pb.ConnectReply(code=OK, user_id=session.user_id, user_name=session.user_name)
 
-    @_guard(pb.Reply)
+    @_guard
     async def Disconnect(self, request: pb.DisconnectRequest, context: Any) -> pb.Reply:
         left = await self.sessions.disconnect(request.user_id, request.room_id, request.server_id)
         if left == 0 and request.room_id > NO_ROOM:

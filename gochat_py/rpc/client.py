@@ -53,13 +53,16 @@ class NodePool(Generic[StubT]):
         self.watcher = watcher
         self._stub_factory = stub_factory
         self._stubs: dict[str, tuple[grpc.aio.Channel, StubT]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         watcher.on_change(self._forget_gone)
 
     def _forget_gone(self, nodes: dict[str, Node]) -> None:
         for address in list(self._stubs):
             if address not in nodes:
                 channel, _ = self._stubs.pop(address)
-                asyncio.get_running_loop().create_task(channel.close())
+                task = asyncio.get_running_loop().create_task(channel.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     def stub(self, address: str) -> StubT:
         entry = self._stubs.get(address)
