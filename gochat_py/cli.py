@@ -13,6 +13,7 @@ from gochat_py.config import ConfigError, Settings, load_settings
 MODULES = {
     "logic": "gochat_py.logic.server:serve",
     "connect_websocket": "gochat_py.connect.websocket:serve_websocket",
+    "connect_tcp": "gochat_py.connect.tcp:serve_tcp",
     "task": "gochat_py.task.worker:serve",
     "api": "gochat_py.api.server:serve",
     "site": "gochat_py.site.server:serve",
@@ -32,12 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     up = commands.add_parser("up", help="start the whole system on this machine (Redis and etcd too)")
     up.add_argument("--no-infra", action="store_true", help="never start Redis or etcd, only use running ones")
+    client = commands.add_parser("client", help="small clients for people and scripts")
+    from gochat_py.client import tcp as tcp_client
+
+    tcp_client.add_parser(client.add_subparsers(dest="client", required=True))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "client":
+        from gochat_py.client import tcp as tcp_client
+
+        return tcp_client.main(args)
     if args.command is None and args.module is None:
         parser.print_help(sys.stderr)
         return 2

@@ -94,6 +94,7 @@ class WebsocketSettings(ConnectNodeSettings):
 class TcpSettings(ConnectNodeSettings):
     bind: AddressList = ["127.0.0.1:7001", "127.0.0.1:7002"]
     rpc_bind: str = "127.0.0.1:6914"
+    max_frame_size: int = Field(32767, ge=4, le=32767, description="largest frame a client may send, bytes")
 
 
 class ConnectSettings(Section):
@@ -102,7 +103,7 @@ class ConnectSettings(Section):
     auth_timeout: float = Field(10.0, gt=0)
     ping_interval: float = Field(54.0, gt=0)
     pong_timeout: float = Field(6.0, gt=0, description="after a ping; 54 + 6 = the original's 60 s")
-    write_timeout: float = Field(10.0, gt=0)
+    write_timeout: float = Field(10.0, gt=0, description="TCP: unacknowledged data for this long drops the peer")
     max_message_size: int = Field(512, ge=64)
     dedup_window: int = Field(65536, ge=0, description="recent message ids remembered per node")
 

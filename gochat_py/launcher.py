@@ -26,7 +26,7 @@ from typing import TextIO
 
 from gochat_py.config import Settings, split_host_port
 
-MODULE_ORDER = ("logic", "connect_websocket", "task", "api", "site")
+MODULE_ORDER = ("logic", "connect_websocket", "connect_tcp", "task", "api", "site")
 READY_MARKER = "msg=ready"
 _COLOURS = ("36", "32", "33", "35", "34", "31", "96", "92")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import grpc
 from gochat_py.config import ConnectNodeSettings, Settings
 from gochat_py.connect.dedup import RecentIds
 from gochat_py.connect.hub import Channel, Hub
-from gochat_py.connect.service import ConnectService
+from gochat_py.connect.service import ConnectService, unchanged
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
 from gochat_py.logs import kv
 from gochat_py.rpc import connect_pb2_grpc
@@ -35,7 +36,13 @@ class Refusal:
 
 
 class ConnectNode:
-    def __init__(self, settings: Settings, node_settings: ConnectNodeSettings, server_type: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        node_settings: ConnectNodeSettings,
+        server_type: str,
+        encode: Callable[[bytes], bytes] = unchanged,
+    ) -> None:
         self.settings = settings
         self.node_settings = node_settings
         self.server_type = server_type
@@ -47,7 +54,7 @@ class ConnectNode:
         self.logic = LogicClient(self._logic_nodes, settings.rpc)
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
         connect_pb2_grpc.add_ConnectServicer_to_server(
-            ConnectService(self.hub, RecentIds(settings.connect.dedup_window)), self._server
+            ConnectService(self.hub, RecentIds(settings.connect.dedup_window), encode), self._server
         )
         self._registration: Registration | None = None
 

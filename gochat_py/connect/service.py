@@ -1,25 +1,53 @@
-"""The Connect gRPC service: task's pushes, written to the sockets this node holds."""
+"""The Connect gRPC service: task's pushes, written to the sockets this node holds.
+
+Each frame body is turned into the bytes of the node's transport once (``encode``: the TCP
+framing adds its header, websocket needs nothing), and those same bytes go to every socket.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from gochat_py.connect.dedup import RecentIds
 from gochat_py.connect.hub import Hub
+from gochat_py.logs import kv
 from gochat_py.rpc import connect_pb2 as pb
 from gochat_py.rpc import connect_pb2_grpc
 
+log = logging.getLogger("gochat.connect")
+
+
+def unchanged(body: bytes) -> bytes:
+    return body
+
 
 class ConnectService(connect_pb2_grpc.ConnectServicer):
-    def __init__(self, hub: Hub, recent: RecentIds) -> None:
+    def __init__(self, hub: Hub, recent: RecentIds, encode: Callable[[bytes], bytes] = unchanged) -> None:
         self.hub = hub
         self.recent = recent
+        self.encode = encode
+        self.unencodable = 0
+
+    def _frame(self, msg: pb.Msg) -> bytes | None:
+        """The bytes to write, or None for a repeat or a body the transport cannot carry."""
+        if not self.recent.first_time(msg.seq_id):
+            return None
+        try:
+            return self.encode(msg.body)
+        except ValueError as exc:
+            self.unencodable += 1
+            log.warning("frame not sent: the transport cannot carry it", extra=kv(seq_id=msg.seq_id, error=str(exc)))
+            return None
 
     def _to_user(self, user_id: int, msg: pb.Msg) -> int:
-        return self.hub.push_user(user_id, msg.body) if self.recent.first_time(msg.seq_id) else 0
+        frame = self._frame(msg)
+        return self.hub.push_user(user_id, frame) if frame is not None else 0
 
     def _to_room(self, room_id: int, msg: pb.Msg) -> int:
-        return self.hub.push_room(room_id, msg.body) if self.recent.first_time(msg.seq_id) else 0
+        frame = self._frame(msg)
+        return self.hub.push_room(room_id, frame) if frame is not None else 0
 
     async def PushSingleMsg(self, request: pb.PushMsgRequest, context: Any) -> pb.PushReply:
         return pb.PushReply(sockets=self._to_user(request.user_id, request.msg))

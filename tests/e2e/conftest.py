@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from gochat_py.launcher import MODULE_ORDER
 from tests.e2e.harness import Cluster, Infra
 
 
@@ -24,7 +25,7 @@ def cluster(
     """
     failed_before = request.session.testsfailed
     env = getattr(request.module, "CLUSTER_ENV", {})
-    modules = getattr(request.module, "CLUSTER_MODULES", ("logic", "connect_websocket", "task", "api", "site"))
+    modules = getattr(request.module, "CLUSTER_MODULES", MODULE_ORDER)
     running = Cluster(infra, tmp_path_factory.mktemp("cluster"), **env).start(modules)
     yield running
     running.stop()

@@ -24,7 +24,7 @@ import redis
 import websockets
 
 from gochat_py.config import load_settings
-from gochat_py.launcher import ManagedProcess, System, etcd_process, redis_process
+from gochat_py.launcher import MODULE_ORDER, ManagedProcess, System, etcd_process, redis_process
 
 _cluster_numbers = itertools.count(1)
 
@@ -76,6 +76,7 @@ class Cluster:
         self.number = next(_cluster_numbers)
         self.root = root
         self.api_port, self.ws_port, self.site_port = free_port(), free_port(), free_port()
+        self.tcp_ports = (free_port(), free_port())
         self.db = self.number % 16
         self.env = {
             "GOCHAT_STATE_DIR": str(root / "state"),
@@ -90,6 +91,8 @@ class Cluster:
             "GOCHAT_LOGIC__PASSWORD_MEMORY_KIB": "8192",
             "GOCHAT_CONNECT_WEBSOCKET__BIND": f"127.0.0.1:{self.ws_port}",
             "GOCHAT_CONNECT_WEBSOCKET__RPC_BIND": "127.0.0.1:0",
+            "GOCHAT_CONNECT_TCP__BIND": f"127.0.0.1:{self.tcp_ports[0]},127.0.0.1:{self.tcp_ports[1]}",
+            "GOCHAT_CONNECT_TCP__RPC_BIND": "127.0.0.1:0",
             "GOCHAT_TASK__CLAIM_IDLE": "1",
             "GOCHAT_API__BIND": f"127.0.0.1:{self.api_port}",
             "GOCHAT_SITE__BIND": f"127.0.0.1:{self.site_port}",
@@ -111,7 +114,7 @@ class Cluster:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.ws_port}/ws"
 
-    def start(self, modules: tuple[str, ...] = ("logic", "connect_websocket", "task", "api", "site")) -> Cluster:
+    def start(self, modules: tuple[str, ...] = MODULE_ORDER) -> Cluster:
         self.system.start_all(modules, timeout=60)
         return self
 

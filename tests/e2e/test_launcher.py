@@ -42,7 +42,7 @@ def _post(url: str, body: dict) -> dict:
 
 
 def _start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, int], list[str]]:
-    ports = {name: free_port() for name in ("api", "ws", "site", "redis", "etcd")}
+    ports = {name: free_port() for name in ("api", "ws", "tcp1", "tcp2", "site", "redis", "etcd")}
     while True:  # etcd's peer listener takes etcd + 1
         try:
             with socket.socket() as sock:
@@ -58,6 +58,8 @@ def _start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, int], li
         "GOCHAT_LOGIC__RPC_BIND": "127.0.0.1:0",
         "GOCHAT_CONNECT_WEBSOCKET__RPC_BIND": "127.0.0.1:0",
         "GOCHAT_CONNECT_WEBSOCKET__BIND": f"127.0.0.1:{ports['ws']}",
+        "GOCHAT_CONNECT_TCP__BIND": f"127.0.0.1:{ports['tcp1']},127.0.0.1:{ports['tcp2']}",
+        "GOCHAT_CONNECT_TCP__RPC_BIND": "127.0.0.1:0",
         "GOCHAT_API__BIND": f"127.0.0.1:{ports['api']}",
         "GOCHAT_SITE__BIND": f"127.0.0.1:{ports['site']}",
         "GOCHAT_LOGIC__PASSWORD_TIME_COST": "1",
@@ -105,8 +107,8 @@ def test_up_starts_everything_and_sigterm_stops_everything(tmp_path: Path) -> No
     proc, ports, lines = _start_up(tmp_path)
     try:
         children = _children(proc.pid)
-        # five modules plus the Redis and etcd it had to start (none was reachable)
-        assert len(children) == 7, children
+        # six modules plus the Redis and etcd it had to start (none was reachable)
+        assert len(children) == 8, children
         reply = _post(f"http://127.0.0.1:{ports['api']}/user/register", {"userName": "upuser", "passWord": "pw"})
         assert reply["code"] == 0 and len(reply["data"]) == 44
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['site']}/", timeout=10) as page:

@@ -1,0 +1,1 @@
+"""Small clients for people and scripts (not a layer: they speak only the public protocols)."""
