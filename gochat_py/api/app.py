@@ -2,7 +2,8 @@
 
 Every answer is HTTP 200 with ``{"code", "data", "message"}`` and the CORS headers; ``OPTIONS``
 on any path is a successful preflight.  Protected routes check the ``authToken`` from the JSON
-body once (the original asked logic twice) and keep the session for the handler.
+body once (the original asked logic twice): checkAuth and logout through the session check, the
+push routes inside the one logic call that does the work.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ log = logging.getLogger("gochat.api")
 CODE_SUCCESS = 0
 CODE_FAIL = 1
 CODE_SESSION_ERROR = 40000
+LOGIC_SESSION_ERROR = pb.SESSION_ERROR  # logic's reply code for an unknown token
 MSG_NOT_FOUND = "please check request url !"
 MAX_BODY = 64 * 1024
 CORS_HEADERS = {
@@ -152,69 +154,78 @@ async def logout(request: web.Request, session: pb.CheckAuthReply) -> web.Respon
     return envelope(CODE_SUCCESS, None, "logout ok!")
 
 
+async def _token(request: web.Request) -> str | None:
+    try:
+        return (await _bind(request, FORM_AUTH))["AuthToken"]
+    except BindError:
+        return None
+
+
+async def _refuse(request: web.Request, message: str) -> web.Response:
+    """A bad request body; but an unknown token is reported first, as the original checked it first."""
+    session = await _session(request)
+    return session if isinstance(session, web.Response) else fail(message)
+
+
 async def _relay(request: web.Request, method: str, message: Any, data: Any, failure: str) -> web.Response:
-    """Calls logic for a push-like route: ``ok`` with ``data``, else the original's failure text."""
+    """One logic call that checks the token and does the work: ``ok`` with ``data``, 40000 for a
+    bad token, else the original's failure text."""
     try:
         reply = await _call(request, method, message)
     except RpcError as exc:
         log.warning("push failed", extra=kv(method=method, error=str(exc)))
         return fail(failure)
+    if reply.code == LOGIC_SESSION_ERROR:
+        return envelope(CODE_SESSION_ERROR, None, "Session error")
     if reply.code != CODE_SUCCESS:
         return fail(failure)
     return envelope(CODE_SUCCESS, data, "ok")
 
 
-@protected
-async def push(request: web.Request, session: pb.CheckAuthReply) -> web.Response:
-    try:
-        fields = await _bind(request, FORM_PUSH)
-    except BindError as exc:
-        return fail(str(exc))
+def session_route(form: Form) -> Callable[[Callable[..., Awaitable[web.Response]]], Handler]:
+    """A protected route whose logic call checks the token itself (one RPC instead of two)."""
+
+    def decorate(handler: Callable[[web.Request, str, dict[str, Any]], Awaitable[web.Response]]) -> Handler:
+        async def wrapper(request: web.Request) -> web.Response:
+            token = await _token(request)
+            if token is None:
+                return envelope(CODE_SESSION_ERROR, None, "Session error")
+            try:
+                fields = await _bind(request, form)
+            except BindError as exc:
+                return await _refuse(request, str(exc))
+            return await handler(request, token, fields)
+
+        return wrapper
+
+    return decorate
+
+
+@session_route(FORM_PUSH)
+async def push(request: web.Request, token: str, fields: dict[str, Any]) -> web.Response:
     to_user = fields["ToUserId"].strip()
     if not _USER_ID.match(to_user) or not (0 < int(to_user) < 2**63):
         # The original silently sent such messages to user 0 (§12.1.9).
-        return fail('toUserId must be a positive integer in a string, e.g. "2"')
-    message = pb.PushRequest(
-        from_user_id=session.user_id,
-        from_user_name=session.user_name,
-        to_user_id=int(to_user),
-        room_id=fields["RoomId"],
-        msg=fields["Msg"],
-    )
+        return await _refuse(request, 'toUserId must be a positive integer in a string, e.g. "2"')
+    message = pb.PushRequest(auth_token=token, to_user_id=int(to_user), room_id=fields["RoomId"], msg=fields["Msg"])
     return await _relay(request, "Push", message, None, "rpc push msg fail!")
 
 
-@protected
-async def push_room(request: web.Request, session: pb.CheckAuthReply) -> web.Response:
-    try:
-        fields = await _bind(request, FORM_ROOM)
-    except BindError as exc:
-        return fail(str(exc))
-    message = pb.PushRoomRequest(
-        from_user_id=session.user_id,
-        from_user_name=session.user_name,
-        room_id=fields["RoomId"],
-        msg=fields["Msg"],
-    )
+@session_route(FORM_ROOM)
+async def push_room(request: web.Request, token: str, fields: dict[str, Any]) -> web.Response:
+    message = pb.PushRoomRequest(auth_token=token, room_id=fields["RoomId"], msg=fields["Msg"])
     return await _relay(request, "PushRoom", message, "", "rpc push room msg fail!")
 
 
-@protected
-async def count(request: web.Request, session: pb.CheckAuthReply) -> web.Response:
-    try:
-        fields = await _bind(request, FORM_COUNT)
-    except BindError as exc:
-        return fail(str(exc))
-    return await _relay(request, "Count", pb.RoomRequest(room_id=fields["RoomId"]), "", "rpc get room count fail!")
+@session_route(FORM_COUNT)
+async def count(request: web.Request, token: str, fields: dict[str, Any]) -> web.Response:
+    message = pb.RoomRequest(auth_token=token, room_id=fields["RoomId"])
+    return await _relay(request, "Count", message, "", "rpc get room count fail!")
 
 
-@protected
-async def room_info(request: web.Request, session: pb.CheckAuthReply) -> web.Response:
-    try:
-        fields = await _bind(request, FORM_ROOM_INFO)
-    except BindError as exc:
-        return fail(str(exc))
-    message = pb.RoomRequest(room_id=fields["RoomId"])
+@session_route(FORM_ROOM_INFO)
+async def room_info(request: web.Request, token: str, fields: dict[str, Any]) -> web.Response:
+    message = pb.RoomRequest(auth_token=token, room_id=fields["RoomId"])
     return await _relay(request, "GetRoomInfo", message, "", "rpc get room info fail!")
 
 

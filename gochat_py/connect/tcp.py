@@ -173,25 +173,19 @@ class TcpFrontEnd:
 
     async def _send_to_room(self, conn: Connection, message: ClientMessage) -> None:
         """The sender is whoever owns the token: fromUserId/fromUserName in the frame are ignored."""
+        request = logic_pb.PushRoomRequest(room_id=message.room_id, msg=message.msg)
         if conn.channel is not None and message.auth_token == conn.token:
-            user_id, user_name = conn.channel.user_id, conn.channel.user_name
+            request.from_user_id, request.from_user_name = conn.channel.user_id, conn.channel.user_name
         else:
-            try:
-                auth = await self.node.logic.call("CheckAuth", logic_pb.CheckAuthRequest(auth_token=message.auth_token))
-            except RpcError as exc:
-                log.warning("tcp room message not sent", extra=kv(peer=conn.peer, error=str(exc)))
-                return
-            if auth.code != 0 or auth.user_id <= 0:
-                raise Close("unknown authToken")
-            user_id, user_name = auth.user_id, auth.user_name
-            conn.authenticated = True
-        request = logic_pb.PushRoomRequest(
-            from_user_id=user_id, from_user_name=user_name, room_id=message.room_id, msg=message.msg
-        )
+            request.auth_token = message.auth_token  # logic checks it and names the sender
         try:
-            await self.node.logic.call("PushRoom", request)
+            reply = await self.node.logic.call("PushRoom", request)
         except RpcError as exc:
             log.warning("tcp room message not sent", extra=kv(peer=conn.peer, error=str(exc)))
+            return
+        if reply.code == logic_pb.SESSION_ERROR:
+            raise Close("unknown authToken")
+        conn.authenticated = True
 
     async def _write(self, conn: Connection, channel: Channel) -> None:
         queue, writer = channel.queue, conn.writer

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -37,7 +38,8 @@ from gochat_py.rpc import logic_pb2_grpc
 
 log = logging.getLogger("gochat.logic")
 
-OK, FAIL = 0, 1
+OK, FAIL, SESSION_ERROR = pb.OK, pb.FAIL, pb.SESSION_ERROR
+NAME_CACHE_SIZE = 100_000
 MSG_USER_EXISTS = "this user name already have , please login !!!"
 MSG_BAD_LOGIN = "no this user or password error!"
 MSG_EMPTY = "user_name or password empty!"
@@ -74,6 +76,26 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         self.sessions = sessions
         self.queue = queue
         self.passwords = passwords
+        # user id -> name; names never change, so a private message needs no database query
+        self._names: OrderedDict[int, str] = OrderedDict()
+
+    async def _user_name(self, user_id: int) -> str:
+        """The user's name, or "" for no such user."""
+        name = self._names.get(user_id)
+        if name is None:
+            user = await self.users.by_id(user_id) if user_id > 0 else None
+            if user is None:
+                return ""
+            name = self._names[user_id] = user.name
+            if len(self._names) > NAME_CACHE_SIZE:
+                self._names.popitem(last=False)
+        return name
+
+    async def _sender(self, auth_token: str, user_id: int, user_name: str) -> Session | None:
+        """Who sends: the token's user when a token is given, else the caller's word."""
+        if auth_token:
+            return await self.sessions.check(auth_token)
+        return Session(user_id, user_name)
 
     # -- users and sessions ---------------------------------------------------------------
 
@@ -120,26 +142,31 @@ class LogicService(logic_pb2_grpc.LogicServicer):
 
     @_guard
     async def GetUserInfo(self, request: pb.GetUserInfoRequest, context: Any) -> pb.GetUserInfoReply:
-        user = await self.users.by_id(request.user_id)
-        if user is None:
+        name = await self._user_name(request.user_id)
+        if not name:
             return pb.GetUserInfoReply(code=FAIL, message="no this user", user_id=request.user_id)
-        return pb.GetUserInfoReply(code=OK, user_id=user.id, user_name=user.name)
+        return pb.GetUserInfoReply(code=OK, user_id=request.user_id, user_name=name)
 
     # -- messages ---------------------------------------------------------------------------
 
     @_guard
     async def Push(self, request: pb.PushRequest, context: Any) -> pb.Reply:
-        target = await self.users.by_id(request.to_user_id) if request.to_user_id > 0 else None
+        sender, server_id, to_user_name = await asyncio.gather(
+            self._sender(request.auth_token, request.from_user_id, request.from_user_name),
+            self.sessions.server_of(request.to_user_id),
+            self._user_name(request.to_user_id),
+        )
+        if sender is None:
+            return pb.Reply(code=SESSION_ERROR, message="Session error")
         body = Send(
             msg=request.msg,
-            from_user_id=request.from_user_id,
-            from_user_name=request.from_user_name,
+            from_user_id=sender.user_id,
+            from_user_name=sender.user_name,
             to_user_id=request.to_user_id,
-            to_user_name=target.name if target else "",
+            to_user_name=to_user_name,
             room_id=request.room_id,
             op=OP_SINGLE_SEND,
         ).encode()
-        server_id = await self.sessions.server_of(request.to_user_id)
         await self.queue.enqueue(
             QueueMessage(op=OP_SINGLE_SEND, server_id=server_id, user_id=request.to_user_id, msg=body)
         )
@@ -147,10 +174,13 @@ class LogicService(logic_pb2_grpc.LogicServicer):
 
     @_guard
     async def PushRoom(self, request: pb.PushRoomRequest, context: Any) -> pb.Reply:
+        sender = await self._sender(request.auth_token, request.from_user_id, request.from_user_name)
+        if sender is None:
+            return pb.Reply(code=SESSION_ERROR, message="Session error")
         body = Send(
             msg=request.msg,
-            from_user_id=request.from_user_id,
-            from_user_name=request.from_user_name,
+            from_user_id=sender.user_id,
+            from_user_name=sender.user_name,
             room_id=request.room_id,
             op=OP_ROOM_SEND,
             create_time=create_time(),
@@ -160,12 +190,16 @@ class LogicService(logic_pb2_grpc.LogicServicer):
 
     @_guard
     async def Count(self, request: pb.RoomRequest, context: Any) -> pb.Reply:
+        if request.auth_token and await self.sessions.check(request.auth_token) is None:
+            return pb.Reply(code=SESSION_ERROR, message="Session error")
         count = await self.sessions.online_count(request.room_id)
         await self.queue.enqueue(QueueMessage(op=OP_ROOM_COUNT_SEND, room_id=request.room_id, count=count))
         return pb.Reply(code=OK)
 
     @_guard
     async def GetRoomInfo(self, request: pb.RoomRequest, context: Any) -> pb.Reply:
+        if request.auth_token and await self.sessions.check(request.auth_token) is None:
+            return pb.Reply(code=SESSION_ERROR, message="Session error")
         if not await self.broadcast_room_info(request.room_id):
             return pb.Reply(code=FAIL, message="getRoomInfo no this user")
         return pb.Reply(code=OK)

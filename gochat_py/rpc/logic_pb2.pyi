@@ -1,8 +1,18 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ReplyCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OK: _ClassVar[ReplyCode]
+    FAIL: _ClassVar[ReplyCode]
+    SESSION_ERROR: _ClassVar[ReplyCode]
+OK: ReplyCode
+FAIL: ReplyCode
+SESSION_ERROR: ReplyCode
 
 class Reply(_message.Message):
     __slots__ = ("code", "message")
@@ -73,36 +83,42 @@ class GetUserInfoReply(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., user_id: _Optional[int] = ..., user_name: _Optional[str] = ...) -> None: ...
 
 class PushRequest(_message.Message):
-    __slots__ = ("from_user_id", "from_user_name", "to_user_id", "room_id", "msg")
+    __slots__ = ("from_user_id", "from_user_name", "to_user_id", "room_id", "msg", "auth_token")
     FROM_USER_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_USER_NAME_FIELD_NUMBER: _ClassVar[int]
     TO_USER_ID_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     MSG_FIELD_NUMBER: _ClassVar[int]
+    AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     from_user_id: int
     from_user_name: str
     to_user_id: int
     room_id: int
     msg: str
-    def __init__(self, from_user_id: _Optional[int] = ..., from_user_name: _Optional[str] = ..., to_user_id: _Optional[int] = ..., room_id: _Optional[int] = ..., msg: _Optional[str] = ...) -> None: ...
+    auth_token: str
+    def __init__(self, from_user_id: _Optional[int] = ..., from_user_name: _Optional[str] = ..., to_user_id: _Optional[int] = ..., room_id: _Optional[int] = ..., msg: _Optional[str] = ..., auth_token: _Optional[str] = ...) -> None: ...
 
 class PushRoomRequest(_message.Message):
-    __slots__ = ("from_user_id", "from_user_name", "room_id", "msg")
+    __slots__ = ("from_user_id", "from_user_name", "room_id", "msg", "auth_token")
     FROM_USER_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_USER_NAME_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     MSG_FIELD_NUMBER: _ClassVar[int]
+    AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     from_user_id: int
     from_user_name: str
     room_id: int
     msg: str
-    def __init__(self, from_user_id: _Optional[int] = ..., from_user_name: _Optional[str] = ..., room_id: _Optional[int] = ..., msg: _Optional[str] = ...) -> None: ...
+    auth_token: str
+    def __init__(self, from_user_id: _Optional[int] = ..., from_user_name: _Optional[str] = ..., room_id: _Optional[int] = ..., msg: _Optional[str] = ..., auth_token: _Optional[str] = ...) -> None: ...
 
 class RoomRequest(_message.Message):
-    __slots__ = ("room_id",)
+    __slots__ = ("room_id", "auth_token")
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     room_id: int
-    def __init__(self, room_id: _Optional[int] = ...) -> None: ...
+    auth_token: str
+    def __init__(self, room_id: _Optional[int] = ..., auth_token: _Optional[str] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
     __slots__ = ("auth_token", "room_id", "server_id")
