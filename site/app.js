@@ -1,39 +1,65 @@
-// gochat-py browser client: login/register, one chat room over HTTP + WebSocket.
-// Plain ES2020, no dependencies. All user-provided text goes through textContent.
+// gochat-py browser client: log in / register, room chat, private chat, over HTTP + WebSocket.
+// Plain ES2020, no dependencies, no build step. All user-provided text goes through textContent.
+//
+// Wire protocol (unchanged from the original gochat):
+//   HTTP  POST <api>/user/login|register|checkAuth|logout, /push/pushRoom, /push/push, /push/getRoomInfo
+//   WS    <ws>: first message {"authToken","roomId"}; later messages are ignored by the server, so
+//         changing rooms means a new socket. Frames: op 2 private, op 3 room, op 4 count, op 5 members.
 'use strict';
 
-const ROOM_ID = 1;
-const TOKEN_KEY = 'authToken';
+const TOKEN_KEY = 'authToken';          // the original UI's localStorage key
+const DEFAULT_ROOM = 1;
+const MAX_ROOM = 2147483647;
 const CODE_OK = 0;
 const CODE_SESSION_ERROR = 40000;
+const CLOSE_POLICY = 1008;              // bad token, auth timeout, too slow
 const BACKOFF_START_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
+const STABLE_MS = 10000;                // a socket open this long resets the backoff
+const ROOM_INFO_FALLBACK_MS = 2000;     // servers that do not broadcast members on join
+const MAX_KEPT = 500;                   // messages kept per conversation
 
 const state = {
   apiUrl: '',
   wsUrl: '',
   token: null,
-  me: null,              // {userId, userName} once checkAuth succeeds
-  ws: null,              // current socket; events from older sockets are ignored
+  me: null,                 // {userId: string, userName} once checkAuth succeeds
+  roomId: DEFAULT_ROOM,
+  members: new Map(),       // userId (string) -> userName, from the latest op-5 frame
+  view: { kind: 'room' },   // or {kind: 'private', userId}
+  roomLogs: new Map(),      // roomId -> [message]
+  roomUnread: 0,            // room messages that came while a private chat was open
+  privates: new Map(),      // userId -> {userId, name, messages: [], unread, last}
+  ws: null,                 // the current socket; events from older sockets are ignored
   reconnectTimer: null,
+  countdownTimer: null,
+  stableTimer: null,
+  roomInfoTimer: null,
   reconnectAttempt: 0,
+  reconnectAt: 0,
   authBusy: false,
   sendBusy: false,
 };
 
 const $ = (id) => document.getElementById(id);
 
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
 // ---------------------------------------------------------------------------
-// Configuration
+// Configuration: /config.json from the site server, else derived from our own address
 // ---------------------------------------------------------------------------
 
-// Defaults follow the page's own host so the client works on any machine
-// without hard-coded addresses.
 function defaultConfig() {
-  const host = location.hostname;
+  const host = location.hostname || '127.0.0.1';
+  const secure = location.protocol === 'https:';
   return {
-    apiUrl: `${location.protocol}//${host}:7070`,
-    wsUrl: `${location.protocol === 'https:' ? 'wss' : 'ws'}://${host}:7000/ws`,
+    apiUrl: `${secure ? 'https' : 'http'}://${host}:7070`,
+    wsUrl: `${secure ? 'wss' : 'ws'}://${host}:7000/ws`,
   };
 }
 
@@ -45,10 +71,10 @@ async function loadConfig() {
   const defaults = defaultConfig();
   let cfg = {};
   try {
-    const res = await fetch('/config.json', { cache: 'no-store' });
+    const res = await fetch('config.json', { cache: 'no-store' });
     if (res.ok) cfg = (await res.json()) || {};
   } catch (_) {
-    // Missing or malformed config.json is fine: fall back to derived defaults.
+    // No or malformed config.json: fall back to the derived defaults.
   }
   state.apiUrl = (nonEmptyString(cfg.apiUrl) || defaults.apiUrl).replace(/\/+$/, '');
   state.wsUrl = nonEmptyString(cfg.wsUrl) || defaults.wsUrl;
@@ -59,7 +85,7 @@ async function loadConfig() {
 // ---------------------------------------------------------------------------
 
 // POST a JSON body and always resolve to an envelope {code, data, message},
-// so callers only have one failure shape to deal with (network errors included).
+// so callers have one failure shape to deal with (network errors included).
 async function api(path, body) {
   try {
     const res = await fetch(state.apiUrl + path, {
@@ -69,11 +95,11 @@ async function api(path, body) {
     });
     const env = await res.json();
     if (!env || typeof env !== 'object' || typeof env.code !== 'number') {
-      return { code: 1, data: null, message: 'Unexpected server response' };
+      return { code: 1, data: null, message: 'Unexpected answer from the server' };
     }
-    return { code: env.code, data: env.data, message: env.message || '' };
-  } catch (err) {
-    return { code: 1, data: null, message: 'Cannot reach server', network: true };
+    return { code: env.code, data: env.data, message: typeof env.message === 'string' ? env.message : '' };
+  } catch (_) {
+    return { code: 1, data: null, message: 'Cannot reach the server', network: true };
   }
 }
 
@@ -81,18 +107,16 @@ function failureText(env, fallback) {
   return env.message || fallback;
 }
 
-// A 40000 from any endpoint means the token is dead: drop the session.
-// `token` is the one the request used, so a late reply for an old session
-// cannot log out a newer one.
+// A 40000 from any endpoint means the token is dead: end the session. `token` is the
+// one the request used, so a late answer for an old session cannot end a newer one.
 function handleSessionError(env, token) {
   if (env.code !== CODE_SESSION_ERROR) return false;
-  if (token !== state.token) return true;
-  endSession(failureText(env, 'Session expired, please log in again'));
+  if (token === state.token) endSession('Your session has ended, please log in again');
   return true;
 }
 
 // ---------------------------------------------------------------------------
-// Views
+// Screens
 // ---------------------------------------------------------------------------
 
 function showLoading() {
@@ -109,84 +133,111 @@ function showLogin(errorText = '') {
   $('auth').hidden = false;
   $('auth-error').textContent = errorText;
   $('password').value = '';
-  $('username').focus();
+  ($('username').value ? $('password') : $('username')).focus();
 }
 
 function showChat() {
   $('loading').hidden = true;
   $('auth').hidden = true;
   $('auth-error').textContent = '';
-  $('me').textContent = `Logged in as ${state.me.userName}`;
+  $('me').textContent = state.me.userName;
+  $('me').title = `Logged in as ${state.me.userName}`;
   $('session').hidden = false;
   $('chat').hidden = false;
-  $('send-error').textContent = '';
+  renderAll();
   $('msg-input').focus();
 }
 
-function resetRoomView() {
-  $('messages').replaceChildren();
-  $('members').replaceChildren();
-  $('online-count').textContent = '0';
-  $('msg-input').value = '';
-  $('send-error').textContent = '';
+function announce(text) {
+  $('announcer').textContent = text;
 }
 
-function setConnState(name) {
-  const el = $('conn-state');
-  el.textContent = name;
-  el.dataset.state = name;
-  // Mirror on the wrapper so CSS can colour the status dot.
-  if (el.parentElement) el.parentElement.dataset.state = name;
+// ---------------------------------------------------------------------------
+// Connection state
+// ---------------------------------------------------------------------------
+
+const CONN_LABELS = {
+  connecting: 'connecting…',
+  connected: 'connected',
+  reconnecting: 'reconnecting',
+  disconnected: 'disconnected',
+};
+
+function setConnState(name, detail = '') {
+  const label = $('conn-state');
+  label.textContent = detail || CONN_LABELS[name] || name;
+  label.dataset.state = name;
+  $('conn').dataset.state = name;
+  $('chat').dataset.conn = name;
+  $('retry-btn').hidden = name !== 'reconnecting';
+}
+
+function showCountdown() {
+  const seconds = Math.max(1, Math.ceil((state.reconnectAt - Date.now()) / 1000));
+  setConnState('reconnecting', `reconnecting in ${seconds} s`);
 }
 
 // ---------------------------------------------------------------------------
 // Session lifecycle
 // ---------------------------------------------------------------------------
 
-// Verify the stored token and enter the room, or fall back to the login form.
+// Verify a token and enter the chat, or fall back to the login form.
 async function startSession(token) {
+  disconnect();
   state.token = token;
   showLoading();
   const env = await api('/user/checkAuth', { authToken: token });
-  if (env.code !== CODE_OK || !env.data) {
-    // Only an explicit rejection invalidates the token; a network failure
-    // keeps it so a reload can retry.
-    if (!env.network) {
-      clearToken();
-    }
-    showLogin(failureText(env, 'Authentication failed'));
+  if (token !== state.token) return; // superseded meanwhile
+  if (env.code !== CODE_OK || !env.data || typeof env.data !== 'object') {
+    // Only an explicit rejection drops the token; a network failure keeps it for a reload.
+    if (!env.network) forgetToken();
+    state.token = null;
+    showLogin(env.code === CODE_SESSION_ERROR ? 'Your session has ended, please log in again'
+      : failureText(env, 'Authentication failed'));
     return;
   }
-  state.me = { userId: Number(env.data.userId), userName: String(env.data.userName ?? '') };
-  resetRoomView();
+  state.me = { userId: String(env.data.userId), userName: String(env.data.userName ?? '') };
+  resetChat();
   showChat();
   connect();
 }
 
-function clearToken() {
-  state.token = null;
-  state.me = null;
-  localStorage.removeItem(TOKEN_KEY);
+function forgetToken() {
+  if (localStorage.getItem(TOKEN_KEY) === state.token) localStorage.removeItem(TOKEN_KEY);
 }
 
-// Local teardown shared by Logout and by token invalidation.
+function resetChat() {
+  state.members.clear();
+  state.roomLogs.clear();
+  state.privates.clear();
+  state.roomUnread = 0;
+  state.view = { kind: 'room' };
+  $('online-count').textContent = '0';
+  $('msg-input').value = '';
+  $('send-error').textContent = '';
+  $('room-error').textContent = '';
+}
+
+// Local teardown shared by Log out and by a dead token.
 function endSession(errorText = '') {
   disconnect();
-  clearToken();
-  resetRoomView();
+  forgetToken();
+  state.token = null;
+  state.me = null;
+  resetChat();
+  updateTitle();
   showLogin(errorText);
 }
 
 async function logout() {
   const token = state.token;
-  // Tear down locally first so the UI reacts immediately; the server call is
-  // best effort (the token is discarded either way).
+  // Tear down locally first so the page reacts at once; the server call is best effort.
   endSession();
   if (token) await api('/user/logout', { authToken: token });
 }
 
 // ---------------------------------------------------------------------------
-// Login / register
+// Log in / register
 // ---------------------------------------------------------------------------
 
 async function authenticate(path) {
@@ -213,76 +264,143 @@ function setAuthBusy(busy) {
   state.authBusy = busy;
   $('login-btn').disabled = busy;
   $('register-btn').disabled = busy;
+  $('login-form').setAttribute('aria-busy', String(busy));
 }
 
 // ---------------------------------------------------------------------------
-// WebSocket
+// WebSocket: one socket per room, reconnect with exponential backoff
 // ---------------------------------------------------------------------------
 
 function connect() {
-  clearTimeout(state.reconnectTimer);
-  state.reconnectTimer = null;
-  if (!state.token) return;
-
+  clearReconnect();
+  if (!state.token || state.ws) return;
   setConnState('connecting');
   let ws;
   try {
     ws = new WebSocket(state.wsUrl);
   } catch (_) {
     // A malformed URL throws synchronously; treat it like a failed connection.
-    setConnState('disconnected');
     scheduleReconnect();
     return;
   }
+  const token = state.token;
+  const roomId = state.roomId;
   state.ws = ws;
-  ws.onopen = () => onSocketOpen(ws);
+  ws.onopen = () => {
+    if (ws !== state.ws) return;
+    ws.send(JSON.stringify({ authToken: token, roomId }));
+    setConnState('connected');
+    state.stableTimer = setTimeout(() => { state.reconnectAttempt = 0; }, STABLE_MS);
+    // Our server broadcasts the member list on every join; ask for it if none comes.
+    state.roomInfoTimer = setTimeout(requestRoomInfo, ROOM_INFO_FALLBACK_MS);
+  };
   ws.onmessage = (ev) => { if (ws === state.ws) handleFrame(ev.data); };
-  ws.onclose = () => onSocketClose(ws);
-  // Errors are always followed by close, which drives the reconnect.
-  ws.onerror = () => {};
+  ws.onclose = (ev) => onSocketClose(ws, ev);
+  ws.onerror = () => {}; // always followed by close, which drives the reconnect
 }
 
-function onSocketOpen(ws) {
-  if (ws !== state.ws) return;
-  state.reconnectAttempt = 0;
-  setConnState('connected');
-  ws.send(JSON.stringify({ authToken: state.token, roomId: ROOM_ID }));
-  // The join has no reply; ask for the member list explicitly.
-  requestRoomInfo();
+function clearSocketTimers() {
+  clearTimeout(state.stableTimer);
+  clearTimeout(state.roomInfoTimer);
+  state.stableTimer = null;
+  state.roomInfoTimer = null;
 }
 
-function onSocketClose(ws) {
-  if (ws !== state.ws) return; // stale socket (replaced or logged out)
+async function onSocketClose(ws, ev) {
+  if (ws !== state.ws) return; // replaced, or closed on purpose
   state.ws = null;
+  clearSocketTimers();
   setConnState('disconnected');
+  if (ev.code === CLOSE_POLICY && state.token) {
+    // Refused join: maybe the token died (logged in elsewhere, logged out, expired).
+    const token = state.token;
+    const env = await api('/user/checkAuth', { authToken: token });
+    if (handleSessionError(env, token) || token !== state.token) return;
+  }
   scheduleReconnect();
 }
 
 function scheduleReconnect() {
-  if (!state.token || state.reconnectTimer) return;
-  const delay = Math.min(BACKOFF_START_MS * 2 ** state.reconnectAttempt, BACKOFF_MAX_MS);
+  if (!state.token || state.reconnectTimer || state.ws) return;
+  const base = Math.min(BACKOFF_START_MS * 2 ** state.reconnectAttempt, BACKOFF_MAX_MS);
+  const delay = Math.round(base * (0.8 + Math.random() * 0.4)); // jitter: no thundering herd
   state.reconnectAttempt += 1;
+  state.reconnectAt = Date.now() + delay;
   state.reconnectTimer = setTimeout(connect, delay);
+  showCountdown();
+  state.countdownTimer = setInterval(showCountdown, 1000);
+}
+
+function clearReconnect() {
+  clearTimeout(state.reconnectTimer);
+  clearInterval(state.countdownTimer);
+  state.reconnectTimer = null;
+  state.countdownTimer = null;
 }
 
 // Close on purpose: detach first so onclose does not schedule a reconnect.
 function disconnect() {
-  clearTimeout(state.reconnectTimer);
-  state.reconnectTimer = null;
+  clearReconnect();
+  clearSocketTimers();
   state.reconnectAttempt = 0;
   const ws = state.ws;
   state.ws = null;
   if (ws) {
-    try { ws.close(); } catch (_) { /* already closed */ }
+    try { ws.close(1000); } catch (_) { /* already closed */ }
   }
   setConnState('disconnected');
 }
 
+function reconnectNow() {
+  if (!state.token || state.ws) return;
+  state.reconnectAttempt = 0;
+  connect();
+}
+
 async function requestRoomInfo() {
+  state.roomInfoTimer = null;
   const token = state.token;
-  const env = await api('/push/getRoomInfo', { authToken: token, roomId: ROOM_ID });
-  // code 1 ("rpc get room info fail!") just means the room is empty; ignore it.
+  if (!token) return;
+  const env = await api('/push/getRoomInfo', { authToken: token, roomId: state.roomId });
+  // code 1 ("rpc get room info fail!") only means the room is empty.
   handleSessionError(env, token);
+}
+
+// ---------------------------------------------------------------------------
+// Rooms
+// ---------------------------------------------------------------------------
+
+function parseRoom(text) {
+  const value = String(text ?? '').trim();
+  if (!/^\d+$/.test(value)) return null;
+  const n = Number(value);
+  return n >= 1 && n <= MAX_ROOM ? n : null;
+}
+
+function roomFromHash() {
+  const match = /^#room=(\d+)$/.exec(location.hash);
+  return match ? parseRoom(match[1]) : null;
+}
+
+function switchRoom(roomId) {
+  $('room-error').textContent = '';
+  if (roomId === state.roomId) {
+    openView({ kind: 'room' });
+    if (!state.ws && !state.reconnectTimer) connect();
+    return;
+  }
+  state.roomId = roomId;
+  const hash = roomId === DEFAULT_ROOM ? '' : `#room=${roomId}`;
+  if (location.hash !== hash) history.replaceState(null, '', location.pathname + location.search + hash);
+  // The server honours only the first message of a socket: a new room needs a new socket.
+  disconnect();
+  state.members.clear();
+  state.roomUnread = 0;
+  $('online-count').textContent = '0';
+  state.view = { kind: 'room' };
+  renderAll();
+  if (state.token) connect();
+  announce(`Now in room ${roomId}`);
 }
 
 // ---------------------------------------------------------------------------
@@ -290,10 +408,10 @@ async function requestRoomInfo() {
 // ---------------------------------------------------------------------------
 
 function parseFrame(data) {
-  if (typeof data !== 'string' || data.trim() === '') return null;
+  if (typeof data !== 'string' || data.trim() === '') return null; // the original's empty frame
   try {
     const frame = JSON.parse(data);
-    return frame && typeof frame === 'object' ? frame : null;
+    return frame && typeof frame === 'object' && !Array.isArray(frame) ? frame : null;
   } catch (_) {
     return null;
   }
@@ -304,83 +422,300 @@ function handleFrame(data) {
   if (!frame) return;
   try {
     switch (frame.op) {
-      case 2: renderMessage(frame, true); break;
-      case 3: renderMessage(frame, false); break;
+      case 2: receivePrivate(frame); break;
+      case 3: receiveRoom(frame); break;
       case 4: setOnlineCount(frame.count); break;
       case 5: applyRoomInfo(frame); break;
       default: break; // unknown ops are ignored by design
     }
   } catch (err) {
-    // A malformed frame must never break the socket handler.
-    console.warn('bad frame', err);
+    console.warn('bad frame', err); // a malformed frame must never break the socket handler
   }
 }
 
 function setOnlineCount(count) {
-  const n = Number(count);
-  $('online-count').textContent = String(Number.isFinite(n) ? n : 0);
+  const n = Number(count ?? 0); // op 4 omits a zero count
+  $('online-count').textContent = String(Number.isFinite(n) && n >= 0 ? n : 0);
 }
 
 function applyRoomInfo(frame) {
-  setOnlineCount(frame.count);
+  if (frame.roomId !== undefined && Number(frame.roomId) !== state.roomId) return;
+  clearTimeout(state.roomInfoTimer);
+  state.roomInfoTimer = null;
   const info = frame.roomUserInfo && typeof frame.roomUserInfo === 'object' ? frame.roomUserInfo : {};
-  const entries = Object.entries(info)
-    .map(([id, name]) => [id, String(name ?? '')])
-    .sort((a, b) => a[1].localeCompare(b[1]));
-  const items = entries.map(([id, name]) => {
-    const li = document.createElement('li');
-    li.dataset.userId = id;
-    li.textContent = name;
-    if (state.me && Number(id) === state.me.userId) {
-      li.classList.add('me');
-      li.title = 'you';
+  state.members = new Map(Object.entries(info).map(([id, name]) => [String(id), String(name ?? '')]));
+  setOnlineCount(frame.count ?? state.members.size);
+  for (const [id, name] of state.members) {
+    const conv = state.privates.get(id);
+    if (conv && name) conv.name = name;
+  }
+  renderMembers();
+}
+
+function pad(n) {
+  return String(n).padStart(2, '0');
+}
+
+function localStamp(d = new Date()) {
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+// "YYYY-MM-DD HH:MM:SS" (op 3's createTime, server time) -> what we show and keep.
+function timeFields(stamp) {
+  const text = String(stamp ?? '') || localStamp();
+  const match = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d)(:\d\d)?$/.exec(text);
+  return match
+    ? { time: match[2], datetime: `${match[1]}T${match[2]}${match[3] || ''}`, full: text }
+    : { time: text, datetime: '', full: text };
+}
+
+function keep(list, message) {
+  list.push(message);
+  if (list.length > MAX_KEPT) list.splice(0, list.length - MAX_KEPT);
+}
+
+function receiveRoom(frame) {
+  const roomId = Number(frame.roomId) || state.roomId;
+  const message = {
+    fromUserId: String(frame.fromUserId ?? ''),
+    fromName: String(frame.fromUserName ?? '') || `user ${frame.fromUserId ?? '?'}`,
+    text: String(frame.msg ?? ''),
+    own: state.me !== null && String(frame.fromUserId) === state.me.userId,
+    ...timeFields(frame.createTime),
+  };
+  if (!state.roomLogs.has(roomId)) state.roomLogs.set(roomId, []);
+  keep(state.roomLogs.get(roomId), message);
+  if (roomId !== state.roomId) return;
+  if (state.view.kind === 'room') {
+    appendMessage(message);
+  } else if (!message.own) {
+    state.roomUnread += 1;
+    renderConversations();
+    updateTitle();
+  }
+}
+
+function privateConversation(userId, name) {
+  let conv = state.privates.get(userId);
+  if (!conv) {
+    conv = { userId, name: name || state.members.get(userId) || `user ${userId}`, messages: [], unread: 0, last: 0 };
+    state.privates.set(userId, conv);
+  } else if (name) {
+    conv.name = name;
+  }
+  return conv;
+}
+
+function receivePrivate(frame) {
+  if (!state.me) return;
+  const from = String(frame.fromUserId ?? '');
+  const own = from === state.me.userId; // our own message seen by another of our sockets
+  const otherId = own ? String(frame.toUserId ?? '') : from;
+  if (!otherId || otherId === state.me.userId) return;
+  const otherName = String((own ? frame.toUserName : frame.fromUserName) ?? '');
+  const conv = privateConversation(otherId, otherName);
+  const message = {
+    fromUserId: from,
+    fromName: own ? state.me.userName : conv.name,
+    text: String(frame.msg ?? ''),
+    own,
+    ...timeFields(frame.createTime), // empty for private messages: the local time is shown
+  };
+  addPrivateMessage(conv, message);
+  if (!own && !isViewing(conv.userId)) {
+    conv.unread += 1;
+    announce(`New private message from ${conv.name}`);
+  }
+  renderConversations();
+  renderMembers();
+  updateTitle();
+}
+
+function addPrivateMessage(conv, message) {
+  keep(conv.messages, message);
+  conv.last = Date.now();
+  if (isViewing(conv.userId)) appendMessage(message);
+}
+
+function isViewing(userId) {
+  return state.view.kind === 'private' && state.view.userId === userId;
+}
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+function renderAll() {
+  renderHeader();
+  renderConversations();
+  renderMembers();
+  renderMessages();
+  updateTitle();
+}
+
+function renderHeader() {
+  const input = $('msg-input');
+  if (state.view.kind === 'private') {
+    const conv = state.privates.get(state.view.userId);
+    const name = conv ? conv.name : '';
+    $('conv-title').textContent = `Private chat with ${name}`;
+    input.placeholder = `Private message to ${name}…`;
+    $('back-btn').hidden = false;
+    $('chat').dataset.view = 'private';
+  } else {
+    $('conv-title').textContent = `Room ${state.roomId}`;
+    input.placeholder = `Message room ${state.roomId}…`;
+    $('back-btn').hidden = true;
+    $('chat').dataset.view = 'room';
+  }
+  if (document.activeElement !== $('room-input')) $('room-input').value = String(state.roomId);
+}
+
+function badge(count) {
+  const wrap = el('span', 'badge');
+  wrap.append(el('span', '', String(count)), el('span', 'visually-hidden', ' unread'));
+  return wrap;
+}
+
+function renderConversations() {
+  const items = [];
+  const room = el('button', 'conv conv-room');
+  room.type = 'button';
+  room.dataset.conv = 'room';
+  room.append(el('span', 'conv-name', `Room ${state.roomId}`));
+  if (state.view.kind === 'room') room.setAttribute('aria-current', 'true');
+  if (state.roomUnread > 0) {
+    room.classList.add('unread');
+    room.append(badge(state.roomUnread));
+  }
+  items.push(room);
+
+  const convs = [...state.privates.values()].sort((a, b) => b.last - a.last);
+  for (const conv of convs) {
+    const button = el('button', 'conv conv-private');
+    button.type = 'button';
+    button.dataset.conv = 'private';
+    button.dataset.userId = conv.userId;
+    button.title = `Private chat with ${conv.name}`;
+    button.append(el('span', 'visually-hidden', 'Private chat with '), el('span', 'conv-name', conv.name));
+    if (!state.members.has(conv.userId)) button.classList.add('away');
+    if (conv.unread > 0) {
+      button.classList.add('unread');
+      button.append(badge(conv.unread));
     }
+    if (isViewing(conv.userId)) button.setAttribute('aria-current', 'true');
+    items.push(button);
+  }
+  $('conversations').replaceChildren(...items.map((button) => {
+    const li = el('li');
+    li.append(button);
+    return li;
+  }));
+}
+
+function renderMembers() {
+  const entries = [...state.members.entries()].sort((a, b) => a[1].localeCompare(b[1]) || a[0].localeCompare(b[0]));
+  const items = entries.map(([id, name]) => {
+    const li = el('li', 'member');
+    li.dataset.userId = id;
+    if (state.me && id === state.me.userId) {
+      li.classList.add('me');
+      li.append(el('span', 'member-name', name), el('span', 'member-you', ' (you)'));
+      return li;
+    }
+    const button = el('button', 'member-btn');
+    button.type = 'button';
+    button.dataset.userId = id;
+    button.title = `Private chat with ${name}`;
+    button.append(el('span', 'member-name', name));
+    const conv = state.privates.get(id);
+    if (conv && conv.unread > 0) {
+      button.classList.add('unread');
+      button.append(badge(conv.unread));
+    }
+    if (isViewing(id)) button.setAttribute('aria-current', 'true');
+    li.append(button);
     return li;
   });
   $('members').replaceChildren(...items);
 }
 
-function isNearBottom(el) {
-  return el.scrollHeight - el.scrollTop - el.clientHeight < 60;
+function currentMessages() {
+  if (state.view.kind === 'private') {
+    const conv = state.privates.get(state.view.userId);
+    return conv ? conv.messages : [];
+  }
+  return state.roomLogs.get(state.roomId) || [];
 }
 
-function currentTimeString() {
-  const d = new Date();
-  const pad = (n) => String(n).padStart(2, '0');
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-}
-
-function renderMessage(frame, isPrivate) {
+function renderMessages() {
   const list = $('messages');
-  const stick = isNearBottom(list);
-  const own = state.me !== null && Number(frame.fromUserId) === state.me.userId;
-  const fromName = String(frame.fromUserName ?? '') || `user ${frame.fromUserId ?? '?'}`;
+  const nodes = currentMessages().map(messageNode);
+  if (nodes.length === 0) {
+    nodes.push(el('p', 'empty', state.view.kind === 'private'
+      ? 'No private messages yet. Say hello!'
+      : 'No messages yet. Messages sent to this room while you are here appear below.'));
+  }
+  list.replaceChildren(...nodes);
+  list.scrollTop = list.scrollHeight;
+}
 
-  const item = document.createElement('div');
-  item.className = 'msg';
-  if (own) item.classList.add('own');
-  if (isPrivate) item.classList.add('private');
-  item.dataset.fromUserId = String(frame.fromUserId ?? '');
+function messageNode(message) {
+  const item = el('article', 'msg');
+  if (message.own) item.classList.add('own');
+  if (state.view.kind === 'private') item.classList.add('private');
+  item.dataset.fromUserId = message.fromUserId;
 
-  const meta = document.createElement('div');
-  meta.className = 'msg-meta';
-  const from = document.createElement('span');
-  from.className = 'msg-from';
-  from.textContent = isPrivate ? `private from ${fromName}` : fromName;
-  const time = document.createElement('time');
-  time.className = 'msg-time';
-  // Private messages carry no createTime; show local receive time instead.
-  time.textContent = String(frame.createTime ?? '') || currentTimeString();
+  const meta = el('div', 'msg-meta');
+  const from = el('span', 'msg-from', message.fromName);
+  if (message.own) from.append(el('span', 'msg-you', ' (you)'));
+  const time = el('time', 'msg-time', message.time);
+  if (message.datetime) time.dateTime = message.datetime;
+  time.title = message.full;
   meta.append(from, time);
 
-  const text = document.createElement('div');
-  text.className = 'msg-text';
-  text.textContent = String(frame.msg ?? '');
+  item.append(meta, el('p', 'msg-text', message.text));
+  return item;
+}
 
-  item.append(meta, text);
-  list.append(item);
-  // Follow new messages unless the user scrolled up to read history.
-  if (stick || own) list.scrollTop = list.scrollHeight;
+function isNearBottom(node) {
+  return node.scrollHeight - node.scrollTop - node.clientHeight < 80;
+}
+
+function appendMessage(message) {
+  const list = $('messages');
+  const stick = isNearBottom(list);
+  const empty = list.querySelector('.empty');
+  if (empty) empty.remove();
+  list.append(messageNode(message));
+  while (list.childElementCount > MAX_KEPT) list.firstElementChild.remove();
+  // Follow new messages unless the user scrolled up to read.
+  if (stick || message.own) list.scrollTop = list.scrollHeight;
+}
+
+function updateTitle() {
+  let unread = state.roomUnread;
+  for (const conv of state.privates.values()) unread += conv.unread;
+  document.title = unread > 0 ? `(${unread}) gochat` : 'gochat';
+}
+
+function openView(view) {
+  state.view = view;
+  if (view.kind === 'private') {
+    const conv = state.privates.get(view.userId);
+    if (conv) conv.unread = 0;
+  } else {
+    state.roomUnread = 0;
+  }
+  $('send-error').textContent = '';
+  renderAll();
+  $('msg-input').focus();
+}
+
+function openPrivate(userId) {
+  if (!state.me || userId === state.me.userId) return;
+  privateConversation(userId, state.members.get(userId));
+  openView({ kind: 'private', userId });
 }
 
 // ---------------------------------------------------------------------------
@@ -392,22 +727,43 @@ async function sendMessage() {
   const input = $('msg-input');
   const msg = input.value.trim();
   if (!msg) return;
-  state.sendBusy = true;
-  $('send-btn').disabled = true;
-  $('send-error').textContent = '';
+  const view = state.view;
   const token = state.token;
-  const env = await api('/push/pushRoom', { authToken: token, msg, roomId: ROOM_ID });
-  state.sendBusy = false;
-  $('send-btn').disabled = false;
+  setSendBusy(true);
+  $('send-error').textContent = '';
+  let env;
+  if (view.kind === 'private') {
+    // toUserId is a JSON string on the wire; roomId must be a non-zero int.
+    env = await api('/push/push', { authToken: token, msg, toUserId: view.userId, roomId: state.roomId });
+  } else {
+    env = await api('/push/pushRoom', { authToken: token, msg, roomId: state.roomId });
+  }
+  setSendBusy(false);
   if (handleSessionError(env, token)) return;
   if (env.code !== CODE_OK) {
-    // Keep the text so the user can retry.
-    $('send-error').textContent = failureText(env, 'Send failed');
+    $('send-error').textContent = failureText(env, 'Sending failed'); // keep the text for a retry
     return;
   }
-  // Not rendered locally: it shows up when the op-3 frame comes back.
-  input.value = '';
+  if (view.kind === 'private') {
+    // The server does not echo private messages to their sender: show it here.
+    const conv = privateConversation(view.userId);
+    addPrivateMessage(conv, {
+      fromUserId: state.me.userId,
+      fromName: state.me.userName,
+      text: msg,
+      own: true,
+      ...timeFields(''),
+    });
+    renderConversations();
+  }
+  // Room messages come back as op-3 frames, like everyone else's.
+  if (input.value.trim() === msg) input.value = '';
   input.focus();
+}
+
+function setSendBusy(busy) {
+  state.sendBusy = busy;
+  $('send-btn').disabled = busy;
 }
 
 // ---------------------------------------------------------------------------
@@ -421,15 +777,51 @@ function bindEvents() {
   });
   $('register-btn').addEventListener('click', () => authenticate('/user/register'));
   $('logout-btn').addEventListener('click', logout);
+  $('retry-btn').addEventListener('click', reconnectNow);
+  $('back-btn').addEventListener('click', () => openView({ kind: 'room' }));
   $('send-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     sendMessage();
+  });
+  $('room-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const roomId = parseRoom($('room-input').value);
+    if (roomId === null) {
+      $('room-error').textContent = `A room is a whole number from 1 to ${MAX_ROOM}`;
+      return;
+    }
+    switchRoom(roomId);
+  });
+  $('conversations').addEventListener('click', (ev) => {
+    const button = ev.target.closest('button.conv');
+    if (!button) return;
+    if (button.dataset.conv === 'room') openView({ kind: 'room' });
+    else openPrivate(button.dataset.userId);
+  });
+  $('members').addEventListener('click', (ev) => {
+    const button = ev.target.closest('button.member-btn');
+    if (button) openPrivate(button.dataset.userId);
+  });
+  window.addEventListener('hashchange', () => {
+    const roomId = roomFromHash() ?? DEFAULT_ROOM;
+    if (roomId !== state.roomId) switchRoom(roomId);
+  });
+  // Back online: do not wait for the backoff.
+  window.addEventListener('online', reconnectNow);
+  // Another tab logged in or out: follow it (one browser profile, one user).
+  window.addEventListener('storage', (ev) => {
+    if (ev.key !== null && ev.key !== TOKEN_KEY) return;
+    const token = localStorage.getItem(TOKEN_KEY);
+    if (token === state.token) return;
+    if (token) startSession(token);
+    else if (state.token) endSession();
   });
 }
 
 async function init() {
   bindEvents();
   showLoading();
+  state.roomId = roomFromHash() ?? DEFAULT_ROOM;
   await loadConfig();
   const token = localStorage.getItem(TOKEN_KEY);
   if (token) {

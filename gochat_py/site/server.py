@@ -1,5 +1,9 @@
 """Serves the chat page, and ``/config.json`` telling the page where the api and websocket are.
 
+``/config.json`` is ``{"apiUrl", "wsUrl"}``: the configured ``[site] api_url`` and ``ws_url``, or, when
+empty, the host name the browser used for the page with the api's and websocket's configured ports
+(``[api] bind``, ``[connect_websocket] bind`` and ``path``), so the page works behind any host name.
+
 Only files inside the site folder are served; no directory listings, no source files (the
 original exposed both).  Unknown paths get ``index.html`` so client-side routes work.
 """
@@ -22,7 +26,24 @@ SITE_ROOT = web.AppKey("site_root", Path)
 
 
 async def config_json(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SITE_CONFIG], headers={"Cache-Control": "no-cache"})
+    config = request.app[SITE_CONFIG]
+    return web.json_response(
+        {
+            "apiUrl": config["apiUrl"] or _derived_url(request, "http", config["apiPort"]),
+            "wsUrl": config["wsUrl"] or _derived_url(request, "ws", config["wsPort"], config["wsPath"]),
+        },
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+def _derived_url(request: web.Request, scheme: str, port: int, path: str = "") -> str:
+    """The page's own host name (as the browser sent it) with another port; https gives https/wss."""
+    if request.scheme == "https":
+        scheme += "s"
+    host = request.url.host or "127.0.0.1"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}{path}"
 
 
 async def static_file(request: web.Request) -> web.StreamResponse:
@@ -40,7 +61,13 @@ def create_app(settings: Settings) -> web.Application:
         raise FileNotFoundError(f"no index.html in the site folder {root}")
     app = web.Application()
     app[SITE_ROOT] = root
-    app[SITE_CONFIG] = {"apiUrl": settings.site.api_url, "wsUrl": settings.site.ws_url}
+    app[SITE_CONFIG] = {
+        "apiUrl": settings.site.api_url,
+        "wsUrl": settings.site.ws_url,
+        "apiPort": split_host_port(settings.api.bind)[1],
+        "wsPort": split_host_port(settings.connect_websocket.bind)[1],
+        "wsPath": settings.connect_websocket.path,
+    }
     app.router.add_get("/config.json", config_json)
     app.router.add_get("/{path:.*}", static_file)
     return app
