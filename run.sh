@@ -4,8 +4,9 @@
 #   ./run.sh local          start the whole system on this machine (chat page: http://127.0.0.1:8080)
 #   ./run.sh test [ARGS]    run the whole test suite (ARGS go to pytest)
 #   ./run.sh install        only install what is missing (Debian packages, Python virtualenv)
+#   ./run.sh dev [IP]       build and start everything in Docker; IP: the address browsers use (127.0.0.1)
 #
-# Installs what it needs on first use: redis-server and etcd from Debian (when run as root),
+# Installs what it needs on first use: redis-server, etcd (and chromium for test) from Debian (as root),
 # and the project with its test extras into a virtualenv (.venv, or $GOCHAT_VENV).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,6 +31,14 @@ ensure_system_packages() {
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then missing+=(python3-venv); fi
+    if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
+# The browser tests drive Debian's Chromium (a browser cannot be downloaded by Playwright here).
+ensure_browser() {
+    local missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
     if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
@@ -59,6 +68,7 @@ case "$command" in
         ;;
     test)
         ensure_system_packages
+        ensure_browser
         ensure_venv
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
@@ -66,8 +76,24 @@ case "$command" in
         ensure_system_packages
         ensure_venv
         ;;
+    dev)
+        # As the original's run.sh: everything in Docker, in the background.
+        host_ip=${1:-127.0.0.1}
+        if docker compose version >/dev/null 2>&1; then
+            compose=(docker compose)
+        elif command -v docker-compose >/dev/null 2>&1; then
+            compose=(docker-compose)
+        else
+            say "dev needs Docker with the compose plugin; without Docker use: ./run.sh local"
+            exit 1
+        fi
+        say "building and starting gochat-py in Docker (docker/docker-compose.yml), HOST_IP=$host_ip"
+        HOST_IP=$host_ip "${compose[@]}" -f docker/docker-compose.yml up --build --detach
+        say "chat page: http://$host_ip:8080  (api :7070, websocket :7000/ws, TCP :7001/:7002)"
+        say "logs: ${compose[*]} -f docker/docker-compose.yml logs -f    stop: ${compose[*]} -f docker/docker-compose.yml down"
+        ;;
     *)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
         [ "$command" = help ] || exit 2
         ;;
 esac
