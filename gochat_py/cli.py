@@ -37,10 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     from gochat_py.client import tcp as tcp_client
 
     tcp_client.add_parser(client.add_subparsers(dest="client", required=True))
+    commands.add_parser("bench", help="benchmark a running system: gochat-py bench --help, docs/benchmarks.md")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own parser, imported only when used
+        from gochat_py.bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "client":

@@ -1,0 +1,81 @@
+"""The HTTP api as the benchmark calls it: JSON bodies, ``{"code","data","message"}`` envelopes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+
+PASSWORD = "bench-pw-1"
+
+
+class ApiError(RuntimeError):
+    pass
+
+
+class Api:
+    def __init__(self, base_url: str, connections: int = 100, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.connections = connections
+        self.timeout = timeout
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Api:
+        connector = aiohttp.TCPConnector(limit=self.connections, force_close=False)
+        self.session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout), json_serialize=None
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.session:
+            await self.session.close()
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.session is not None
+        async with self.session.post(
+            self.base_url + path, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+        ) as response:
+            raw = await response.read()
+        try:
+            reply = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ApiError(f"{path}: HTTP {response.status}, not JSON: {raw[:200]!r}") from None
+        if not isinstance(reply, dict) or "code" not in reply:
+            raise ApiError(f"{path}: unexpected reply {raw[:200]!r}")
+        return reply
+
+    async def register(self, name: str) -> str:
+        reply = await self.post("/user/register", {"userName": name, "passWord": PASSWORD})
+        if reply["code"] != 0:
+            # a rerun with the same --run-id finds its users already there
+            reply = await self.post("/user/login", {"userName": name, "passWord": PASSWORD})
+        if reply["code"] != 0 or not isinstance(reply.get("data"), str):
+            raise ApiError(f"register {name}: {reply.get('message')!r}")
+        return reply["data"]
+
+    async def user_id(self, token: str) -> int:
+        reply = await self.post("/user/checkAuth", {"authToken": token})
+        if reply["code"] != 0:
+            raise ApiError(f"checkAuth: {reply.get('message')!r}")
+        return int(reply["data"]["userId"])
+
+    async def push_room(self, token: str, room_id: int, msg: str) -> dict[str, Any]:
+        return await self.post("/push/pushRoom", {"authToken": token, "roomId": room_id, "msg": msg})
+
+    async def push(self, token: str, to_user_id: int, room_id: int, msg: str) -> dict[str, Any]:
+        body = {"authToken": token, "toUserId": str(to_user_id), "roomId": room_id, "msg": msg}
+        return await self.post("/push/push", body)
+
+
+async def bounded_map(limit: int, items: list[Any], work: Any) -> list[Any]:
+    """``work(item)`` for every item with at most ``limit`` in flight; results in item order."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(item: Any) -> Any:
+        async with semaphore:
+            return await work(item)
+
+    return await asyncio.gather(*(one(item) for item in items))

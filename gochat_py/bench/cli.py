@@ -1,0 +1,89 @@
+"""``gochat-py bench``: run one scenario, draw plots, or run the documented sweep.
+
+    gochat-py bench room --users 500 --messages 1000 --concurrency 16
+    gochat-py bench private --users 500 --messages 2000 --concurrency 64
+    gochat-py bench rate --users 500 --rate 40 --messages 400
+    gochat-py bench idle --users 1000 --sockets-per-user 10 --client-procs 2
+    gochat-py bench floor --users 500 --messages 1000
+    gochat-py bench plot docs/bench/*.json --out docs/bench
+    gochat-py bench sweep --out docs/bench
+
+A run prints one JSON summary on stdout (progress on stderr) and exits 0 when nothing was lost,
+duplicated or refused, 1 otherwise, 2 for bad arguments.  Targets must be loopback addresses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import orjson
+
+from gochat_py.bench.options import MODES, TargetError, add_run_arguments, options_from_args
+
+MODE_HELP = {
+    "room": "N users in one room; M room messages pushed at concurrency C; every message must reach all N",
+    "private": "N users; M private messages at concurrency C, each to one random online user",
+    "rate": "like room, but pushed at --rate messages per second (latency under a steady load)",
+    "idle": "N authenticated idle sockets; connect-process RSS per connection",
+    "floor": "no gochat at all: one bench process fans a pre-encoded frame out to N websockets",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gochat-py bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    for mode in MODES:
+        add_run_arguments(commands.add_parser(mode, help=MODE_HELP[mode], description=MODE_HELP[mode]))
+    plot = commands.add_parser("plot", help="draw PNG plots from JSON summaries (needs matplotlib)")
+    plot.add_argument("inputs", nargs="+", help="JSON summaries (files, or folders holding them)")
+    plot.add_argument("--out", required=True, help="folder for the PNG files")
+    sweep = commands.add_parser("sweep", help="run the documented set of scenarios and regenerate docs/bench")
+    from gochat_py.bench.sweep import add_sweep_arguments
+
+    add_sweep_arguments(sweep)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.mode == "plot":
+        from gochat_py.bench.plots import plot_files
+
+        for path in plot_files([Path(p) for p in args.inputs], Path(args.out)):
+            print(path)
+        return 0
+    if args.mode == "sweep":
+        from gochat_py.bench.sweep import run_sweep
+
+        return run_sweep(args)
+    try:
+        opts = options_from_args(args)
+    except TargetError as exc:
+        print(f"gochat-py bench: {exc}", file=sys.stderr)
+        return 2
+    import uvloop
+
+    from gochat_py.bench.clients import raise_file_limit
+    from gochat_py.bench.scenarios import run_bench
+
+    raise_file_limit()
+    summary = uvloop.run(run_bench(opts))
+    text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
+    if opts.output:
+        Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts.output).write_text(text + "\n")
+    if opts.plot:
+        from gochat_py.bench.plots import plot_summaries
+
+        plot_summaries([summary], Path(opts.plot))
+    print(text, flush=True)
+    return 0 if summary.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""Client processes: each holds its share of the sockets, joins, and counts what arrives.
+
+A client process is started by the coordinator (``multiprocessing``, spawn) with a
+:class:`ClientPlan` and a pipe.  It raises its soft file limit to the hard one, opens its sockets
+(websocket or TCP, bound to the given 127.x source addresses in turn), sends each join, and
+reports ``("connected", info)`` once every socket is in its room.  From then on it sends
+``("progress", unique, duplicated, disconnected)`` a few times a second until the coordinator
+says ``("stop",)``; then it closes its sockets and answers ``("result", info)`` with the
+latencies.  A socket counts as in its room once it has seen an op 5 member list with at least
+``ready_count`` members (the server broadcasts one on every join), so no message is pushed
+before every receiver can get it.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import orjson
+
+from gochat_py.bench.framing import TCP_PING, FrameError, StickSplitter, encode_stick
+from gochat_py.bench.stamp import frame_stamp, room_info_count
+
+PROGRESS_INTERVAL = 0.1
+MAX_ERRORS_KEPT = 5
+READY_SETTLE = 10.0
+
+
+@dataclass
+class SocketSpec:
+    token: str
+    room_id: int
+    user_id: int = 0
+    transport: str = "ws"
+    ready_count: int = 1  # op 5 member count that proves the room is complete for this socket
+
+
+@dataclass
+class ClientPlan:
+    index: int
+    run_id: str
+    ws_url: str
+    tcp: tuple[str, int]
+    sockets: list[SocketSpec]
+    messages: int
+    source_ips: list[str] = field(default_factory=list)
+    targets: list[int] | None = None  # private mode: target user id of each seq
+    connect_concurrency: int = 64
+    connect_timeout: float = 60.0
+    ready_timeout: float = 60.0
+    max_seconds: float = 300.0
+
+
+def raise_file_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class Counter:
+    """What one client process has received; the hot path is :meth:`on_frame`."""
+
+    def __init__(self, plan: ClientPlan) -> None:
+        self.run_id = plan.run_id.encode()
+        self.messages = plan.messages
+        self.targets = plan.targets
+        self.specs = plan.sockets
+        self.seen = [bytearray(plan.messages) for _ in plan.sockets] if plan.messages else []
+        self.ready = bytearray(len(plan.sockets))
+        self.first_frame_ns = [0] * len(plan.sockets)
+        self.ready_count = 0
+        self.all_ready = asyncio.Event()
+        self.latencies_us = array.array("q")
+        self.unique = 0
+        self.duplicated = 0
+        self.foreign = 0
+        self.misdelivered = 0
+        self.other_frames = 0
+        self.first_ns = 0
+        self.last_ns = 0
+
+    def on_frame(self, index: int, body: bytes) -> None:
+        now = time.monotonic_ns()
+        if not self.first_frame_ns[index]:
+            self.first_frame_ns[index] = now
+        stamp = frame_stamp(body)
+        if stamp is None:
+            count = room_info_count(body)
+            if count is not None and not self.ready[index] and count >= self.specs[index].ready_count:
+                self.ready[index] = 1
+                self.ready_count += 1
+                if self.ready_count == len(self.ready):
+                    self.all_ready.set()
+            else:
+                self.other_frames += 1
+            return
+        seq = stamp.seq
+        if stamp.run_id != self.run_id or seq >= self.messages:
+            self.foreign += 1
+            return
+        if self.targets is not None and self.targets[seq] != self.specs[index].user_id:
+            self.misdelivered += 1
+            return
+        seen = self.seen[index]
+        if seen[seq]:
+            self.duplicated += 1
+            return
+        seen[seq] = 1
+        self.unique += 1
+        self.latencies_us.append((now - stamp.sent_ns) // 1000)
+        if not self.first_ns:
+            self.first_ns = now
+        self.last_ns = now
+
+
+class TcpClient(asyncio.Protocol):
+    """A gochat TCP client (stick-package frames): join with op 6, then read frames."""
+
+    def __init__(self, index: int, counter: Counter, on_lost: Any) -> None:
+        self.index = index
+        self.counter = counter
+        self.on_lost = on_lost
+        self.splitter = StickSplitter()
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            payloads = self.splitter.feed(data)
+        except FrameError as exc:
+            self.on_lost(self.index, f"bad frame: {exc}")
+            if self.transport:
+                self.transport.abort()
+            return
+        for payload in payloads:
+            if payload != TCP_PING:
+                self.counter.on_frame(self.index, payload)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.on_lost(self.index, f"connection lost: {exc}" if exc else "closed by server")
+
+    async def close(self) -> None:
+        if self.transport:
+            self.transport.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.closed), 2)
+
+
+class ClientWorker:
+    def __init__(self, plan: ClientPlan, pipe: Connection) -> None:
+        self.plan = plan
+        self.pipe = pipe
+        self.counter = Counter(plan)
+        self.handles: list[Any] = [None] * len(plan.sockets)
+        self.handshake_us = array.array("q")
+        self.join_sent_ns = [0] * len(plan.sockets)
+        self.failed = 0
+        self.disconnected = 0
+        self.errors: list[str] = []
+        self.stopping = False
+        self.stop_event = asyncio.Event()
+        self.readers: list[asyncio.Task[None]] = []
+
+    def _error(self, text: str) -> None:
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(text)
+
+    def _lost(self, index: int, reason: str) -> None:
+        if not self.stopping:
+            self.disconnected += 1
+            self._error(f"socket {index}: {reason}")
+
+    def _source(self, index: int) -> tuple[str, int] | None:
+        ips = self.plan.source_ips
+        return (ips[index % len(ips)], 0) if ips else None
+
+    async def _open(self, index: int, limit: asyncio.Semaphore) -> None:
+        spec = self.plan.sockets[index]
+        join = orjson.dumps({"authToken": spec.token, "roomId": spec.room_id})
+        async with limit:
+            started = time.monotonic_ns()
+            try:
+                if spec.transport == "tcp":
+                    await self._open_tcp(index, spec)
+                else:
+                    await self._open_ws(index, join)
+            except Exception as exc:
+                self.failed += 1
+                self._error(f"socket {index}: {type(exc).__name__}: {exc}")
+                return
+            self.handshake_us.append((time.monotonic_ns() - started) // 1000)
+            self.join_sent_ns[index] = time.monotonic_ns()
+
+    async def _open_ws(self, index: int, join: bytes) -> None:
+        from websockets.asyncio.client import connect
+
+        kwargs: dict[str, Any] = {}
+        source = self._source(index)
+        if source:
+            kwargs["local_addr"] = source
+        ws = await connect(
+            self.plan.ws_url,
+            compression=None,
+            max_size=8 * 1024 * 1024,
+            open_timeout=self.plan.connect_timeout,
+            ping_interval=None,  # the server pings; the library answers
+            close_timeout=2,
+            **kwargs,
+        )
+        await ws.send(join.decode())
+        self.handles[index] = ws
+        self.readers.append(asyncio.create_task(self._read_ws(index, ws)))
+
+    async def _read_ws(self, index: int, ws: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        on_frame = self.counter.on_frame
+        try:
+            while True:
+                on_frame(index, await ws.recv(decode=False))
+        except ConnectionClosed as exc:
+            self._lost(index, f"closed {exc.rcvd.code if exc.rcvd else 1006} {exc.rcvd.reason if exc.rcvd else ''}")
+
+    async def _open_tcp(self, index: int, spec: SocketSpec) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = self.plan.tcp
+        _, protocol = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: TcpClient(index, self.counter, self._lost), host, port, local_addr=self._source(index)
+            ),
+            self.plan.connect_timeout,
+        )
+        payload = orjson.dumps({"authToken": spec.token, "roomId": spec.room_id, "op": 6})
+        assert protocol.transport is not None
+        protocol.transport.write(encode_stick(payload))
+        self.handles[index] = protocol
+
+    def _on_command(self) -> None:
+        while self.pipe.poll():
+            try:
+                command = self.pipe.recv()
+            except EOFError:
+                command = ("stop",)
+            if command[0] == "stop":
+                self.stop_event.set()
+                asyncio.get_running_loop().remove_reader(self.pipe.fileno())
+                return
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.pipe.fileno(), self._on_command)
+        os.set_blocking(self.pipe.fileno(), True)  # the loop made it non-blocking; big results must not fail
+        deadline = time.monotonic() + self.plan.max_seconds
+        limit = asyncio.Semaphore(self.plan.connect_concurrency)
+        started = time.monotonic_ns()
+        opening = [asyncio.create_task(self._open(i, limit)) for i in range(len(self.plan.sockets))]
+        while True:
+            done, pending = await asyncio.wait(opening, timeout=0.5)
+            if not pending:
+                break
+            self.pipe.send(("opening", len(done), self.counter.ready_count))
+        connected_ns = time.monotonic_ns()
+        opened = len(self.plan.sockets) - self.failed
+        if opened and self.counter.ready_count < opened:
+            # every socket in its room; or every one either in it or closed by the server; or no
+            # progress for READY_SETTLE seconds (a refused join keeps a room from ever being complete)
+            ready_deadline = time.monotonic() + self.plan.ready_timeout
+            last_ready, changed = -1, time.monotonic()
+            while not self.stop_event.is_set() and time.monotonic() < ready_deadline:
+                ready = self.counter.ready_count
+                if ready + self.disconnected >= opened:
+                    break
+                if ready != last_ready:
+                    last_ready, changed = ready, time.monotonic()
+                elif time.monotonic() - changed > READY_SETTLE:
+                    break
+                self.pipe.send(("opening", opened, ready))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.counter.all_ready.wait(), 0.5)
+        ready_ns = time.monotonic_ns()
+        joins = array.array(
+            "q",
+            sorted(
+                (first - sent) // 1000
+                for first, sent in zip(self.counter.first_frame_ns, self.join_sent_ns, strict=True)
+                if first and sent
+            ),
+        )
+        self.pipe.send(
+            (
+                "connected",
+                {
+                    "sockets": len(self.plan.sockets),
+                    "opened": opened,
+                    "failed": self.failed,
+                    "ready": self.counter.ready_count,
+                    "started_ns": started,
+                    "connected_ns": connected_ns,
+                    "ready_ns": ready_ns,
+                    "handshake_us": self.handshake_us.tobytes(),
+                    "join_us": joins.tobytes(),
+                    "file_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                    "errors": list(self.errors),
+                },
+            )
+        )
+        counter = self.counter
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            self.pipe.send(("progress", counter.unique, counter.duplicated, self.disconnected, counter.last_ns))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), PROGRESS_INTERVAL)
+        self.stopping = True
+        result = {
+            "unique": counter.unique,
+            "duplicated": counter.duplicated,
+            "foreign": counter.foreign,
+            "misdelivered": counter.misdelivered,
+            "other_frames": counter.other_frames,
+            "disconnected": self.disconnected,
+            "first_ns": counter.first_ns,
+            "last_ns": counter.last_ns,
+            "latencies_us": counter.latencies_us.tobytes(),
+            "errors": list(self.errors),
+        }
+        self.pipe.send(("result", result))
+        await self._close_all()
+
+    async def _close_all(self) -> None:
+        handles = [h for h in self.handles if h is not None]
+        limit = asyncio.Semaphore(256)
+
+        async def close(handle: Any) -> None:
+            async with limit:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(handle.close(), 3)
+
+        if handles:
+            await asyncio.wait([asyncio.create_task(close(h)) for h in handles], timeout=15)
+        for reader in self.readers:
+            reader.cancel()
+
+
+def client_main(plan: ClientPlan, pipe: Connection) -> None:
+    """Entry point of a client process."""
+    raise_file_limit()
+    try:
+        import uvloop
+
+        uvloop.run(ClientWorker(plan, pipe).run())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pipe.close()

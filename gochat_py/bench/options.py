@@ -1,0 +1,182 @@
+"""Command-line options of ``gochat-py bench`` and the loopback-only rule for targets."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+MODES = ("room", "private", "rate", "idle", "floor")
+TRANSPORTS = ("ws", "tcp", "mixed")
+LOOPBACK_V4 = ipaddress.ip_network("127.0.0.0/8")
+
+
+class TargetError(ValueError):
+    """A target outside this machine's loopback: the benchmark never sends traffic there."""
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped in LOOPBACK_V4
+        return address == ipaddress.IPv6Address("::1")
+    return address in LOOPBACK_V4
+
+
+def check_loopback_url(url: str, schemes: tuple[str, ...]) -> str:
+    """``url`` unchanged when its scheme is one of ``schemes`` and its host is loopback."""
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        raise TargetError(f"{url!r}: scheme must be one of {', '.join(schemes)}")
+    if not parts.hostname or not is_loopback_host(parts.hostname):
+        raise TargetError(f"{url!r}: only loopback targets (127.0.0.0/8, ::1, localhost) are allowed")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        raise TargetError(f"{url!r}: {exc}") from None
+    return url
+
+
+def check_loopback_address(address: str) -> tuple[str, int]:
+    """``host:port`` of a TCP target, loopback only."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise TargetError(f"{address!r}: expected host:port")
+    host = host.strip("[]")
+    if not is_loopback_host(host):
+        raise TargetError(f"{address!r}: only loopback targets (127.0.0.0/8, ::1, localhost) are allowed")
+    return host, int(port)
+
+
+def parse_source_ips(text: str) -> list[str]:
+    """Comma-separated loopback addresses for the client sockets' local side (empty: the kernel's)."""
+    ips = [part.strip() for part in text.split(",") if part.strip()]
+    for ip in ips:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            raise TargetError(f"source address {ip!r} is not an IP address") from None
+        if not is_loopback_host(str(address)):
+            raise TargetError(f"source address {ip!r} is not a loopback address")
+    return ips
+
+
+@dataclass
+class BenchOptions:
+    mode: str = "room"
+    api: str = "http://127.0.0.1:7070"
+    ws: str = "ws://127.0.0.1:7000/ws"
+    tcp: str = "127.0.0.1:7001"
+    transport: str = "ws"
+    users: int = 100
+    messages: int = 200
+    concurrency: int = 16
+    rate: float = 40.0
+    sockets_per_user: int = 1
+    client_procs: int = 1
+    source_ips: list[str] = field(default_factory=list)
+    connect_concurrency: int = 64
+    register_concurrency: int = 8
+    hold: float = 5.0
+    drain_timeout: float = 10.0
+    max_seconds: float = 300.0
+    run_id: str = ""
+    room_id: int = 0
+    progress: bool = True
+    plot: str = ""
+    output: str = ""
+    label: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _positive(kind: type) -> object:
+    def convert(text: str) -> object:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ
+    default_api = env.get("GOCHAT_BENCH_API", "http://127.0.0.1:7070")
+    default_ws = env.get("GOCHAT_BENCH_WS", "ws://127.0.0.1:7000/ws")
+    pos_int, pos_float = _positive(int), _positive(float)
+    target = parser.add_argument_group("targets (loopback only)")
+    target.add_argument("--api", default=default_api, help="api base URL (default %(default)s)")
+    target.add_argument("--ws", default=default_ws, help="websocket URL (default %(default)s)")
+    target.add_argument("--tcp", default="127.0.0.1:7001", help="connect_tcp address (default %(default)s)")
+    target.add_argument("--transport", choices=TRANSPORTS, default="ws", help="client sockets: ws, tcp or mixed")
+    load = parser.add_argument_group("load")
+    load.add_argument("--users", type=pos_int, default=100, help="users (one socket each by default)")
+    load.add_argument("--messages", type=int, default=200, help="messages to push (room, private, rate, floor)")
+    load.add_argument("--concurrency", type=pos_int, default=16, help="push requests in flight at once")
+    load.add_argument("--rate", type=pos_float, default=40.0, help="rate mode: messages per second")
+    load.add_argument("--sockets-per-user", type=pos_int, default=1, help="sockets per user (idle mode mostly)")
+    load.add_argument("--room-id", type=int, default=0, help="room to use (default: a fresh one per run)")
+    scale = parser.add_argument_group("client scale")
+    scale.add_argument("--client-procs", type=pos_int, default=1, help="client processes holding the sockets")
+    scale.add_argument("--source-ips", default="", help="comma-separated 127.x.y.z local addresses for the sockets")
+    scale.add_argument("--connect-concurrency", type=pos_int, default=64, help="handshakes in flight per process")
+    scale.add_argument("--register-concurrency", type=pos_int, default=8, help="registrations in flight")
+    timing = parser.add_argument_group("time bounds")
+    timing.add_argument("--hold", type=float, default=5.0, help="idle mode: seconds to hold the sockets")
+    timing.add_argument("--drain-timeout", type=pos_float, default=10.0, help="give up after this long without news")
+    timing.add_argument("--max-seconds", type=pos_float, default=300.0, help="hard limit for the whole run")
+    out = parser.add_argument_group("output")
+    out.add_argument("--run-id", default="", help="[0-9a-z] id used in user names and stamps (default random)")
+    out.add_argument("--label", default="", help="free text stored in the summary")
+    out.add_argument("--output", "-o", default="", help="also write the JSON summary to this file")
+    out.add_argument("--plot", default="", metavar="DIR", help="also draw PNG plots of this run into DIR")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def options_from_args(args: argparse.Namespace) -> BenchOptions:
+    opts = BenchOptions(
+        mode=args.mode,
+        api=args.api.rstrip("/"),
+        ws=args.ws,
+        tcp=args.tcp,
+        transport=args.transport,
+        users=args.users,
+        messages=args.messages,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        sockets_per_user=args.sockets_per_user,
+        client_procs=args.client_procs,
+        source_ips=parse_source_ips(args.source_ips),
+        connect_concurrency=args.connect_concurrency,
+        register_concurrency=args.register_concurrency,
+        hold=args.hold,
+        drain_timeout=args.drain_timeout,
+        max_seconds=args.max_seconds,
+        run_id=args.run_id,
+        room_id=args.room_id,
+        progress=not args.no_progress,
+        plot=args.plot,
+        output=args.output,
+        label=args.label,
+    )
+    if opts.messages < 0:
+        raise TargetError("--messages must be >= 0")
+    if opts.mode != "floor":
+        check_loopback_url(opts.api, ("http",))
+    if opts.mode == "floor" and opts.transport != "ws":
+        raise TargetError("floor mode holds websocket sockets only (--transport ws)")
+    if opts.transport in ("ws", "mixed") and opts.mode != "floor":
+        check_loopback_url(opts.ws, ("ws",))
+    if opts.transport in ("tcp", "mixed"):
+        check_loopback_address(opts.tcp)
+    return opts

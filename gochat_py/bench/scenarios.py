@@ -1,0 +1,620 @@
+"""The coordinator: sets a scenario up, runs it, and builds the JSON summary.
+
+Every mode follows the same steps, each bounded in time:
+
+1. users ``bench_<run id>_<n>`` are registered through the api (not in floor mode);
+2. client processes open and join the sockets and report once every socket is in its room;
+3. CPU and RSS of every gochat process (and of the bench's own processes) are sampled;
+4. the load runs: room messages at a concurrency (``room``), at a rate (``rate``), private
+   messages to random online users (``private``), nothing for a while (``idle``), or the floor
+   server's own fan-out (``floor``);
+5. the coordinator waits until every expected delivery arrived, or nothing arrived for
+   ``--drain-timeout`` seconds, or ``--max-seconds`` ran out; it samples the processes again,
+   stops the clients and merges what they counted.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import platform
+import random
+import secrets
+import subprocess
+import time
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from gochat_py.bench import procstats
+from gochat_py.bench.api import Api, ApiError, bounded_map
+from gochat_py.bench.clients import ClientPlan, SocketSpec, client_main
+from gochat_py.bench.floor import floor_main
+from gochat_py.bench.options import BenchOptions, check_loopback_address
+from gochat_py.bench.progress import Progress
+from gochat_py.bench.stamp import check_run_id, make_stamp
+from gochat_py.bench.stats import cdf_sample, rate, summarize
+
+SUMMARY_VERSION = 1
+MAX_ERRORS_KEPT = 10
+
+
+class BenchError(RuntimeError):
+    """The run could not be set up or carried out (the summary says how far it got)."""
+
+
+def source_commit() -> dict[str, Any]:
+    """The commit of the gochat-py tree the benchmark runs from, when it is a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": head, "dirty": bool(dirty)}
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def spread(items: list[Any], parts: int) -> list[list[int]]:
+    """Indices of ``items`` dealt round-robin into ``parts`` lists (empty lists dropped)."""
+    dealt: list[list[int]] = [[] for _ in range(parts)]
+    for index in range(len(items)):
+        dealt[index % parts].append(index)
+    return [d for d in dealt if d]
+
+
+class ChildLink:
+    """One client (or floor) process and what it last reported."""
+
+    def __init__(self, name: str, process: multiprocessing.process.BaseProcess, pipe: Connection) -> None:
+        self.name = name
+        self.process = process
+        self.pipe = pipe
+        self.opened = 0
+        self.ready = 0
+        self.connected: dict[str, Any] | None = None
+        self.unique = 0
+        self.duplicated = 0
+        self.disconnected = 0
+        self.last_ns = 0
+        self.result: dict[str, Any] | None = None
+        self.messages: asyncio.Queue[tuple] = asyncio.Queue()
+        self.eof = False
+
+    def on_readable(self) -> None:
+        try:
+            while self.pipe.poll():
+                message = self.pipe.recv()
+                kind = message[0]
+                if kind == "opening":
+                    self.opened, self.ready = message[1], message[2]
+                elif kind == "connected":
+                    self.connected = message[1]
+                    self.opened, self.ready = self.connected["opened"], self.connected["ready"]
+                elif kind == "progress":
+                    _, self.unique, self.duplicated, self.disconnected, self.last_ns = message
+                elif kind == "result":
+                    self.result = message[1]
+                else:
+                    self.messages.put_nowait(message)
+        except (EOFError, OSError):
+            self.eof = True
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self.pipe.fileno())
+
+    def send(self, message: tuple) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.pipe.send(message)
+
+
+class Coordinator:
+    def __init__(self, opts: BenchOptions) -> None:
+        self.opts = opts
+        self.run_id = check_run_id(opts.run_id or secrets.token_hex(4))
+        rng = random.Random(self.run_id)
+        self.rng = rng
+        self.room_id = opts.room_id or rng.randrange(10_000_000, 1_000_000_000)
+        self.progress = Progress(opts.progress)
+        self.context = multiprocessing.get_context("spawn")
+        self.links: list[ChildLink] = []
+        self.floor: ChildLink | None = None
+        self.errors: list[str] = []
+        self.summary: dict[str, Any] = {
+            "tool": "gochat-py bench",
+            "version": SUMMARY_VERSION,
+            "mode": opts.mode,
+            "transport": opts.transport,
+            "label": opts.label,
+            "run_id": self.run_id,
+            "room_id": self.room_id,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "source": source_commit(),
+            "machine": machine(),
+            "params": {k: v for k, v in asdict(opts).items() if k not in ("progress", "plot", "output", "extra")},
+        }
+        self.deadline = time.monotonic() + opts.max_seconds
+
+    # ---------------------------------------------------------------- helpers
+
+    def _error(self, text: str) -> None:
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(text)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def _start_child(self, name: str, target: Any, args: tuple) -> ChildLink:
+        parent_end, child_end = self.context.Pipe()
+        process = self.context.Process(target=target, args=(*args, child_end), name=name, daemon=True)
+        process.start()
+        child_end.close()
+        link = ChildLink(name, process, parent_end)
+        asyncio.get_running_loop().add_reader(parent_end.fileno(), link.on_readable)
+        os.set_blocking(parent_end.fileno(), True)
+        return link
+
+    async def _stop_children(self) -> None:
+        links = self.links + ([self.floor] if self.floor else [])
+        for link in links:
+            link.send(("stop",))
+        deadline = time.monotonic() + 20
+        while any(link.result is None and not link.eof for link in self.links) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for link in links:
+            await asyncio.to_thread(link.process.join, max(0.1, deadline - time.monotonic()))
+            if link.process.is_alive():
+                link.process.terminate()
+                await asyncio.to_thread(link.process.join, 5)
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(link.pipe.fileno())
+            link.pipe.close()
+
+    def _bench_pids(self) -> dict[int, str]:
+        pids = {os.getpid(): "bench:coordinator"}
+        for link in self.links:
+            if link.process.pid:
+                pids[link.process.pid] = f"bench:{link.name}"
+        if self.floor and self.floor.process.pid:
+            pids[self.floor.process.pid] = "bench:floor-server"
+        return pids
+
+    def take_sample(self) -> None:
+        self.samples.append((time.monotonic_ns(), procstats.snapshot(self.everyone), procstats.machine_busy_jiffies()))
+
+    async def sample_processes(self) -> None:
+        """CPU samples every 0.25 s, so the figures can end right after the last delivery."""
+        while True:
+            self.take_sample()
+            await asyncio.sleep(0.25)
+
+    def target_ports(self) -> list[int]:
+        ports = []
+        for url in (self.opts.api, self.opts.ws):
+            port = urlsplit(url).port
+            if port is None:
+                port = 80
+            ports.append(port)
+        if self.opts.transport != "ws":
+            ports.append(check_loopback_address(self.opts.tcp)[1])
+        return ports
+
+    # ---------------------------------------------------------------- phases
+
+    async def register(self, api: Api) -> tuple[list[str], list[int]]:
+        opts = self.opts
+        names = [f"bench_{self.run_id}_{n}" for n in range(opts.users)]
+        done = 0
+
+        async def register(name: str) -> str:
+            nonlocal done
+            token = await asyncio.wait_for(api.register(name), self.remaining() or 0.01)
+            done += 1
+            self.progress.update("register", done, len(names))
+            return token
+
+        started = time.monotonic()
+        tokens = await bounded_map(opts.register_concurrency, names, register)
+        self.progress.update("register", done, len(names), force=True)
+        user_ids: list[int] = []
+        if opts.mode == "private":
+            user_ids = await bounded_map(opts.concurrency, tokens, api.user_id)
+        self.summary["register"] = {"users": len(tokens), "time_s": round(time.monotonic() - started, 2)}
+        return tokens, user_ids
+
+    def socket_specs(self, tokens: list[str], user_ids: list[int]) -> list[SocketSpec]:
+        opts = self.opts
+        specs = []
+        per_user_rooms = opts.mode in ("private", "idle")
+        users = opts.users
+        for user in range(users):
+            for _ in range(opts.sockets_per_user):
+                index = len(specs)
+                transport = ("tcp" if index % 2 else "ws") if opts.transport == "mixed" else opts.transport
+                specs.append(
+                    SocketSpec(
+                        token=tokens[user] if tokens else "floor",
+                        room_id=self.room_id + user if per_user_rooms else self.room_id,
+                        user_id=user_ids[user] if user_ids else 0,
+                        transport=transport,
+                        ready_count=1 if per_user_rooms else (users * opts.sockets_per_user if not tokens else users),
+                    )
+                )
+        return specs
+
+    async def open_sockets(self, specs: list[SocketSpec], ws_url: str, targets: list[int] | None) -> None:
+        opts = self.opts
+        tcp = check_loopback_address(opts.tcp) if opts.transport != "ws" else ("127.0.0.1", 0)
+        procs = min(opts.client_procs, max(1, len(specs)))
+        for number, indices in enumerate(spread(specs, procs)):
+            plan = ClientPlan(
+                index=number,
+                run_id=self.run_id,
+                ws_url=ws_url,
+                tcp=tcp,
+                sockets=[specs[i] for i in indices],
+                messages=opts.messages if opts.mode != "idle" else 0,
+                source_ips=opts.source_ips,
+                targets=targets,
+                connect_concurrency=opts.connect_concurrency,
+                connect_timeout=min(60.0, self.remaining()),
+                ready_timeout=min(120.0, self.remaining()),
+                max_seconds=self.remaining() + 30,
+            )
+            self.links.append(self._start_child(f"client-{number}", client_main, (plan,)))
+        if self.floor is not None:
+            self.floor.send(("announce", min(120.0, self.remaining())))
+        total = len(specs)
+        while not all(link.connected is not None or link.eof for link in self.links):
+            if self.remaining() <= 0:
+                raise BenchError("clients did not finish connecting within --max-seconds")
+            opened = sum(link.opened for link in self.links)
+            ready = sum(link.ready for link in self.links)
+            self.progress.update("connect", ready, total, f"opened {opened}")
+            await asyncio.sleep(0.1)
+        if any(link.connected is None for link in self.links):
+            raise BenchError("a client process died while connecting")
+        infos = [link.connected for link in self.links if link.connected]
+        self.progress.update("connect", sum(i["ready"] for i in infos), total, force=True)
+        handshakes = sorted(array.array("q", b"".join(i["handshake_us"] for i in infos)))
+        joins = sorted(array.array("q", b"".join(i["join_us"] for i in infos)))
+        started = min(i["started_ns"] for i in infos)
+        for info in infos:
+            for error in info["errors"]:
+                self._error(error)
+        self.summary["connect"] = {
+            "sockets": total,
+            "opened": sum(i["opened"] for i in infos),
+            "failed": sum(i["failed"] for i in infos),
+            "ready": sum(i["ready"] for i in infos),
+            "client_procs": len(infos),
+            "source_ips": opts.source_ips,
+            "file_limit": min(i["file_limit"] for i in infos),
+            "time_s": round((max(i["connected_ns"] for i in infos) - started) / 1e9, 3),
+            "ready_time_s": round((max(i["ready_ns"] for i in infos) - started) / 1e9, 3),
+            "per_s": rate(sum(i["opened"] for i in infos), (max(i["connected_ns"] for i in infos) - started) / 1e9),
+            "handshake_ms": summarize(handshakes, 1000),
+            "join_ms": summarize(joins, 1000),
+        }
+        if self.summary["connect"]["ready"] < total:
+            self._error(f"only {self.summary['connect']['ready']} of {total} sockets got into their room")
+
+    async def push_all(self, api: Api, tokens: list[str], targets: list[int] | None) -> None:
+        """Pushes the messages (room, rate, private) and records the push figures."""
+        opts = self.opts
+        accepted = 0
+        failed = 0
+        push_us = array.array("q")
+        limit = asyncio.Semaphore(opts.concurrency)
+        users = len(tokens)
+        self.accepted_seqs: list[int] = []
+        per_message = opts.sockets_per_user if targets is not None else self.summary["connect"]["sockets"]
+        self.expected_total = opts.messages * per_message
+
+        async def push(seq: int) -> None:
+            nonlocal accepted, failed
+            try:
+                sent = time.monotonic_ns()
+                msg = make_stamp(self.run_id, seq, sent)
+                if targets is not None:
+                    target = targets[seq]
+                    sender = tokens[(self.target_index[seq] + 1) % users]
+                    reply = await api.push(sender, target, self.room_id, msg)
+                else:
+                    reply = await api.push_room(tokens[seq % users], self.room_id, msg)
+                push_us.append((time.monotonic_ns() - sent) // 1000)
+                if reply["code"] == 0:
+                    accepted += 1
+                    self.accepted_seqs.append(seq)
+                else:
+                    failed += 1
+                    self._error(f"push {seq}: code {reply['code']} {reply.get('message')!r}")
+            except Exception as exc:  # any failure is counted, never fatal to the run
+                failed += 1
+                self._error(f"push {seq}: {type(exc).__name__}: {exc}")
+
+        async def limited(seq: int) -> None:
+            try:
+                await push(seq)
+            finally:
+                limit.release()
+
+        self.push_started_ns = time.monotonic_ns()
+        tasks = set()
+        for seq in range(opts.messages):
+            if self.remaining() <= 0:
+                break
+            if opts.mode == "rate":
+                due = self.push_started_ns + int(seq * 1e9 / opts.rate)
+                delay = (due - time.monotonic_ns()) / 1e9
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await limit.acquire()
+            task = asyncio.create_task(limited(seq))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            self._show_delivery()
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(1.0, self.remaining()))
+        self.push_ended_ns = time.monotonic_ns()
+        push_s = (self.push_ended_ns - self.push_started_ns) / 1e9
+        self.summary["push"] = {
+            "requests": accepted + failed,
+            "accepted": accepted,
+            "failed": failed,
+            "time_s": round(push_s, 3),
+            "requests_per_s": rate(accepted + failed, push_s),
+            "latency_ms": summarize(sorted(push_us), 1000),
+        }
+
+    def expected_deliveries(self) -> int:
+        opts = self.opts
+        accepted = self.summary.get("push", {}).get("accepted", 0)
+        if opts.mode == "private":
+            return accepted * opts.sockets_per_user
+        if opts.mode == "idle":
+            return 0
+        return accepted * self.summary["connect"]["sockets"]
+
+    def _show_delivery(self) -> None:
+        total = getattr(self, "expected_total", 0)
+        unique = sum(link.unique for link in self.links)
+        dups = sum(link.duplicated for link in self.links)
+        lost_socks = sum(link.disconnected for link in self.links)
+        extra = f"dup {dups}" + (f" disconnected {lost_socks}" if lost_socks else "")
+        self.progress.update("deliver", unique, total, extra)
+
+    async def drain(self) -> None:
+        """Waits for every expected delivery, for silence, or for the deadline."""
+        self.expected_total = self.expected_deliveries()
+        last_seen = -1
+        quiet_since = time.monotonic()
+        while self.remaining() > 0:
+            unique = sum(link.unique for link in self.links)
+            if unique >= self.expected_total:
+                break
+            if unique != last_seen:
+                last_seen, quiet_since = unique, time.monotonic()
+            elif time.monotonic() - quiet_since > self.opts.drain_timeout:
+                self._error(f"gave up waiting: nothing arrived for {self.opts.drain_timeout} s")
+                break
+            if all(link.eof for link in self.links):
+                break
+            self._show_delivery()
+            await asyncio.sleep(0.05)
+        # let the clients' next progress report arrive so their counters are final
+        await asyncio.sleep(0.15)
+        self._show_delivery()
+
+    # ---------------------------------------------------------------- the run
+
+    async def run(self) -> dict[str, Any]:
+        opts = self.opts
+        summary = self.summary
+        gochat: dict[int, str] = {}
+        if opts.mode != "floor":
+            gochat, how = procstats.system_processes(self.target_ports())
+            summary["gochat_processes"] = {"found": len(gochat), "how": how}
+        summary["load_average_before"] = procstats.load_average()
+        tokens: list[str] = []
+        user_ids: list[int] = []
+        targets: list[int] | None = None
+        ws_url = opts.ws
+        async with Api(opts.api, connections=max(opts.concurrency, opts.register_concurrency) + 4) as api:
+            try:
+                if opts.mode == "floor":
+                    self.floor = self._start_child(
+                        "floor-server",
+                        floor_main,
+                        ((opts.users * opts.sockets_per_user, self.room_id, self.run_id, self.remaining() + 30),),
+                    )
+                    while self.floor.messages.empty():
+                        if self.floor.eof or self.remaining() <= 0:
+                            raise BenchError("the floor server did not start")
+                        await asyncio.sleep(0.02)
+                    _, port = await self.floor.messages.get()
+                    ws_url = f"ws://127.0.0.1:{port}/ws"
+                else:
+                    tokens, user_ids = await self.register(api)
+                if opts.mode == "private":
+                    self.target_index = [self.rng.randrange(len(user_ids)) for _ in range(opts.messages)]
+                    targets = [user_ids[i] for i in self.target_index]
+                before_connect = procstats.snapshot(gochat)
+                specs = self.socket_specs(tokens, user_ids)
+                await self.open_sockets(specs, ws_url, targets)
+                after_connect = procstats.snapshot(gochat)
+                if opts.mode == "idle":
+                    await self.hold(before_connect, after_connect, gochat)
+                else:
+                    everyone = {**gochat, **self._bench_pids()}
+                    start = procstats.snapshot(everyone)
+                    busy_start = procstats.machine_busy_jiffies()
+                    started_ns = time.monotonic_ns()
+                    self.everyone = everyone
+                    self.samples = []
+                    sampler = asyncio.create_task(self.sample_processes())
+                    if opts.mode == "floor":
+                        await self.floor_fan_out()
+                    else:
+                        await self.push_all(api, tokens, targets)
+                    await self.drain()
+                    sampler.cancel()
+                    self.take_sample()
+                    # the window ends with the first sample taken after the last delivery
+                    last_ns = max((link.last_ns for link in self.links), default=0)
+                    end_ns, end, busy_end = self.samples[-1]
+                    for taken_ns, snap, busy in self.samples:
+                        if taken_ns >= last_ns:
+                            end_ns, end, busy_end = taken_ns, snap, busy
+                            break
+                    wall = (end_ns - started_ns) / 1e9
+                    summary["window_s"] = round(wall, 3)
+                    total = busy_end[1] - busy_start[1]
+                    summary["machine_busy_pct"] = (
+                        round(100 * (busy_end[0] - busy_start[0]) / total, 1) if total > 0 else None
+                    )
+                    summary["processes"] = procstats.compare(start, {p: s for p, s in end.items() if p in gochat}, wall)
+                    summary["bench_processes"] = procstats.compare(
+                        start, {p: s for p, s in end.items() if p not in gochat}, wall
+                    )
+            except (BenchError, ApiError, OSError) as exc:
+                self._error(f"{type(exc).__name__}: {exc}")
+                summary["aborted"] = True
+            finally:
+                self.progress.end()
+                await self._stop_children()
+        if opts.mode not in ("idle",) and not summary.get("aborted"):
+            self.merge_results()
+        summary["errors"] = self.errors
+        summary["ok"] = self.ok()
+        return summary
+
+    async def floor_fan_out(self) -> None:
+        assert self.floor is not None
+        # the announce reply came before the clients reported ready
+        while not self.floor.messages.empty():
+            self.floor.messages.get_nowait()
+        self.floor.send(("go", self.opts.messages))
+        self.push_started_ns = time.monotonic_ns()
+        self.summary["push"] = {"accepted": self.opts.messages}
+        self.expected_total = self.expected_deliveries()
+        while self.remaining() > 0:
+            with contextlib.suppress(TimeoutError):
+                message = await asyncio.wait_for(self.floor.messages.get(), 0.1)
+                if message[0] == "sent":
+                    started, ended = message[1], message[2]
+                    seconds = (ended - started) / 1e9
+                    self.summary["push"] = {
+                        "requests": self.opts.messages,
+                        "accepted": self.opts.messages,
+                        "failed": 0,
+                        "time_s": round(seconds, 3),
+                        "requests_per_s": rate(self.opts.messages, seconds),
+                    }
+                    self.push_started_ns = started
+                    return
+            if self.floor.eof:
+                raise BenchError("the floor server died")
+            self._show_delivery()
+        raise BenchError("the floor server did not finish within --max-seconds")
+
+    async def hold(self, before: dict, after_connect: dict, gochat: dict[int, str]) -> None:
+        opts = self.opts
+        started = time.monotonic()
+        while time.monotonic() - started < opts.hold and self.remaining() > 0:
+            self.progress.update("hold", int(time.monotonic() - started), int(opts.hold))
+            await asyncio.sleep(0.2)
+        end = procstats.snapshot(gochat)
+        opened = self.summary["connect"]["opened"]
+        rows = procstats.compare(before, end, time.monotonic() - started)
+        for row in rows:
+            start = before.get(row["pid"])
+            connected = after_connect.get(row["pid"])
+            row["rss_kib_connected"] = connected.rss_kib if connected else None
+            row["rss_delta_kib"] = row["rss_kib"] - start.rss_kib if start else None
+        self.summary["processes"] = rows
+        modules = {"ws": ("connect_websocket",), "tcp": ("connect_tcp",)}.get(
+            opts.transport, ("connect_websocket", "connect_tcp")
+        )
+        connect_rows = [r for r in rows if r["name"] in modules and r["rss_delta_kib"] is not None]
+        delta = sum(r["rss_delta_kib"] for r in connect_rows)
+        disconnected = sum(link.disconnected for link in self.links)
+        self.summary["idle"] = {
+            "connections": opened,
+            "held_s": round(time.monotonic() - started, 1),
+            "disconnected": disconnected,
+            "connect_processes": len(connect_rows),
+            "connect_rss_delta_kib": delta,
+            "rss_per_connection_kib": round(delta / opened, 2) if opened else None,
+        }
+
+    def merge_results(self) -> None:
+        summary = self.summary
+        results = [link.result for link in self.links if link.result is not None]
+        if len(results) < len(self.links):
+            self._error(f"{len(self.links) - len(results)} client process(es) sent no result")
+        latencies = sorted(array.array("q", b"".join(r["latencies_us"] for r in results)))
+        unique = sum(r["unique"] for r in results)
+        last_ns = max((r["last_ns"] for r in results), default=0)
+        expected = self.expected_deliveries()
+        started = getattr(self, "push_started_ns", 0)
+        seconds = (last_ns - started) / 1e9 if last_ns and started else 0.0
+        for result in results:
+            for error in result["errors"]:
+                self._error(error)
+        summary.update(
+            {
+                "users": self.opts.users,
+                "sockets": summary["connect"]["sockets"],
+                "messages": self.opts.messages,
+                "expected_deliveries": expected,
+                "deliveries": unique,
+                "lost": max(0, expected - unique),
+                "duplicated": sum(r["duplicated"] for r in results),
+                "misdelivered": sum(r["misdelivered"] for r in results),
+                "foreign": sum(r["foreign"] for r in results),
+                "disconnected": sum(r["disconnected"] for r in results),
+                "delivery_time_s": round(seconds, 3),
+                "deliveries_per_s": rate(unique, seconds),
+                "push_requests_per_s": summary["push"].get("requests_per_s"),
+                "latency_ms": summarize(latencies, 1000),
+                "latency_cdf_ms": cdf_sample(latencies, 201, 1000),
+            }
+        )
+
+    def ok(self) -> bool:
+        s = self.summary
+        if s.get("aborted") or s.get("connect", {}).get("failed"):
+            return False
+        if s["mode"] == "idle":
+            return s.get("idle", {}).get("disconnected", 1) == 0
+        return (
+            s.get("lost") == 0
+            and s.get("duplicated") == 0
+            and s.get("misdelivered") == 0
+            and s.get("push", {}).get("failed", 1) == 0
+        )
+
+
+async def run_bench(opts: BenchOptions) -> dict[str, Any]:
+    return await Coordinator(opts).run()

@@ -1,0 +1,66 @@
+"""The stamp carried in every benchmark message: ``<run id>|<seq>|<send time ns>``.
+
+The message text travels unchanged through api, logic, the queue, task and connect into the
+frame body ``{"code":0,"msg":"<stamp>",...}``; clients find it with two byte searches instead of
+parsing the JSON, so the client stays cheap.  A stamp holds only ``[0-9a-z|]``: JSON never
+escapes it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+MSG_KEY = b'"msg":"'
+_RUN_ID = re.compile(r"^[0-9a-z]{1,32}$")
+
+
+class Stamp(NamedTuple):
+    run_id: bytes
+    seq: int
+    sent_ns: int
+
+
+def check_run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id):
+        raise ValueError(f"run id must be 1 to 32 characters of [0-9a-z], got {run_id!r}")
+    return run_id
+
+
+def make_stamp(run_id: str, seq: int, sent_ns: int) -> str:
+    return f"{run_id}|{seq}|{sent_ns}"
+
+
+def parse_stamp(text: bytes) -> Stamp | None:
+    """The stamp in ``text``, or None when it is not one of ours (any other message)."""
+    parts = text.split(b"|")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    return Stamp(parts[0], int(parts[1]), int(parts[2]))
+
+
+def frame_msg(body: bytes) -> bytes | None:
+    """The raw ``msg`` value of an op 2 / op 3 frame body, or None (op 4, op 5, anything else).
+
+    Only valid for values without escapes, which is all a stamp ever is.
+    """
+    start = body.find(MSG_KEY, 0, 40)
+    if start < 0:
+        return None
+    start += len(MSG_KEY)
+    end = body.find(b'"', start)
+    return body[start:end] if end > 0 else None
+
+
+def frame_stamp(body: bytes) -> Stamp | None:
+    msg = frame_msg(body)
+    return None if msg is None else parse_stamp(msg)
+
+
+_COUNT = re.compile(rb'^\{"op":5,(?:"roomId":-?\d+,)?"count":(\d+)')
+
+
+def room_info_count(body: bytes) -> int | None:
+    """The member count of an op 5 room-info frame (Go field order: op, roomId, count, ...)."""
+    match = _COUNT.match(body)
+    return int(match.group(1)) if match else None

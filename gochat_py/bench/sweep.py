@@ -1,0 +1,169 @@
+"""``gochat-py bench sweep``: the documented set of runs, their JSON, the plots and a table.
+
+Each run is its own ``gochat-py bench`` process (so no run inherits another's memory or
+sockets), written to ``<out>/<name>.json``; then ``fanout.png``, ``latency.png`` and
+``summary.md`` are made from all of them.  ``--start-system`` starts a whole gochat-py system
+(as ``gochat-py up`` does) with a fresh state folder first and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gochat_py.bench.plots import load_summaries, plot_summaries, run_label
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="docs/bench", help="folder for the JSON, PNG and summary.md (%(default)s)")
+    parser.add_argument("--api", default="http://127.0.0.1:7070", help="api of the running system")
+    parser.add_argument("--ws", default="ws://127.0.0.1:7000/ws", help="websocket of the running system")
+    parser.add_argument("--room-sizes", default="50,100,250,500,1000", help="room fan-out sizes (users)")
+    parser.add_argument("--messages", type=int, default=1000, help="messages per fan-out run")
+    parser.add_argument("--client-procs", type=int, default=2, help="client processes per run")
+    parser.add_argument("--idle-connections", type=int, default=10000, help="sockets of the idle run (0: skip)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a check that the sweep works")
+    parser.add_argument("--only", default="", help="comma-separated run names to do (default all)")
+    parser.add_argument("--start-system", action="store_true", help="start (and stop) a system for the sweep")
+
+
+def plan_runs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """(name, bench arguments) of every run of the sweep."""
+    sizes = [int(n) for n in args.room_sizes.split(",") if n.strip()]
+    messages = args.messages
+    procs = ["--client-procs", str(args.client_procs)]
+    if args.quick:
+        sizes, messages = [10, 20], 20
+    runs: list[tuple[str, list[str]]] = []
+    for n in sizes:
+        common = ["--users", str(n), "--messages", str(messages), *procs]
+        runs.append((f"room-{n}", ["room", *common, "--concurrency", "16"]))
+        runs.append((f"floor-{n}", ["floor", *common]))
+    users = 20 if args.quick else 500
+    runs.append(
+        (f"rate-{users}", ["rate", "--users", str(users), "--rate", "40", "--messages", "40" if args.quick else "400"])
+    )
+    runs.append(
+        (
+            f"private-{users}",
+            ["private", "--users", str(users), "--messages", "40" if args.quick else "2000", "--concurrency", "64"],
+        )
+    )
+    idle = 100 if args.quick else args.idle_connections
+    if idle:
+        per_user = 10 if idle >= 1000 else 1
+        runs.append(
+            (
+                f"idle-{idle}",
+                ["idle", "--users", str(idle // per_user), "--sockets-per-user", str(per_user), *procs, "--hold", "5"],
+            )
+        )
+    if args.only:
+        wanted = {name.strip() for name in args.only.split(",")}
+        runs = [run for run in runs if run[0] in wanted]
+    return runs
+
+
+def summary_table(summaries: list[dict[str, Any]]) -> str:
+    def fmt(value: Any, digits: int = 0) -> str:
+        if value is None:
+            return "–"
+        return f"{value:,.{digits}f}" if isinstance(value, float | int) else str(value)
+
+    def cpu(s: dict[str, Any], name: str) -> str:
+        rows = [p for p in s.get("processes", []) if p["name"] == name and p.get("cpu_pct") is not None]
+        return fmt(sum(p["cpu_pct"] for p in rows)) if rows else "–"
+
+    lines = [
+        "| run | deliveries/s | pushes/s | p50 ms | p99 ms | max ms | lost | dup | connect s "
+        "| connect_ws CPU % | logic % | task % | api % | bench clients % | machine busy % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in summaries:
+        if s.get("mode") == "idle":
+            continue
+        lat = s.get("latency_ms") or {}
+        clients = sum(p.get("cpu_pct") or 0 for p in s.get("bench_processes", []) if "client" in p["name"])
+        lines.append(
+            f"| {s.get('_name', run_label(s))} | {fmt(s.get('deliveries_per_s'))} "
+            f"| {fmt(s.get('push_requests_per_s'))} "
+            f"| {fmt(lat.get('p50'), 1)} | {fmt(lat.get('p99'), 1)} | {fmt(lat.get('max'), 1)} "
+            f"| {fmt(s.get('lost'))} | {fmt(s.get('duplicated'))} | {fmt(s.get('connect', {}).get('ready_time_s'), 1)} "
+            f"| {cpu(s, 'connect_websocket')} | {cpu(s, 'logic')} | {cpu(s, 'task')} | {cpu(s, 'api')} "
+            f"| {fmt(clients)} | {fmt(s.get('machine_busy_pct'))} |"
+        )
+    for s in summaries:
+        idle = s.get("idle")
+        if idle:
+            lines.append("")
+            lines.append(
+                f"Idle ({s.get('_name')}): {idle['connections']:,} connections held {idle['held_s']} s, "
+                f"connect process RSS +{idle['connect_rss_delta_kib']:,} KiB = "
+                f"**{idle['rss_per_connection_kib']} KiB per connection**, "
+                f"{idle['disconnected']} disconnected, connect time {s['connect']['ready_time_s']} s."
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _start_system(args: argparse.Namespace) -> Any:
+    from gochat_py.config import load_settings
+    from gochat_py.launcher import System
+
+    state = tempfile.mkdtemp(prefix="gochat-bench-")
+    env = {"GOCHAT_STATE_DIR": state}
+    settings = load_settings(environ={**os.environ, **env})
+    log = open(Path(state) / "system.log", "a", buffering=1)  # noqa: SIM115 - closed with the system
+    system = System(settings, sink=log, env=env)
+    system.start_infra()
+    system.start_all()
+    args.api = f"http://{settings.api.bind}"
+    args.ws = f"ws://{settings.connect_websocket.bind}{settings.connect_websocket.path}"
+    print(f"bench sweep: started a system (state {state})", file=sys.stderr)
+    return system
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    system = _start_system(args) if args.start_system else None
+    status = 0
+    try:
+        for name, bench_args in plan_runs(args):
+            target = out / f"{name}.json"
+            argv = [sys.executable, "-m", "gochat_py.bench", *bench_args, "--api", args.api, "--ws", args.ws]
+            argv += ["--label", name, "--output", str(target)]
+            print(f"bench sweep: {name}: {' '.join(argv[3:])}", file=sys.stderr, flush=True)
+            started = time.monotonic()
+            done = subprocess.run(argv, stdout=subprocess.DEVNULL, timeout=900, check=False)
+            if done.returncode != 0:
+                status = 1
+            if target.exists():
+                s = orjson.loads(target.read_bytes())
+                print(
+                    f"bench sweep: {name}: ok={s.get('ok')} deliveries/s={s.get('deliveries_per_s')} "
+                    f"p99={(s.get('latency_ms') or {}).get('p99')} ms ({time.monotonic() - started:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            time.sleep(2)  # let the system settle (leaves, member-list broadcasts) between runs
+    finally:
+        if system is not None:
+            system.stop()
+    summaries = load_summaries([out])
+    order = {name: i for i, (name, _) in enumerate(plan_runs(args))}
+    for s in summaries:
+        s["_name"] = s.get("label") or s["_file"]
+    summaries.sort(key=lambda s: order.get(s["_name"], len(order)))
+    for path in plot_summaries(summaries, out):
+        print(path)
+    (out / "summary.md").write_text(summary_table(summaries))
+    print(out / "summary.md")
+    return status

@@ -1,0 +1,122 @@
+"""The benchmark targets loopback only, and its options are checked before anything is sent."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from gochat_py.bench.cli import build_parser
+from gochat_py.bench.options import (
+    TargetError,
+    check_loopback_address,
+    check_loopback_url,
+    is_loopback_host,
+    options_from_args,
+    parse_source_ips,
+)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:7070",
+        "http://127.0.0.1",
+        "http://127.1.2.3:80/x",
+        "http://localhost:7070",
+        "http://LOCALHOST:7070",
+        "http://[::1]:7070",
+        "http://[::ffff:127.0.0.1]:7070",
+    ],
+)
+def test_loopback_urls_pass(url: str) -> None:
+    assert check_loopback_url(url, ("http",)) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.0.0.1:7070",
+        "http://192.168.1.5:7070",
+        "http://172.16.0.1",
+        "http://8.8.8.8",
+        "http://example.com:7070",
+        "http://localhost.example.com",
+        "http://127.0.0.1.nip.io",
+        "http://[::2]:7070",
+        "http://[::ffff:10.0.0.1]:7070",
+        "http://0.0.0.0:7070",
+        "http://:7070",
+        "http://127.0.0.1:99999",
+    ],
+)
+def test_other_urls_refused(url: str) -> None:
+    with pytest.raises(TargetError):
+        check_loopback_url(url, ("http",))
+
+
+def test_scheme_checked() -> None:
+    assert check_loopback_url("ws://127.0.0.1:7000/ws", ("ws",))
+    with pytest.raises(TargetError):
+        check_loopback_url("wss://127.0.0.1:7000/ws", ("ws",))
+    with pytest.raises(TargetError):
+        check_loopback_url("ftp://127.0.0.1/", ("http",))
+
+
+def test_tcp_address() -> None:
+    assert check_loopback_address("127.0.0.1:7001") == ("127.0.0.1", 7001)
+    assert check_loopback_address("[::1]:7001") == ("::1", 7001)
+    for bad in ("10.1.1.1:7001", "127.0.0.1", "127.0.0.1:0", "host:7001", "127.0.0.1:x"):
+        with pytest.raises(TargetError):
+            check_loopback_address(bad)
+
+
+def test_source_ips() -> None:
+    assert parse_source_ips("127.0.0.2, 127.0.0.3") == ["127.0.0.2", "127.0.0.3"]
+    assert parse_source_ips("") == []
+    with pytest.raises(TargetError):
+        parse_source_ips("127.0.0.2,192.168.0.1")
+    with pytest.raises(TargetError):
+        parse_source_ips("nonsense")
+
+
+def test_is_loopback_host() -> None:
+    assert is_loopback_host("127.255.255.254")
+    assert not is_loopback_host("128.0.0.1")
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+def test_options_refuse_remote_targets_of_every_kind() -> None:
+    with pytest.raises(TargetError):
+        options_from_args(parse("room", "--api", "http://10.0.0.1:7070"))
+    with pytest.raises(TargetError):
+        options_from_args(parse("room", "--ws", "ws://10.0.0.1:7000/ws"))
+    with pytest.raises(TargetError):
+        options_from_args(parse("room", "--transport", "tcp", "--tcp", "10.0.0.1:7001"))
+    with pytest.raises(TargetError):
+        options_from_args(parse("room", "--source-ips", "10.0.0.2"))
+    with pytest.raises(TargetError):
+        options_from_args(parse("floor", "--transport", "tcp"))
+
+
+def test_options_defaults() -> None:
+    opts = options_from_args(parse("room", "--users", "3", "--client-procs", "2", "--source-ips", "127.0.0.2"))
+    assert (opts.mode, opts.users, opts.client_procs, opts.source_ips) == ("room", 3, 2, ["127.0.0.2"])
+    assert opts.api == "http://127.0.0.1:7070" and opts.transport == "ws"
+
+
+def test_positive_counts() -> None:
+    with pytest.raises(SystemExit):
+        parse("room", "--users", "0")
+    with pytest.raises(SystemExit):
+        parse("room", "--concurrency", "-1")
+
+
+def test_cli_exits_2_for_remote_target(capsys: pytest.CaptureFixture[str]) -> None:
+    from gochat_py.bench.cli import main
+
+    assert main(["room", "--api", "http://192.168.0.1:7070"]) == 2
+    assert "loopback" in capsys.readouterr().err

@@ -1,0 +1,75 @@
+"""The stamp carried in benchmark messages and how clients find it in frame bodies."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gochat_py.bench.stamp import (
+    Stamp,
+    check_run_id,
+    frame_msg,
+    frame_stamp,
+    make_stamp,
+    parse_stamp,
+    room_info_count,
+)
+from gochat_py.protocol.frames import room_info_body
+
+
+def test_round_trip() -> None:
+    text = make_stamp("ab12", 7, 123456789)
+    assert text == "ab12|7|123456789"
+    assert parse_stamp(text.encode()) == Stamp(b"ab12", 7, 123456789)
+
+
+@pytest.mark.parametrize("text", [b"", b"hello", b"a|b|c", b"ab|1", b"ab|1|2|3", b"ab|-1|5", b"ab|1|x"])
+def test_not_a_stamp(text: bytes) -> None:
+    assert parse_stamp(text) is None
+
+
+def test_run_id_check() -> None:
+    assert check_run_id("abc123") == "abc123"
+    for bad in ("", "ABC", "a|b", "a_b", "x" * 33):
+        with pytest.raises(ValueError):
+            check_run_id(bad)
+
+
+def go_room_frame(msg: str) -> bytes:
+    """An op 3 body in the server's field order."""
+    return (
+        b'{"code":0,"msg":'
+        + orjson.dumps(msg)
+        + b',"fromUserId":1,"fromUserName":"bench_x_0","toUserId":0,"toUserName":"","roomId":9,"op":3,'
+        b'"createTime":"2024-01-02 03:04:05"}'
+    )
+
+
+@given(st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=32), st.integers(0, 10**6))
+def test_stamp_found_in_room_frame(run_id: str, seq: int) -> None:
+    body = go_room_frame(make_stamp(run_id, seq, 42))
+    assert frame_stamp(body) == Stamp(run_id.encode(), seq, 42)
+
+
+def test_private_frame() -> None:
+    body = (
+        b'{"code":0,"msg":"r1|3|99","fromUserId":1,"fromUserName":"a","toUserId":2,"toUserName":"b",'
+        b'"roomId":1,"op":2,"createTime":""}'
+    )
+    assert frame_stamp(body) == Stamp(b"r1", 3, 99)
+
+
+def test_other_frames_have_no_stamp() -> None:
+    assert frame_msg(b'{"count":3,"op":4}') is None
+    assert frame_stamp(go_room_frame("just chatting")) is None
+    assert frame_stamp(b"") is None
+
+
+def test_room_info_count() -> None:
+    assert room_info_count(room_info_body(5, {"1": "a", "2": "b"})) == 2
+    assert room_info_count(b'{"op":5,"roomId":7,"count":500,"roomUserInfo":{}}') == 500
+    assert room_info_count(b'{"op":5,"count":1,"roomUserInfo":{}}') == 1
+    assert room_info_count(b'{"count":3,"op":4}') is None
+    assert room_info_count(go_room_frame("x")) is None
