@@ -66,6 +66,7 @@ class LogSettings(Section):
 
 class RpcSettings(Section):
     timeout: float = Field(3.0, gt=0, description="deadline of every gRPC call, seconds")
+    auth_timeout: float = Field(15.0, gt=0, description="deadline of Login and Register: password hashing queues")
     attempts: int = Field(3, ge=1, description="nodes tried before a call fails")
 
 
@@ -99,7 +100,9 @@ class TcpSettings(ConnectNodeSettings):
 
 class ConnectSettings(Section):
     buckets: int = Field(4, ge=1)
-    send_queue: int = Field(512, ge=1, description="frames queued per connection before it is closed")
+    send_buffer: int = Field(
+        524288, ge=4096, description="bytes waiting to be sent to one client before it counts as too slow"
+    )
     auth_timeout: float = Field(10.0, gt=0)
     ping_interval: float = Field(54.0, gt=0)
     pong_timeout: float = Field(6.0, gt=0, description="after a ping; 54 + 6 = the original's 60 s")
@@ -118,6 +121,22 @@ class TaskSettings(Section):
 
 class ApiSettings(Section):
     bind: str = "127.0.0.1:7070"
+    max_message_length: int = Field(4096, ge=1, description="characters in the msg of /push/push and /push/pushRoom")
+    # Rate limits, per api process: token buckets of *_burst requests refilled at *_rate per second
+    # (a rate of 0 turns that limit off).  Per client address, and per user name (login) or
+    # session token (/push/*: push, pushRoom, count, getRoomInfo).
+    rate_limit_loopback: bool = Field(False, description="limit clients on 127.0.0.0/8 and ::1 too")
+    trusted_proxies: AddressList = Field([], description="proxies (IPs or CIDRs) whose X-Forwarded-For is believed")
+    login_address_rate: float = Field(1.0, ge=0)
+    login_address_burst: int = Field(30, ge=1)
+    login_user_rate: float = Field(0.1, ge=0)
+    login_user_burst: int = Field(10, ge=1)
+    register_address_rate: float = Field(0.05, ge=0)
+    register_address_burst: int = Field(20, ge=1)
+    push_address_rate: float = Field(100.0, ge=0)
+    push_address_burst: int = Field(200, ge=1)
+    push_user_rate: float = Field(10.0, ge=0)
+    push_user_burst: int = Field(50, ge=1)
 
 
 class SiteSettings(Section):

@@ -86,8 +86,8 @@ async def _bind(request: web.Request, form: Form) -> dict[str, Any]:
     return bind(form, await request.read())
 
 
-async def _call(request: web.Request, method: str, message: Any) -> Any:
-    return await request.app[LOGIC].call(method, message)
+async def _call(request: web.Request, method: str, message: Any, timeout: float | None = None) -> Any:
+    return await request.app[LOGIC].call(method, message, timeout)
 
 
 async def _session(request: web.Request) -> pb.CheckAuthReply | web.Response:
@@ -121,7 +121,9 @@ async def _auth(request: web.Request, form: Form, method: str, success: str) -> 
     except BindError as exc:
         return fail(str(exc))
     try:
-        reply = await _call(request, method, pb.AuthRequest(name=fields["UserName"], password=fields["Password"]))
+        auth = pb.AuthRequest(name=fields["UserName"], password=fields["Password"])
+        # password hashing is slow on purpose and queues under a burst of logins: a longer deadline
+        reply = await _call(request, method, auth, request.app[LOGIC].auth_timeout)
     except RpcError as exc:
         return fail(f"logic unavailable: {exc}")
     if reply.code != CODE_SUCCESS:

@@ -9,43 +9,57 @@ harmless, and a user may hold several channels (tabs, devices).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
+from typing import Protocol
 
 import mmh3
 
 
-class Channel:
-    """One client socket's outbound side: a bounded queue drained by the socket's writer.
+class Transport(Protocol):
+    """The part of an asyncio transport a channel writes through."""
 
-    ``push`` never blocks.  When the queue is full the client is too slow to keep up; rather than
-    drop frames silently (the original), the channel is marked overflowed and ``on_overflow``
-    closes the socket so the client reconnects and knows it missed something.
+    def write(self, data: bytes) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def is_closing(self) -> bool: ...
+
+
+class Channel:
+    """One client socket's outbound side.
+
+    Frames arrive already encoded for the socket's transport (and already joined when several go
+    to the same socket at once), and are written straight to the transport: no task, queue or
+    wake-up per socket.  ``push`` never blocks.  The transport's buffer is the bounded send
+    queue: past ``limit`` bytes the client is too slow to keep up, and rather than drop frames
+    silently (the original), the channel is marked overflowed and ``on_overflow`` closes the
+    socket so the client reconnects and knows it missed something.
     """
 
-    __slots__ = ("closed", "on_overflow", "overflowed", "queue", "room_id", "user_id", "user_name")
+    __slots__ = ("closed", "limit", "on_overflow", "overflowed", "room_id", "transport", "user_id", "user_name")
 
-    def __init__(self, user_id: int, user_name: str, room_id: int, limit: int) -> None:
+    def __init__(self, user_id: int, user_name: str, room_id: int, transport: Transport, limit: int) -> None:
         self.user_id = user_id
         self.user_name = user_name
         self.room_id = room_id
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(limit)
+        self.transport = transport
+        self.limit = limit
         self.closed = False
         self.overflowed = False
         self.on_overflow: Callable[[Channel], None] | None = None
 
-    def push(self, frame: bytes) -> bool:
-        if self.closed:
+    def writable(self) -> bool:
+        return not self.closed and not self.transport.is_closing()
+
+    def push(self, data: bytes) -> bool:
+        if not self.writable():
             return False
-        try:
-            self.queue.put_nowait(frame)
-            return True
-        except asyncio.QueueFull:
+        if self.transport.get_write_buffer_size() > self.limit:
             if not self.overflowed:
                 self.overflowed = True
                 if self.on_overflow is not None:
                     self.on_overflow(self)
             return False
+        self.transport.write(data)
+        return True
 
 
 class Bucket:

@@ -86,7 +86,7 @@ class ConnectNode:
         await self.logic.close()
         await self._etcd.close()
 
-    async def join(self, auth_token: str, room_id: int) -> Channel | Refusal:
+    async def join(self, auth_token: str, room_id: int, make: Callable[[int, str], Channel]) -> Channel | Refusal:
         """Authenticates through logic and puts a new channel in the hub.
 
         The channel is in the hub before logic records the join, because recording it broadcasts
@@ -95,7 +95,7 @@ class ConnectNode:
         auth = await self._ask("CheckAuth", logic_pb.CheckAuthRequest(auth_token=auth_token))
         if isinstance(auth, Refusal):
             return auth
-        channel = Channel(auth.user_id, auth.user_name, room_id, self.settings.connect.send_queue)
+        channel = make(auth.user_id, auth.user_name)
         self.hub.put(channel)
         request = logic_pb.ConnectRequest(auth_token=auth_token, room_id=room_id, server_id=self.server_id)
         reply = await self._ask("Connect", request)

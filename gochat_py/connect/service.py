@@ -41,28 +41,39 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
             log.warning("frame not sent: the transport cannot carry it", extra=kv(seq_id=msg.seq_id, error=str(exc)))
             return None
 
-    def _to_user(self, user_id: int, msg: pb.Msg) -> int:
-        frame = self._frame(msg)
-        return self.hub.push_user(user_id, frame) if frame is not None else 0
-
-    def _to_room(self, room_id: int, msg: pb.Msg) -> int:
-        frame = self._frame(msg)
-        return self.hub.push_room(room_id, frame) if frame is not None else 0
+    def _push(self, kind: str, target: int, data: bytes) -> int:
+        if kind == "user_id":
+            return self.hub.push_user(target, data)
+        return self.hub.push_room(target, data)
 
     async def PushSingleMsg(self, request: pb.PushMsgRequest, context: Any) -> pb.PushReply:
-        return pb.PushReply(sockets=self._to_user(request.user_id, request.msg))
+        frame = self._frame(request.msg)
+        return pb.PushReply(sockets=self.hub.push_user(request.user_id, frame) if frame is not None else 0)
 
     async def PushRoomMsg(self, request: pb.PushRoomMsgRequest, context: Any) -> pb.PushReply:
-        return pb.PushReply(sockets=self._to_room(request.room_id, request.msg))
+        frame = self._frame(request.msg)
+        return pb.PushReply(sockets=self.hub.push_room(request.room_id, frame) if frame is not None else 0)
 
     PushRoomCount = PushRoomMsg
     PushRoomInfo = PushRoomMsg
 
     async def Deliver(self, request: pb.DeliverRequest, context: Any) -> pb.PushReply:
+        """Consecutive items for the same target become one write per socket: a burst of room
+        messages costs each socket one system call, not one per message."""
         sockets = 0
+        run: tuple[str, int] | None = None
+        frames: list[bytes] = []
         for item in request.items:
-            if item.WhichOneof("target") == "user_id":
-                sockets += self._to_user(item.user_id, item.msg)
-            else:
-                sockets += self._to_room(item.room_id, item.msg)
+            frame = self._frame(item.msg)
+            if frame is None:
+                continue
+            kind = item.WhichOneof("target") or "room_id"
+            target = (kind, item.user_id if kind == "user_id" else item.room_id)
+            if target != run and frames:
+                sockets += self._push(*run, b"".join(frames))  # type: ignore[misc]
+                frames = []
+            run = target
+            frames.append(frame)
+        if frames and run is not None:
+            sockets += self._push(*run, b"".join(frames))
         return pb.PushReply(sockets=sockets)

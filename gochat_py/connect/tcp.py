@@ -164,12 +164,16 @@ class TcpFrontEnd:
     async def _join(self, conn: Connection, message: ClientMessage) -> None:
         if conn.channel is not None:
             return  # already in a room: a repeated join is ignored (the original corrupted its lists)
-        result = await self.node.join(message.auth_token, message.room_id)
+        limit, transport = self.settings.connect.send_buffer, conn.writer.transport
+        result = await self.node.join(
+            message.auth_token,
+            message.room_id,
+            lambda user_id, user_name: Channel(user_id, user_name, message.room_id, transport, limit),
+        )
         if isinstance(result, Refusal):
             raise Close(f"join refused: {result.reason}")
         conn.channel, conn.token, conn.authenticated = result, message.auth_token, True
-        result.on_overflow = lambda _ch: conn.writer.transport.abort()
-        conn.tasks.append(asyncio.create_task(self._write(conn, result)))
+        result.on_overflow = lambda _ch: transport.abort()
 
     async def _send_to_room(self, conn: Connection, message: ClientMessage) -> None:
         """The sender is whoever owns the token: fromUserId/fromUserName in the frame are ignored."""
@@ -186,15 +190,6 @@ class TcpFrontEnd:
         if reply.code == logic_pb.SESSION_ERROR:
             raise Close("unknown authToken")
         conn.authenticated = True
-
-    async def _write(self, conn: Connection, channel: Channel) -> None:
-        queue, writer = channel.queue, conn.writer
-        with contextlib.suppress(ConnectionError, OSError):
-            while True:
-                writer.write(await queue.get())
-                while not queue.empty():
-                    writer.write(queue.get_nowait())
-                await writer.drain()
 
     async def _ping(self, conn: Connection) -> None:
         with contextlib.suppress(ConnectionError, OSError):

@@ -11,19 +11,20 @@ message over 512 bytes, 1001 when the node shuts down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from http import HTTPStatus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from gochat_py.config import Settings, split_host_port
 from gochat_py.connect.hub import Channel
 from gochat_py.connect.node import ConnectNode, Refusal
 from gochat_py.logs import kv
 from gochat_py.protocol.join import JoinError, parse_join
+from gochat_py.protocol.ws_frame import text_frame
 from gochat_py.runtime import wait_for_stop_signal
 
 log = logging.getLogger("gochat.connect.ws")
@@ -81,35 +82,47 @@ class WebsocketFrontEnd:
             log.info("join refused", extra=kv(peer=_peer(ws), reason=str(exc)))
             await ws.close(CLOSE_POLICY, _reason(str(exc)))
             return
-        result = await self.node.join(join.auth_token, join.room_id)
+        limit = self.settings.connect.send_buffer
+        result = await self.node.join(
+            join.auth_token,
+            join.room_id,
+            lambda user_id, user_name: WsChannel(user_id, user_name, join.room_id, ws, limit),
+        )
         if isinstance(result, Refusal):
             log.info("join refused", extra=kv(peer=_peer(ws), reason=result.reason))
             await ws.close(CLOSE_TRY_AGAIN if result.retry else CLOSE_POLICY, _reason(result.reason))
             return
         channel = result
         channel.on_overflow = lambda _ch: asyncio.ensure_future(ws.close(CLOSE_POLICY, "too slow: send queue full"))
-        writer = asyncio.create_task(self._write(ws, channel))
         try:
             async for _ in ws:
                 pass  # chat goes over HTTP; a second join is ignored
         except ConnectionClosed:
             pass
         finally:
-            writer.cancel()
             await self.node.leave(channel)
             if channel.overflowed:
                 log.warning("closed a slow client", extra=kv(user_id=channel.user_id))
-
-    async def _write(self, ws: ServerConnection, channel: Channel) -> None:
-        queue = channel.queue
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                await ws.send(await queue.get(), text=True)
 
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close(close_connections=True)
             await self.server.wait_closed()
+
+
+class WsChannel(Channel):
+    """A channel over a websocket: takes ready-made text frames (see protocol.ws_frame) and writes
+    them beside the library's own control frames, whole frames only, while the connection is
+    open (never after a close frame)."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, user_id: int, user_name: str, room_id: int, connection: ServerConnection, limit: int):
+        super().__init__(user_id, user_name, room_id, connection.transport, limit)
+        self.connection = connection
+
+    def writable(self) -> bool:
+        return not self.closed and self.connection.protocol.state is State.OPEN
 
 
 def _peer(ws: ServerConnection) -> str:
@@ -118,7 +131,7 @@ def _peer(ws: ServerConnection) -> str:
 
 
 async def serve_websocket(settings: Settings) -> None:
-    node = ConnectNode(settings, settings.connect_websocket, "ws")
+    node = ConnectNode(settings, settings.connect_websocket, "ws", encode=text_frame)
     await node.start()
     front = WebsocketFrontEnd(node, settings)
     port = await front.start()

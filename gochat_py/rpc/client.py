@@ -84,8 +84,9 @@ class LogicClient:
     def __init__(self, watcher: ServiceWatcher, settings: RpcSettings) -> None:
         self._pool = NodePool(watcher, logic_pb2_grpc.LogicStub)
         self._settings = settings
+        self.auth_timeout = settings.auth_timeout
 
-    async def call(self, method: str, request: Any) -> Any:
+    async def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         watcher = self._pool.watcher
         if not watcher.nodes:
             await watcher.wait_changed(self._settings.timeout)
@@ -98,7 +99,8 @@ class LogicClient:
             address = random.choice(candidates)
             tried.add(address)
             try:
-                return await getattr(self._pool.stub(address), method)(request, timeout=self._settings.timeout)
+                stub = self._pool.stub(address)
+                return await getattr(stub, method)(request, timeout=timeout or self._settings.timeout)
             except grpc.aio.AioRpcError as exc:
                 last_error = f"logic {address}: {exc.code().name} {exc.details() or ''}".strip()
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:

@@ -16,7 +16,7 @@ from tests.e2e.harness import ApiClient, Cluster, WsClient, op_is
 
 CLUSTER_ENV = {
     "GOCHAT_CONNECT__AUTH_TIMEOUT": "1.5",
-    "GOCHAT_CONNECT__SEND_QUEUE": "64",
+    "GOCHAT_CONNECT__SEND_BUFFER": "1048576",
     "GOCHAT_TASK__BATCH_SIZE": "16",
 }
 

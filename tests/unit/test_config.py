@@ -61,10 +61,10 @@ def test_file_values_are_read(tmp_path: Path) -> None:
 
 def test_sections_split_over_files_are_merged_key_by_key(tmp_path: Path) -> None:
     write(tmp_path, "common", "[connect]\nbuckets = 8\n")
-    write(tmp_path, "connect", "[connect]\nsend_queue = 10\n")
+    write(tmp_path, "connect", "[connect]\nsend_buffer = 10000\n")
     settings = load(tmp_path)
     assert settings.connect.buckets == 8
-    assert settings.connect.send_queue == 10
+    assert settings.connect.send_buffer == 10000
 
 
 def test_later_file_wins_for_the_same_key(tmp_path: Path) -> None:

@@ -7,15 +7,34 @@ import mmh3
 from gochat_py.connect.hub import Bucket, Channel, Hub
 
 
+class StuckTransport:
+    """A transport whose peer reads nothing: every byte written stays in its buffer."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return sum(map(len, self.written))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def chan(user_id: int, user_name: str, room_id: int, limit: int = 1024) -> Channel:
+    """A channel that refuses a push once more than ``limit`` bytes are waiting."""
+    return Channel(user_id, user_name, room_id, StuckTransport(), limit)
+
+
 def drain(channel: Channel) -> list[bytes]:
-    frames = []
-    while not channel.queue.empty():
-        frames.append(channel.queue.get_nowait())
-    return frames
+    return channel.transport.written  # type: ignore[attr-defined]
 
 
 async def test_channel_push_queues_the_frame() -> None:
-    channel = Channel(1, "lock", 1, limit=4)
+    channel = chan(1, "lock", 1, limit=4)
     assert channel.push(b"a") is True
     assert channel.push(b"b") is True
     assert drain(channel) == [b"a", b"b"]
@@ -23,15 +42,22 @@ async def test_channel_push_queues_the_frame() -> None:
 
 
 async def test_channel_push_after_close_is_refused() -> None:
-    channel = Channel(1, "lock", 1, limit=4)
+    channel = chan(1, "lock", 1, limit=4)
     channel.closed = True
     assert channel.push(b"a") is False
-    assert channel.queue.empty()
+    assert drain(channel) == []
+
+
+async def test_channel_push_to_a_closing_transport_is_refused() -> None:
+    channel = chan(1, "lock", 1, limit=4)
+    channel.transport.closing = True  # type: ignore[attr-defined]
+    assert channel.push(b"a") is False
+    assert drain(channel) == []
 
 
 async def test_overflow_calls_on_overflow_once_and_never_blocks() -> None:
     calls: list[Channel] = []
-    channel = Channel(1, "lock", 1, limit=2)
+    channel = chan(1, "lock", 1, limit=1)  # two bytes waiting is over the limit
     channel.on_overflow = calls.append
     assert [channel.push(b"1"), channel.push(b"2")] == [True, True]
     assert channel.push(b"3") is False
@@ -42,7 +68,7 @@ async def test_overflow_calls_on_overflow_once_and_never_blocks() -> None:
 
 
 async def test_overflow_without_callback_is_harmless() -> None:
-    channel = Channel(1, "lock", 1, limit=1)
+    channel = chan(1, "lock", 1, limit=0)
     assert channel.push(b"1") is True
     assert channel.push(b"2") is False
     assert channel.overflowed is True
@@ -64,7 +90,7 @@ async def test_users_spread_over_buckets() -> None:
 
 async def test_put_files_the_channel_in_its_users_bucket() -> None:
     hub = Hub(8)
-    channel = Channel(7, "u7", 3, limit=4)
+    channel = chan(7, "u7", 3, limit=4)
     hub.put(channel)
     bucket = hub.bucket(7)
     assert bucket.users == {7: {channel}}
@@ -74,8 +100,8 @@ async def test_put_files_the_channel_in_its_users_bucket() -> None:
 
 async def test_push_user_reaches_every_channel_of_the_user() -> None:
     hub = Hub(4)
-    tabs = [Channel(1, "lock", 1, limit=4) for _ in range(3)]
-    other = Channel(2, "test", 1, limit=4)
+    tabs = [chan(1, "lock", 1, limit=4) for _ in range(3)]
+    other = chan(2, "test", 1, limit=4)
     for channel in [*tabs, other]:
         hub.put(channel)
     assert hub.push_user(1, b"hello") == 3
@@ -86,8 +112,8 @@ async def test_push_user_reaches_every_channel_of_the_user() -> None:
 
 async def test_push_room_reaches_members_in_every_bucket_only() -> None:
     hub = Hub(4)
-    members = [Channel(user_id, f"u{user_id}", 1, limit=4) for user_id in range(1, 21)]
-    outsiders = [Channel(100, "x", 2, limit=4), Channel(101, "y", 0, limit=4), Channel(102, "z", -1, limit=4)]
+    members = [chan(user_id, f"u{user_id}", 1, limit=4) for user_id in range(1, 21)]
+    outsiders = [chan(100, "x", 2, limit=4), chan(101, "y", 0, limit=4), chan(102, "z", -1, limit=4)]
     for channel in members + outsiders:
         hub.put(channel)
     assert len({id(hub.bucket(c.user_id)) for c in members}) > 1
@@ -101,7 +127,7 @@ async def test_push_room_reaches_members_in_every_bucket_only() -> None:
 async def test_channels_without_a_room_get_private_frames_only() -> None:
     hub = Hub(2)
     for room in (0, -1):
-        channel = Channel(5, "u", room, limit=4)
+        channel = chan(5, "u", room, limit=4)
         hub.put(channel)
         assert room not in hub.bucket(5).rooms
         assert hub.push_room(room, b"r") == 0
@@ -112,8 +138,8 @@ async def test_channels_without_a_room_get_private_frames_only() -> None:
 
 async def test_push_room_counts_only_accepted_frames() -> None:
     hub = Hub(2)
-    full = Channel(1, "a", 1, limit=1)
-    free = Channel(2, "b", 1, limit=4)
+    full = chan(1, "a", 1, limit=0)
+    free = chan(2, "b", 1, limit=4)
     hub.put(full)
     hub.put(free)
     assert hub.push_room(1, b"x") == 2
@@ -124,7 +150,7 @@ async def test_push_room_counts_only_accepted_frames() -> None:
 
 async def test_remove_stops_delivery_and_forgets_empty_sets() -> None:
     hub = Hub(4)
-    channel = Channel(3, "c", 9, limit=4)
+    channel = chan(3, "c", 9, limit=4)
     hub.put(channel)
     assert hub.connection_count() == 1
     hub.remove(channel)
@@ -140,8 +166,8 @@ async def test_remove_stops_delivery_and_forgets_empty_sets() -> None:
 
 async def test_removing_twice_is_harmless() -> None:
     hub = Hub(4)
-    keep = Channel(3, "c", 9, limit=4)
-    gone = Channel(3, "c", 9, limit=4)
+    keep = chan(3, "c", 9, limit=4)
+    gone = chan(3, "c", 9, limit=4)
     hub.put(keep)
     hub.put(gone)
     hub.remove(gone)
@@ -154,13 +180,13 @@ async def test_removing_twice_is_harmless() -> None:
 
 async def test_removing_a_channel_never_added_is_harmless() -> None:
     hub = Hub(4)
-    hub.remove(Channel(1, "a", 1, limit=1))
+    hub.remove(chan(1, "a", 1, limit=1))
     assert hub.connection_count() == 0
 
 
 async def test_adding_twice_counts_once() -> None:
     hub = Hub(4)
-    channel = Channel(4, "d", 1, limit=4)
+    channel = chan(4, "d", 1, limit=4)
     hub.put(channel)
     hub.put(channel)
     assert hub.connection_count() == 1
@@ -170,8 +196,8 @@ async def test_adding_twice_counts_once() -> None:
 
 async def test_user_with_tabs_in_different_rooms() -> None:
     hub = Hub(4)
-    in_one = Channel(1, "lock", 1, limit=4)
-    in_two = Channel(1, "lock", 2, limit=4)
+    in_one = chan(1, "lock", 1, limit=4)
+    in_two = chan(1, "lock", 2, limit=4)
     hub.put(in_one)
     hub.put(in_two)
     assert hub.connection_count() == 2
@@ -185,7 +211,7 @@ async def test_user_with_tabs_in_different_rooms() -> None:
 
 async def test_bucket_alone() -> None:
     bucket = Bucket()
-    channel = Channel(1, "a", 2, limit=2)
+    channel = chan(1, "a", 2, limit=2)
     bucket.put(channel)
     assert bucket.push_user(1, b"u") == 1
     assert bucket.push_room(2, b"r") == 1
