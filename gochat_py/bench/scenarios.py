@@ -208,6 +208,16 @@ class Coordinator:
             self.take_sample()
             await asyncio.sleep(0.25)
 
+    @staticmethod
+    def other_load(summary: dict[str, Any]) -> float | None:
+        """CPU % (of one core) that processes outside the system and the bench used in the window:
+        a benchmark on a busy machine says so."""
+        busy = summary.get("machine_busy_pct")
+        if busy is None:
+            return None
+        ours = sum(row["cpu_pct"] or 0 for row in summary["processes"] + summary["bench_processes"])
+        return round(max(0.0, busy * (os.cpu_count() or 1) - ours), 1)
+
     def target_ports(self) -> list[int]:
         ports = []
         for url in (self.opts.api, self.opts.ws):
@@ -317,7 +327,12 @@ class Coordinator:
             "join_ms": summarize(joins, 1000),
         }
         if self.summary["connect"]["ready"] < total:
-            self._error(f"only {self.summary['connect']['ready']} of {total} sockets got into their room")
+            # pushing into an incomplete room would only measure the failure: stop here
+            disconnected = sum(link.disconnected for link in self.links)
+            raise BenchError(
+                f"only {self.summary['connect']['ready']} of {total} sockets got into their room "
+                f"({self.summary['connect']['failed']} failed to open, {disconnected} closed by the server)"
+            )
 
     async def push_all(self, api: Api, tokens: list[str], targets: list[int] | None) -> None:
         """Pushes the messages (room, rate, private) and records the push figures."""
@@ -497,6 +512,7 @@ class Coordinator:
                     summary["bench_processes"] = procstats.compare(
                         start, {p: s for p, s in end.items() if p not in gochat}, wall
                     )
+                    summary["other_load_pct"] = self.other_load(summary)
             except (BenchError, ApiError, OSError) as exc:
                 self._error(f"{type(exc).__name__}: {exc}")
                 summary["aborted"] = True
@@ -601,6 +617,25 @@ class Coordinator:
                 "latency_cdf_ms": cdf_sample(latencies, 201, 1000),
             }
         )
+        summary["cpu_us_per_delivery"] = self.cpu_per_delivery(summary, unique)
+
+    @staticmethod
+    def cpu_per_delivery(summary: dict[str, Any], deliveries: int) -> dict[str, float]:
+        """CPU microseconds per delivery, per process and for the whole system: unlike rates, this
+        hardly changes when other work shares the machine."""
+        if not deliveries:
+            return {}
+        out: dict[str, float] = {}
+        total = 0.0
+        for row in summary.get("processes", []) + summary.get("bench_processes", []):
+            if row["cpu_s"] is None:
+                continue
+            name = str(row["name"])
+            out[name] = round(out.get(name, 0.0) + row["cpu_s"] * 1e6 / deliveries, 2)
+            if not name.startswith("bench:"):
+                total += row["cpu_s"]
+        out["gochat_total"] = round(total * 1e6 / deliveries, 2)
+        return out
 
     def ok(self) -> bool:
         s = self.summary

@@ -26,7 +26,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="docs/bench", help="folder for the JSON, PNG and summary.md (%(default)s)")
     parser.add_argument("--api", default="http://127.0.0.1:7070", help="api of the running system")
     parser.add_argument("--ws", default="ws://127.0.0.1:7000/ws", help="websocket of the running system")
-    parser.add_argument("--room-sizes", default="50,100,250,500,1000", help="room fan-out sizes (users)")
+    parser.add_argument("--room-sizes", default="50,100,250,500", help="room fan-out sizes (users)")
     parser.add_argument("--messages", type=int, default=1000, help="messages per fan-out run")
     parser.add_argument("--client-procs", type=int, default=2, help="client processes per run")
     parser.add_argument("--idle-connections", type=int, default=10000, help="sockets of the idle run (0: skip)")
@@ -63,7 +63,11 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         runs.append(
             (
                 f"idle-{idle}",
-                ["idle", "--users", str(idle // per_user), "--sockets-per-user", str(per_user), *procs, "--hold", "5"],
+                [
+                    "idle",
+                    *("--users", str(idle // per_user), "--sockets-per-user", str(per_user), *procs, "--hold", "5"),
+                    *("--source-ips", "127.0.0.2,127.0.0.3"),
+                ],
             )
         )
     if args.only:
@@ -84,8 +88,8 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
 
     lines = [
         "| run | deliveries/s | pushes/s | p50 ms | p99 ms | max ms | lost | dup | connect s "
-        "| connect_ws CPU % | logic % | task % | api % | bench clients % | machine busy % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| connect_ws CPU % | logic % | task % | api % | bench clients % | machine busy % | others % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         if s.get("mode") == "idle":
@@ -98,7 +102,7 @@ def summary_table(summaries: list[dict[str, Any]]) -> str:
             f"| {fmt(lat.get('p50'), 1)} | {fmt(lat.get('p99'), 1)} | {fmt(lat.get('max'), 1)} "
             f"| {fmt(s.get('lost'))} | {fmt(s.get('duplicated'))} | {fmt(s.get('connect', {}).get('ready_time_s'), 1)} "
             f"| {cpu(s, 'connect_websocket')} | {cpu(s, 'logic')} | {cpu(s, 'task')} | {cpu(s, 'api')} "
-            f"| {fmt(clients)} | {fmt(s.get('machine_busy_pct'))} |"
+            f"| {fmt(clients)} | {fmt(s.get('machine_busy_pct'))} | {fmt(s.get('other_load_pct'))} |"
         )
     for s in summaries:
         idle = s.get("idle")
