@@ -30,11 +30,11 @@ class Channel:
     to the same socket at once), and are written straight to the transport: no task, queue or
     wake-up per socket.  ``push`` never blocks.  The transport's buffer is the bounded send
     queue: past ``limit`` bytes the client is too slow to keep up, and rather than drop frames
-    silently (the original), the channel is marked overflowed and ``on_overflow`` closes the
-    socket so the client reconnects and knows it missed something.
+    silently (the original), the channel is marked overflowed and closes the socket through
+    ``on_close`` (set by the front end), so the client reconnects and knows it missed something.
     """
 
-    __slots__ = ("closed", "limit", "on_overflow", "overflowed", "room_id", "transport", "user_id", "user_name")
+    __slots__ = ("closed", "limit", "on_close", "overflowed", "room_id", "transport", "user_id", "user_name")
 
     def __init__(self, user_id: int, user_name: str, room_id: int, transport: Transport, limit: int) -> None:
         self.user_id = user_id
@@ -44,7 +44,7 @@ class Channel:
         self.limit = limit
         self.closed = False
         self.overflowed = False
-        self.on_overflow: Callable[[Channel], None] | None = None
+        self.on_close: Callable[[str], None] | None = None
 
     def writable(self) -> bool:
         return not self.closed and not self.transport.is_closing()
@@ -55,11 +55,15 @@ class Channel:
         if self.transport.get_write_buffer_size() > self.limit:
             if not self.overflowed:
                 self.overflowed = True
-                if self.on_overflow is not None:
-                    self.on_overflow(self)
+                self.close("too slow: send queue full")
             return False
         self.transport.write(data)
         return True
+
+    def close(self, reason: str) -> None:
+        """Asks the front end to close the socket; the channel leaves the hub when it has."""
+        if self.on_close is not None and not self.closed:
+            self.on_close(reason)
 
 
 class Bucket:
@@ -110,6 +114,12 @@ class Hub:
 
     def push_user(self, user_id: int, frame: bytes) -> int:
         return self.bucket(user_id).push_user(user_id, frame)
+
+    def close_user(self, user_id: int, reason: str) -> int:
+        channels = list(self.bucket(user_id).users.get(user_id, ()))
+        for channel in channels:
+            channel.close(reason)
+        return len(channels)
 
     def push_room(self, room_id: int, frame: bytes) -> int:
         return sum(bucket.push_room(room_id, frame) for bucket in self.buckets)

@@ -64,6 +64,13 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
         run: tuple[str, int] | None = None
         frames: list[bytes] = []
         for item in request.items:
+            if item.disconnect:
+                if frames and run is not None:
+                    sockets += self._push(*run, b"".join(frames))
+                    frames, run = [], None
+                if self.recent.first_time(item.msg.seq_id):
+                    sockets += self.hub.close_user(item.user_id, item.msg.body.decode(errors="replace"))
+                continue
             frame = self._frame(item.msg)
             if frame is None:
                 continue

@@ -173,7 +173,8 @@ class TcpFrontEnd:
         if isinstance(result, Refusal):
             raise Close(f"join refused: {result.reason}")
         conn.channel, conn.token, conn.authenticated = result, message.auth_token, True
-        result.on_overflow = lambda _ch: transport.abort()
+        # a slow client's buffer is dropped; otherwise what is queued still goes out before the close
+        result.on_close = lambda _reason: transport.abort() if result.overflowed else transport.close()
 
     async def _send_to_room(self, conn: Connection, message: ClientMessage) -> None:
         """The sender is whoever owns the token: fromUserId/fromUserName in the frame are ignored."""

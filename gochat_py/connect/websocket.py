@@ -93,7 +93,7 @@ class WebsocketFrontEnd:
             await ws.close(CLOSE_TRY_AGAIN if result.retry else CLOSE_POLICY, _reason(result.reason))
             return
         channel = result
-        channel.on_overflow = lambda _ch: asyncio.ensure_future(ws.close(CLOSE_POLICY, "too slow: send queue full"))
+        channel.on_close = lambda reason: asyncio.ensure_future(ws.close(CLOSE_POLICY, _reason(reason)))
         try:
             async for _ in ws:
                 pass  # chat goes over HTTP; a second join is ignored

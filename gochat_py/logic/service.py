@@ -31,7 +31,7 @@ from gochat_py.protocol.frames import (
     OP_SINGLE_SEND,
     Send,
 )
-from gochat_py.protocol.queue_message import QueueMessage
+from gochat_py.protocol.queue_message import OP_DISCONNECT_USER, QueueMessage
 from gochat_py.queue import MessageQueue
 from gochat_py.rpc import logic_pb2 as pb
 from gochat_py.rpc import logic_pb2_grpc
@@ -136,8 +136,11 @@ class LogicService(logic_pb2_grpc.LogicServicer):
 
     @_guard
     async def Logout(self, request: pb.LogoutRequest, context: Any) -> pb.Reply:
-        if await self.sessions.logout(request.auth_token) is None:
+        session = await self.sessions.logout(request.auth_token)
+        if session is None:
             return pb.Reply(code=FAIL, message="logout fail!")
+        # the original left the user's sockets open after logout: close them on every node
+        await self.queue.enqueue(QueueMessage(op=OP_DISCONNECT_USER, user_id=session.user_id))
         return pb.Reply(code=OK)
 
     @_guard

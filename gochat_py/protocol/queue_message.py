@@ -15,6 +15,9 @@ import orjson
 
 from gochat_py.protocol.frames import go_json, sorted_members
 
+# Ops that only travel between the layers, never to a client.
+OP_DISCONNECT_USER = 101  # close every socket of ``user_id`` (logout)
+
 
 class QueueMessageError(ValueError):
     """A queue entry that cannot be decoded; it is logged and acknowledged, never retried."""

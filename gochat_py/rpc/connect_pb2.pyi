@@ -35,14 +35,16 @@ class PushRoomMsgRequest(_message.Message):
     def __init__(self, room_id: _Optional[int] = ..., msg: _Optional[_Union[Msg, _Mapping]] = ...) -> None: ...
 
 class Delivery(_message.Message):
-    __slots__ = ("user_id", "room_id", "msg")
+    __slots__ = ("user_id", "room_id", "msg", "disconnect")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     MSG_FIELD_NUMBER: _ClassVar[int]
+    DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     user_id: int
     room_id: int
     msg: Msg
-    def __init__(self, user_id: _Optional[int] = ..., room_id: _Optional[int] = ..., msg: _Optional[_Union[Msg, _Mapping]] = ...) -> None: ...
+    disconnect: bool
+    def __init__(self, user_id: _Optional[int] = ..., room_id: _Optional[int] = ..., msg: _Optional[_Union[Msg, _Mapping]] = ..., disconnect: _Optional[bool] = ...) -> None: ...
 
 class DeliverRequest(_message.Message):
     __slots__ = ("items",)

@@ -26,7 +26,7 @@ from gochat_py.protocol.frames import (
     room_count_body,
     room_info_body,
 )
-from gochat_py.protocol.queue_message import QueueMessage
+from gochat_py.protocol.queue_message import OP_DISCONNECT_USER, QueueMessage
 from gochat_py.queue import Entry
 from gochat_py.rpc import connect_pb2 as pb
 from gochat_py.rpc.client import ConnectClients
@@ -48,6 +48,8 @@ class RouteStats:
 
 def frame_body(message: QueueMessage) -> bytes | None:
     """The bytes every target socket receives, or None for an op nobody knows."""
+    if message.op == OP_DISCONNECT_USER:
+        return b"logged out"  # the close reason
     if message.op in (OP_SINGLE_SEND, OP_ROOM_SEND):
         return message.msg or b""
     if message.op == OP_ROOM_COUNT_SEND:
@@ -80,7 +82,13 @@ class Router:
                 continue
             self.stats.by_op[message.op] += 1
             msg = pb.Msg(ver=MSG_VERSION, op=message.op, seq_id=entry.id, body=body)
-            if message.op == OP_SINGLE_SEND:
+            if message.op == OP_DISCONNECT_USER:
+                # rare, and the user may have sockets anywhere: every node closes its own
+                delivery = pb.Delivery(user_id=message.user_id, msg=msg, disconnect=True)
+                for server_id in nodes:
+                    batches[server_id].append(delivery)
+                targets[entry.id] = set(nodes)
+            elif message.op == OP_SINGLE_SEND:
                 if message.server_id not in nodes:
                     self.stats.offline += 1
                     targets[entry.id] = set()

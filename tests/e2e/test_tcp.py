@@ -238,3 +238,32 @@ async def test_the_command_line_client_joins_prints_and_sends(cluster: Cluster) 
 def test_decoder_sanity() -> None:
     """The fixture-free part: the client-side decoder reads the server's ping frame."""
     assert FrameDecoder().feed(bytes.fromhex("7631000c70696e67206d7367")) == [b"ping msg"]
+
+
+async def test_logout_closes_the_users_websocket_and_tcp_connections(cluster: Cluster) -> None:
+    room = random.randint(10**6, 10**9)
+    async with ApiClient(cluster.api_url) as api:
+        token, other_token = await api.register(unique("leaver")), await api.register(unique("stayer"))
+        ws = await WsClient(cluster.ws_url).join(token, room)
+        other = await WsClient(cluster.ws_url).join(other_token, room)
+        client = await TcpClient.connect(tcp_address(cluster))
+        tcp = TcpReader(client)
+        await client.join(token, room)
+        try:
+            await tcp.next(op_is(5, count=2))
+            assert await api.post("/user/logout", {"authToken": token}) == {
+                "code": 0,
+                "data": None,
+                "message": "logout ok!",
+            }
+            await tcp.closed()
+            assert ws.ws is not None
+            await asyncio.wait_for(ws.ws.wait_closed(), 10)
+            assert ws.ws.close_code == 1008 and ws.ws.close_reason == "logged out"
+            # the other user stays, and sees the leaver gone
+            await other.next_frame(op_is(5, count=1))
+            assert other.ws is not None and other.ws.close_code is None
+        finally:
+            await client.close()
+            await ws.close()
+            await other.close()

@@ -55,14 +55,14 @@ async def test_channel_push_to_a_closing_transport_is_refused() -> None:
     assert drain(channel) == []
 
 
-async def test_overflow_calls_on_overflow_once_and_never_blocks() -> None:
-    calls: list[Channel] = []
+async def test_overflow_closes_the_socket_once_and_never_blocks() -> None:
+    calls: list[str] = []
     channel = chan(1, "lock", 1, limit=1)  # two bytes waiting is over the limit
-    channel.on_overflow = calls.append
+    channel.on_close = calls.append
     assert [channel.push(b"1"), channel.push(b"2")] == [True, True]
     assert channel.push(b"3") is False
     assert channel.push(b"4") is False
-    assert calls == [channel]
+    assert calls == ["too slow: send queue full"]
     assert channel.overflowed is True
     assert drain(channel) == [b"1", b"2"]
 
@@ -220,3 +220,16 @@ async def test_bucket_alone() -> None:
     bucket.remove(channel)
     assert (bucket.users, bucket.rooms) == ({}, {})
     assert drain(channel) == [b"u", b"r"]
+
+
+async def test_close_user_asks_every_socket_of_the_user_to_close() -> None:
+    hub = Hub(4)
+    closed: list[tuple[int, str]] = []
+    tabs = [chan(1, "lock", room, limit=64) for room in (1, 2, 0)]
+    other = chan(2, "test", 1, limit=64)
+    for n, channel in enumerate([*tabs, other]):
+        channel.on_close = lambda reason, n=n: closed.append((n, reason))
+        hub.put(channel)
+    assert hub.close_user(1, "logged out") == 3
+    assert sorted(closed) == [(0, "logged out"), (1, "logged out"), (2, "logged out")]
+    assert hub.close_user(99, "logged out") == 0
