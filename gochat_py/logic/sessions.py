@@ -7,6 +7,9 @@ that hash).  Added so that several tabs, several nodes and dead nodes are counte
 ``gochat_room_refs_<rid>`` (uid -> live sockets in the room), ``gochat_user_nodes_<uid>`` (server
 id -> sockets of the user there), ``gochat_node_<sid>`` ("rid:uid" -> sockets on that node) and
 the set ``gochat_nodes`` of server ids holding anything.
+
+Sessions expire after ``ttl`` seconds unused: every successful check of a token (CheckAuth, a
+push with a token, a socket joining) renews ``sess_<token>`` and ``sess_map_<uid>``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,16 @@ redis.call('HSET', KEYS[1], 'userId', ARGV[1], 'userName', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
 return 1
+"""
+
+# KEYS: sess_<token>; ARGV: ttl.  The session's userId and userName, or nil; a hit renews the
+# TTL of the session and of its user's token map (sliding expiry).
+_CHECK = """
+local user = redis.call('HMGET', KEYS[1], 'userId', 'userName')
+if not user[1] or not user[2] then return false end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', 'sess_map_' .. user[1], ARGV[1])
+return user
 """
 
 # KEYS: room, count, refs, node, user_nodes, user_server, nodes; ARGV: uid, name, rid, sid, ttl
@@ -98,6 +111,7 @@ class SessionStore:
         self.redis = redis
         self.ttl = ttl
         self._login = redis.register_script(_LOGIN)
+        self._check = redis.register_script(_CHECK)
         self._connect = redis.register_script(_CONNECT)
         self._disconnect = redis.register_script(_DISCONNECT)
 
@@ -111,12 +125,13 @@ class SessionStore:
         return token
 
     async def check(self, token: str) -> Session | None:
+        """The token's session, which stays alive ``ttl`` seconds from now; None if there is none."""
         if not token:
             return None
-        data = await self.redis.hgetall(f"sess_{token}")
+        user = await self._check(keys=[f"sess_{token}"], args=[self.ttl])
         try:
-            return Session(int(data[b"userId"]), data[b"userName"].decode())
-        except (KeyError, ValueError):
+            return Session(int(user[0]), user[1].decode())
+        except (TypeError, ValueError):
             return None
 
     async def logout(self, token: str) -> Session | None:
