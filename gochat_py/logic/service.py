@@ -47,6 +47,15 @@ MSG_EMPTY = "user_name or password empty!"
 ReplyT = TypeVar("ReplyT")
 
 
+def describe_error(error: Exception) -> str:
+    """An outage for logs and callers, without the request in it: SQLAlchemy's own text lists the
+    statement's parameters (user names, password hashes), so only the driver's message is kept."""
+    if isinstance(error, SQLAlchemyError):
+        orig = getattr(error, "orig", None)
+        return f"{type(error).__name__}: {orig}" if orig is not None else type(error).__name__
+    return f"{type(error).__name__}: {error}"
+
+
 def _guard(method: Callable[..., Awaitable[ReplyT]]) -> Callable[..., Awaitable[ReplyT]]:
     """Turns a store outage inside a method into an UNAVAILABLE status that says what is down."""
 
@@ -58,8 +67,9 @@ def _guard(method: Callable[..., Awaitable[ReplyT]]) -> Callable[..., Awaitable[
             store, error = "redis", exc
         except (SQLAlchemyError, OSError) as exc:
             store, error = "database", exc
-        log.warning("store unavailable", extra=kv(store=store, method=method.__name__, error=repr(error)))
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"{store} unavailable: {error}")
+        detail = describe_error(error)
+        log.warning("store unavailable", extra=kv(store=store, method=method.__name__, error=detail))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"{store} unavailable: {detail}")
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
