@@ -4,12 +4,16 @@ Every answer is HTTP 200 with ``{"code", "data", "message"}`` and the CORS heade
 on any path is a successful preflight.  Protected routes check the ``authToken`` from the JSON
 body once (the original asked logic twice): checkAuth and logout through the session check, the
 push routes inside the one logic call that does the work.
+
+Login, register and the push routes are rate-limited per client address and per user
+(:mod:`gochat_py.api.ratelimit`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +32,8 @@ from gochat_py.api.forms import (
     Form,
     bind,
 )
+from gochat_py.api.ratelimit import LOGIN, PUSH, REGISTER, ApiLimits, too_many_requests
+from gochat_py.config import ApiSettings
 from gochat_py.logs import kv
 from gochat_py.rpc import logic_pb2 as pb
 from gochat_py.rpc.client import LogicClient, RpcError
@@ -46,8 +52,19 @@ CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, OPTIONS, POST, PUT, DELETE",
 }
 _USER_ID = re.compile(r"^[+-]?[0-9]+$")
+# Route -> rate-limit group; the push group also counts count and getRoomInfo (each one a broadcast).
+LIMITED_ROUTES = {
+    "/user/login": LOGIN,
+    "/user/register": REGISTER,
+    "/push/push": PUSH,
+    "/push/pushRoom": PUSH,
+    "/push/count": PUSH,
+    "/push/getRoomInfo": PUSH,
+}
 
 LOGIC = web.AppKey("logic", LogicClient)
+SETTINGS = web.AppKey("settings", ApiSettings)
+LIMITS = web.AppKey("limits", ApiLimits)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -80,6 +97,30 @@ async def cors_and_errors(request: web.Request, handler: Handler) -> web.StreamR
             response = fail("internal server error")
     response.headers.update(CORS_HEADERS)
     return response
+
+
+def _client_address(request: web.Request) -> str:
+    return request.app[LIMITS].client_address(request.remote, request.headers.getall("X-Forwarded-For", []))
+
+
+@web.middleware
+async def rate_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Per client address; the per-user buckets are checked by the handlers (they read the body)."""
+    group = LIMITED_ROUTES.get(request.path)
+    if group is not None and request.method == "POST":
+        wait = request.app[LIMITS].address_wait(group, _client_address(request), time.monotonic())
+        if wait:
+            return fail(too_many_requests(wait))
+    return await handler(request)
+
+
+def _user_limited(request: web.Request, group: str, user: str) -> web.Response | None:
+    """The refusal when ``user`` (a user name or a session token) is over its limit, else None."""
+    limits = request.app[LIMITS]
+    if limits.exempt(_client_address(request)):
+        return None
+    wait = limits.user_wait(group, user, time.monotonic())
+    return fail(too_many_requests(wait)) if wait else None
 
 
 async def _bind(request: web.Request, form: Form) -> dict[str, Any]:
@@ -120,6 +161,8 @@ async def _auth(request: web.Request, form: Form, method: str, success: str) -> 
         fields = await _bind(request, form)
     except BindError as exc:
         return fail(str(exc))
+    if method == "Login" and (refusal := _user_limited(request, LOGIN, fields["UserName"])):
+        return refusal
     try:
         auth = pb.AuthRequest(name=fields["UserName"], password=fields["Password"])
         # password hashing is slow on purpose and queues under a burst of logins: a longer deadline
@@ -192,6 +235,8 @@ def session_route(form: Form) -> Callable[[Callable[..., Awaitable[web.Response]
             token = await _token(request)
             if token is None:
                 return envelope(CODE_SESSION_ERROR, None, "Session error")
+            if refusal := _user_limited(request, PUSH, token):
+                return refusal
             try:
                 fields = await _bind(request, form)
             except BindError as exc:
@@ -203,18 +248,29 @@ def session_route(form: Form) -> Callable[[Callable[..., Awaitable[web.Response]
     return decorate
 
 
+def _too_long(request: web.Request, msg: str) -> str | None:
+    limit = request.app[SETTINGS].max_message_length
+    if len(msg) > limit:
+        return f"msg is too long: {len(msg)} characters, at most {limit} are allowed"
+    return None
+
+
 @session_route(FORM_PUSH)
 async def push(request: web.Request, token: str, fields: dict[str, Any]) -> web.Response:
     to_user = fields["ToUserId"].strip()
     if not _USER_ID.match(to_user) or not (0 < int(to_user) < 2**63):
         # The original silently sent such messages to user 0 (§12.1.9).
         return await _refuse(request, 'toUserId must be a positive integer in a string, e.g. "2"')
+    if too_long := _too_long(request, fields["Msg"]):
+        return await _refuse(request, too_long)
     message = pb.PushRequest(auth_token=token, to_user_id=int(to_user), room_id=fields["RoomId"], msg=fields["Msg"])
     return await _relay(request, "Push", message, None, "rpc push msg fail!")
 
 
 @session_route(FORM_ROOM)
 async def push_room(request: web.Request, token: str, fields: dict[str, Any]) -> web.Response:
+    if too_long := _too_long(request, fields["Msg"]):
+        return await _refuse(request, too_long)
     message = pb.PushRoomRequest(auth_token=token, room_id=fields["RoomId"], msg=fields["Msg"])
     return await _relay(request, "PushRoom", message, "", "rpc push room msg fail!")
 
@@ -231,9 +287,12 @@ async def room_info(request: web.Request, token: str, fields: dict[str, Any]) ->
     return await _relay(request, "GetRoomInfo", message, "", "rpc get room info fail!")
 
 
-def create_app(logic: LogicClient) -> web.Application:
-    app = web.Application(middlewares=[cors_and_errors], client_max_size=MAX_BODY)
+def create_app(logic: LogicClient, settings: ApiSettings | None = None) -> web.Application:
+    settings = settings or ApiSettings()
+    app = web.Application(middlewares=[cors_and_errors, rate_limits], client_max_size=MAX_BODY)
     app[LOGIC] = logic
+    app[SETTINGS] = settings
+    app[LIMITS] = ApiLimits(settings)
     app.router.add_post("/user/login", login)
     app.router.add_post("/user/register", register)
     app.router.add_post("/user/checkAuth", check_auth)

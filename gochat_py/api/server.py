@@ -22,7 +22,7 @@ async def serve(settings: Settings) -> None:
     watcher = ServiceWatcher(etcd, etcd_settings, etcd_settings.logic_service)
     await watcher.start()
     logic = LogicClient(watcher, settings.rpc)
-    runner = web.AppRunner(create_app(logic), access_log=None, handle_signals=False)
+    runner = web.AppRunner(create_app(logic, settings.api), access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_host_port(settings.api.bind)
     site = web.TCPSite(runner, host, port, shutdown_timeout=5)

@@ -4,8 +4,8 @@ One process accepts websocket connections on a loopback port (the same ``websock
 connect layer uses), waits for ``sockets`` of them to send their join, tells them the room is
 complete (an op 5 frame), and on ``("go", messages)`` builds each message's frame once (an op 3
 body in the server's format, stamped like the real path) and writes the same bytes straight to
-every socket's transport.  What the clients count is then what Python can push through loopback
-websockets on this machine: the ceiling for the full path.
+every socket's transport, ``--floor-batch`` frames per write.  What the clients count is then
+what Python can push through loopback websockets on this machine: the ceiling for the full path.
 """
 
 from __future__ import annotations
@@ -44,8 +44,11 @@ def room_frame(run_id: str, seq: int, room_id: int) -> bytes:
 
 
 class FloorServer:
-    def __init__(self, pipe: Connection, sockets: int, room_id: int, run_id: str, max_seconds: float) -> None:
+    def __init__(
+        self, pipe: Connection, sockets: int, room_id: int, run_id: str, max_seconds: float, batch: int = 1
+    ) -> None:
         self.pipe = pipe
+        self.batch = max(1, batch)
         self.expected = sockets
         self.room_id = room_id
         self.run_id = run_id
@@ -105,11 +108,15 @@ class FloorServer:
             self.stop.set()
 
     async def fan_out(self, messages: int) -> None:
+        """``batch`` frames (each encoded once) per write: 1 is one write per frame and socket."""
         transports = [ws.transport for ws in self.joined]
-        for seq in range(messages):
-            frame = room_frame(self.run_id, seq, self.room_id)
+        batch = self.batch
+        for first in range(0, messages, batch):
+            chunk = b"".join(
+                room_frame(self.run_id, seq, self.room_id) for seq in range(first, min(messages, first + batch))
+            )
             for transport in transports:
-                transport.write(frame)
+                transport.write(chunk)
             # let the loop flush; wait while any client is far behind (bounded buffers, like the server)
             await asyncio.sleep(0)
             stalled_until = time.monotonic() + STALL_LIMIT
@@ -119,14 +126,14 @@ class FloorServer:
                 await asyncio.sleep(0.001)
 
 
-def floor_main(setup: tuple[int, int, str, float], pipe: Connection) -> None:
-    """Entry point of the floor process: ``setup`` is (sockets, room id, run id, max seconds)."""
-    sockets, room_id, run_id, max_seconds = setup
+def floor_main(setup: tuple[int, int, str, float, int], pipe: Connection) -> None:
+    """Entry point of the floor process: ``setup`` is (sockets, room id, run id, max seconds, batch)."""
+    sockets, room_id, run_id, max_seconds, batch = setup
     raise_file_limit()
     try:
         import uvloop
 
-        uvloop.run(FloorServer(pipe, sockets, room_id, run_id, max_seconds).run())
+        uvloop.run(FloorServer(pipe, sockets, room_id, run_id, max_seconds, batch).run())
     except KeyboardInterrupt:
         pass
     finally:

@@ -82,6 +82,7 @@ class BenchOptions:
     concurrency: int = 16
     rate: float = 40.0
     sockets_per_user: int = 1
+    floor_batch: int = 1
     client_procs: int = 1
     source_ips: list[str] = field(default_factory=list)
     connect_concurrency: int = 64
@@ -125,6 +126,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--concurrency", type=pos_int, default=16, help="push requests in flight at once")
     load.add_argument("--rate", type=pos_float, default=40.0, help="rate mode: messages per second")
     load.add_argument("--sockets-per-user", type=pos_int, default=1, help="sockets per user (idle mode mostly)")
+    load.add_argument("--floor-batch", type=pos_int, default=1, help="floor mode: frames per socket write")
     load.add_argument("--room-id", type=int, default=0, help="room to use (default: a fresh one per run)")
     scale = parser.add_argument_group("client scale")
     scale.add_argument("--client-procs", type=pos_int, default=1, help="client processes holding the sockets")
@@ -155,6 +157,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         concurrency=args.concurrency,
         rate=args.rate,
         sockets_per_user=args.sockets_per_user,
+        floor_batch=args.floor_batch,
         client_procs=args.client_procs,
         source_ips=parse_source_ips(args.source_ips),
         connect_concurrency=args.connect_concurrency,

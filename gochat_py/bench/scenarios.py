@@ -461,7 +461,15 @@ class Coordinator:
                     self.floor = self._start_child(
                         "floor-server",
                         floor_main,
-                        ((opts.users * opts.sockets_per_user, self.room_id, self.run_id, self.remaining() + 30),),
+                        (
+                            (
+                                opts.users * opts.sockets_per_user,
+                                self.room_id,
+                                self.run_id,
+                                self.remaining() + 30,
+                                opts.floor_batch,
+                            ),
+                        ),
                     )
                     while self.floor.messages.empty():
                         if self.floor.eof or self.remaining() <= 0:

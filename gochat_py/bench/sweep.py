@@ -47,6 +47,7 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         common = ["--users", str(n), "--messages", str(messages), *procs]
         runs.append((f"room-{n}", ["room", *common, "--concurrency", "16"]))
         runs.append((f"floor-{n}", ["floor", *common]))
+        runs.append((f"floor16-{n}", ["floor", *common, "--floor-batch", "16"]))
     users = 20 if args.quick else 500
     runs.append(
         (f"rate-{users}", ["rate", "--users", str(users), "--rate", "40", "--messages", "40" if args.quick else "400"])
