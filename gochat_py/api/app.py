@@ -6,7 +6,7 @@ body once (the original asked logic twice): checkAuth and logout through the ses
 push routes inside the one logic call that does the work.
 
 Login, register and the push routes are rate-limited per client address and per user
-(:mod:`gochat_py.api.ratelimit`).
+(:mod:`gochat_py.api.ratelimit`); ``GET /openapi.json`` serves the OpenAPI document of the API.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -52,6 +53,7 @@ CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, OPTIONS, POST, PUT, DELETE",
 }
 _USER_ID = re.compile(r"^[+-]?[0-9]+$")
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 # Route -> rate-limit group; the push group also counts count and getRoomInfo (each one a broadcast).
 LIMITED_ROUTES = {
     "/user/login": LOGIN,
@@ -65,6 +67,7 @@ LIMITED_ROUTES = {
 LOGIC = web.AppKey("logic", LogicClient)
 SETTINGS = web.AppKey("settings", ApiSettings)
 LIMITS = web.AppKey("limits", ApiLimits)
+OPENAPI = web.AppKey("openapi", bytes)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -287,12 +290,18 @@ async def room_info(request: web.Request, token: str, fields: dict[str, Any]) ->
     return await _relay(request, "GetRoomInfo", message, "", "rpc get room info fail!")
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json", charset="utf-8")
+
+
 def create_app(logic: LogicClient, settings: ApiSettings | None = None) -> web.Application:
     settings = settings or ApiSettings()
     app = web.Application(middlewares=[cors_and_errors, rate_limits], client_max_size=MAX_BODY)
     app[LOGIC] = logic
     app[SETTINGS] = settings
     app[LIMITS] = ApiLimits(settings)
+    app[OPENAPI] = OPENAPI_PATH.read_bytes()
+    app.router.add_get("/openapi.json", openapi, allow_head=False)
     app.router.add_post("/user/login", login)
     app.router.add_post("/user/register", register)
     app.router.add_post("/user/checkAuth", check_auth)
