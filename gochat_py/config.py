@@ -45,7 +45,7 @@ class EtcdSettings(Section):
     username: str = ""
     password: str = ""
     timeout: float = Field(5.0, gt=0, description="seconds for one etcd call")
-    lease_ttl: int = Field(10, ge=2, description="seconds before a dead node's keys vanish")
+    lease_ttl: int = Field(8, ge=2, description="seconds before a dead node's keys vanish")
 
 
 class RedisSettings(Section):
@@ -75,7 +75,7 @@ class LogicSettings(Section):
     rpc_advertise: str = ""
     database_url: str = ""
     session_ttl: int = Field(86400, gt=0)
-    node_grace: float = Field(5.0, ge=0, description="seconds a dead connect node stays before purge")
+    node_grace: float = Field(1.0, ge=0, description="seconds a dead connect node stays before purge")
     # argon2id cost; the defaults are OWASP's minimum (19 MiB, 2 passes), about 30 ms per hash.
     password_time_cost: int = Field(2, ge=1)
     password_memory_kib: int = Field(19456, ge=1024)
@@ -85,11 +85,17 @@ class ConnectNodeSettings(Section):
     server_id: str = ""
     rpc_bind: str = "127.0.0.1:6912"
     rpc_advertise: str = ""
+    # PEM files; both set = clients connect with TLS (wss://, or TLS around the TCP frames)
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 class WebsocketSettings(ConnectNodeSettings):
     bind: str = "127.0.0.1:7000"
     path: str = "/ws"
+    # Origins a browser page may connect from, e.g. ["https://chat.example.com"]; empty = any.
+    # Clients that send no Origin header (not browsers) are always let in.
+    allowed_origins: AddressList = []
 
 
 class TcpSettings(ConnectNodeSettings):

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import ssl
 import sys
 import urllib.request
 from collections.abc import AsyncIterator
@@ -30,9 +31,9 @@ class TcpClient:
         self.room_id = 0
 
     @classmethod
-    async def connect(cls, address: str) -> TcpClient:
+    async def connect(cls, address: str, tls: ssl.SSLContext | None = None) -> TcpClient:
         host, port = split_host_port(address)
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls)
         return cls(reader, writer)
 
     async def join(self, token: str, room_id: int) -> None:
@@ -73,7 +74,10 @@ def _login(api: str, user: str, password: str) -> str:
 
 async def _run(args: argparse.Namespace) -> int:
     token = args.token or _login(args.api, args.user, args.password)
-    client = await TcpClient.connect(args.address)
+    tls = None
+    if args.tls or args.ca:
+        tls = ssl.create_default_context(cafile=args.ca or None)
+    client = await TcpClient.connect(args.address, tls)
     await client.join(token, args.room)
     print(f"joined room {args.room} at {args.address}; type a line and Enter to send, Ctrl-D to quit", flush=True)
 
@@ -106,6 +110,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     who.add_argument("--user", help="log in through the api with this user name")
     parser.add_argument("--password", default="", help="password for --user")
     parser.add_argument("--api", default="http://127.0.0.1:7070", help="api base URL for --user")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS (the node has tls_cert set)")
+    parser.add_argument("--ca", default="", help="CA or self-signed certificate to trust (implies --tls)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from gochat_py.protocol.tcp_frame import (
 from gochat_py.rpc import logic_pb2 as logic_pb
 from gochat_py.rpc.client import RpcError
 from gochat_py.runtime import wait_for_stop_signal
+from gochat_py.tls import server_context
 
 log = logging.getLogger("gochat.connect.tcp")
 READ_SIZE = 65536
@@ -79,9 +80,11 @@ class TcpFrontEnd:
 
     async def start(self) -> list[str]:
         bound = []
-        for address in self.settings.connect_tcp.bind:
+        tcp = self.settings.connect_tcp
+        context = server_context(tcp.tls_cert, tcp.tls_key)
+        for address in tcp.bind:
             host, port = split_host_port(address)
-            server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE)
+            server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE, ssl=context)
             self.servers.append(server)
             bound.extend(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
         return bound

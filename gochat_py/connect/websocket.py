@@ -18,6 +18,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
+from websockets.typing import Origin
 
 from gochat_py.config import Settings, split_host_port
 from gochat_py.connect.hub import Channel
@@ -26,6 +27,7 @@ from gochat_py.logs import kv
 from gochat_py.protocol.join import JoinError, parse_join
 from gochat_py.protocol.ws_frame import text_frame
 from gochat_py.runtime import wait_for_stop_signal
+from gochat_py.tls import server_context
 
 log = logging.getLogger("gochat.connect.ws")
 
@@ -47,8 +49,12 @@ class WebsocketFrontEnd:
         self.server: Server | None = None
 
     async def start(self) -> int:
-        host, port = split_host_port(self.settings.connect_websocket.bind)
+        ws_settings = self.settings.connect_websocket
+        host, port = split_host_port(ws_settings.bind)
         cs = self.settings.connect
+        origins: list[Origin | None] | None = None
+        if ws_settings.allowed_origins:
+            origins = [Origin(o) for o in ws_settings.allowed_origins] + [None]
         self.server = await serve(
             self.handle,
             host,
@@ -60,6 +66,8 @@ class WebsocketFrontEnd:
             ping_timeout=cs.pong_timeout,
             close_timeout=5,
             open_timeout=cs.auth_timeout,
+            origins=origins,
+            ssl=server_context(ws_settings.tls_cert, ws_settings.tls_key),
         )
         return self.server.sockets[0].getsockname()[1]
 
