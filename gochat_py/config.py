@@ -127,6 +127,9 @@ class TaskSettings(Section):
 
 class ApiSettings(Section):
     bind: str = "127.0.0.1:7070"
+    # PEM files; both set = the api is served over HTTPS
+    tls_cert: str = ""
+    tls_key: str = ""
     max_message_length: int = Field(4096, ge=1, description="characters in the msg of /push/push and /push/pushRoom")
     # Rate limits, per api process: token buckets of *_burst requests refilled at *_rate per second
     # (a rate of 0 turns that limit off).  Per client address, and per user name (login) or

@@ -12,6 +12,7 @@ from gochat_py.discovery import ServiceWatcher, make_etcd_client
 from gochat_py.logs import kv
 from gochat_py.rpc.client import LogicClient
 from gochat_py.runtime import wait_for_stop_signal
+from gochat_py.tls import server_context
 
 log = logging.getLogger("gochat.api")
 
@@ -25,9 +26,10 @@ async def serve(settings: Settings) -> None:
     runner = web.AppRunner(create_app(logic, settings.api), access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_host_port(settings.api.bind)
-    site = web.TCPSite(runner, host, port, shutdown_timeout=5)
+    tls = server_context(settings.api.tls_cert, settings.api.tls_key)
+    site = web.TCPSite(runner, host, port, shutdown_timeout=5, ssl_context=tls)
     await site.start()
-    log.info("ready", extra=kv(bind=f"{host}:{port}"))
+    log.info("ready", extra=kv(bind=f"{host}:{port}", tls=tls is not None))
     await wait_for_stop_signal()
     log.info("stopping")
     await runner.cleanup()  # stops accepting, lets in-flight requests finish

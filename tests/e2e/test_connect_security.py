@@ -1,4 +1,4 @@
-"""TLS on the websocket and TCP ports, and the websocket Origin allow-list."""
+"""TLS on the api, websocket and TCP ports, and the websocket Origin allow-list."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import aiohttp
 import pytest
 import websockets
 
@@ -111,3 +112,24 @@ async def test_the_origin_allow_list(cluster: Cluster) -> None:
         assert reply["code"] == 0, reply
         await client.next_frame(op_is(3, msg="allowed"))
         await client.close()
+
+
+async def test_the_api_over_https(cluster: Cluster, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    port = free_port()
+    cluster.start_module(
+        "api",
+        name="api_tls",
+        GOCHAT_API__BIND=f"127.0.0.1:{port}",
+        GOCHAT_API__TLS_CERT=str(cert),
+        GOCHAT_API__TLS_KEY=str(key),
+    )
+    connector = aiohttp.TCPConnector(ssl=_trusting(cert))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        body = {"userName": f"https{uuid.uuid4().hex[:8]}", "passWord": "pw"}
+        async with session.post(f"https://127.0.0.1:{port}/user/register", json=body) as response:
+            reply = await response.json()
+        assert reply["code"] == 0 and len(reply["data"]) == 44
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientError):  # plain HTTP to the TLS port gets no answer
+            await session.post(f"http://127.0.0.1:{port}/user/login", json=body, timeout=aiohttp.ClientTimeout(10))
