@@ -180,12 +180,12 @@ class TcpFrontEnd:
         result.on_close = lambda _reason: transport.abort() if result.overflowed else transport.close()
 
     async def _send_to_room(self, conn: Connection, message: ClientMessage) -> None:
-        """The sender is whoever owns the token: fromUserId/fromUserName in the frame are ignored."""
-        request = logic_pb.PushRoomRequest(room_id=message.room_id, msg=message.msg)
-        if conn.channel is not None and message.auth_token == conn.token:
-            request.from_user_id, request.from_user_name = conn.channel.user_id, conn.channel.user_name
-        else:
-            request.auth_token = message.auth_token  # logic checks it and names the sender
+        """The sender is whoever owns the token (logic checks it, which also keeps the session
+        alive): fromUserId/fromUserName in the frame are ignored."""
+        limit = self.settings.api.max_message_length
+        if len(message.msg) > limit:
+            raise Close(f"msg is too long: {len(message.msg)} characters, at most {limit} are allowed")
+        request = logic_pb.PushRoomRequest(auth_token=message.auth_token, room_id=message.room_id, msg=message.msg)
         try:
             reply = await self.node.logic.call("PushRoom", request)
         except RpcError as exc:

@@ -44,14 +44,15 @@ redis.call('EXPIRE', 'sess_map_' .. user[1], ARGV[1])
 return user
 """
 
-# KEYS: room, count, refs, node, user_nodes, user_server, nodes; ARGV: uid, name, rid, sid, ttl
+# KEYS: room, count, refs, node, user_nodes, user_server, nodes; ARGV: uid, name, rid, sid.
+# No TTLs on membership: it lives exactly as long as the sockets (a dead node's is purged), so a
+# socket open for days still gets its private messages.
 _CONNECT = """
-local uid, name, rid, sid, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local uid, name, rid, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 redis.call('SADD', KEYS[7], sid)
 redis.call('HINCRBY', KEYS[4], rid .. ':' .. uid, 1)
 redis.call('HINCRBY', KEYS[5], sid, 1)
-redis.call('EXPIRE', KEYS[5], ttl)
-redis.call('SET', KEYS[6], sid, 'EX', ttl)
+redis.call('SET', KEYS[6], sid)
 if rid == '0' then return 0 end
 local n = redis.call('HINCRBY', KEYS[3], uid, 1)
 redis.call('HSET', KEYS[1], uid, name)
@@ -72,7 +73,7 @@ if redis.call('HINCRBY', KEYS[5], sid, -amount) <= 0 then
   redis.call('HDEL', KEYS[5], sid)
   if redis.call('GET', KEYS[6]) == sid then
     local others = redis.call('HKEYS', KEYS[5])
-    if #others > 0 then redis.call('SET', KEYS[6], others[1], 'KEEPTTL') else redis.call('DEL', KEYS[6]) end
+    if #others > 0 then redis.call('SET', KEYS[6], others[1]) else redis.call('DEL', KEYS[6]) end
   end
 end
 if rid == '0' then return 0 end
@@ -159,7 +160,7 @@ class SessionStore:
         room_id = max(room_id, NO_ROOM)
         await self._connect(
             keys=self._member_keys(session.user_id, room_id, server_id),
-            args=[session.user_id, session.user_name, room_id, server_id, self.ttl],
+            args=[session.user_id, session.user_name, room_id, server_id],
         )
 
     async def disconnect(self, user_id: int, room_id: int, server_id: str, amount: int = 1) -> int:

@@ -267,3 +267,17 @@ async def test_logout_closes_the_users_websocket_and_tcp_connections(cluster: Cl
             await client.close()
             await ws.close()
             await other.close()
+
+
+async def test_a_message_over_the_length_limit_closes_the_connection(cluster: Cluster) -> None:
+    room = random.randint(10**6, 10**9)
+    async with ApiClient(cluster.api_url) as api:
+        token = await api.register(unique("long"))
+        client = await TcpClient.connect(tcp_address(cluster))
+        reader = TcpReader(client)
+        await client.join(token, room)
+        await reader.next(op_is(5))
+        await client.send_room("x" * 4097)  # [api] max_message_length is 4096
+        await reader.closed()
+        await client.close()
+    assert "msg is too long: 4097 characters" in cluster.log_path.read_text()
