@@ -11,6 +11,7 @@ import grpc
 
 from gochat_py.config import Settings
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
+from gochat_py.logic.member_lists import MemberLists
 from gochat_py.logic.passwords import Passwords
 from gochat_py.logic.reaper import reap_dead_nodes
 from gochat_py.logic.service import LogicService
@@ -32,11 +33,14 @@ async def serve(settings: Settings) -> None:
     await users.create_schema()
     redis = make_redis(settings.redis)
     queue = MessageQueue(redis, settings.queue)
+    sessions = SessionStore(redis, settings.logic.session_ttl)
+    member_lists = MemberLists(sessions, queue, settings.logic.member_list_delay, settings.logic.member_list_auto_limit)
     service = LogicService(
         users,
-        SessionStore(redis, settings.logic.session_ttl),
+        sessions,
         queue,
         Passwords(settings.logic.password_time_cost, settings.logic.password_memory_kib),
+        member_lists,
     )
 
     server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -65,6 +69,7 @@ async def serve(settings: Settings) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await reaper
     await server.stop(grace=5)
+    await member_lists.close()
     await connect_nodes.stop()
     await etcd.close()
     await redis.aclose()

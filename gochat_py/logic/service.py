@@ -20,13 +20,13 @@ import grpc
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from gochat_py.logic.member_lists import MemberLists
 from gochat_py.logic.passwords import Passwords
 from gochat_py.logic.sessions import NO_ROOM, Session, SessionStore
 from gochat_py.logic.users import DuplicateUserError, UserStore
 from gochat_py.logs import kv
 from gochat_py.protocol.frames import (
     OP_ROOM_COUNT_SEND,
-    OP_ROOM_INFO_SEND,
     OP_ROOM_SEND,
     OP_SINGLE_SEND,
     Send,
@@ -81,11 +81,19 @@ def create_time() -> str:
 
 
 class LogicService(logic_pb2_grpc.LogicServicer):
-    def __init__(self, users: UserStore, sessions: SessionStore, queue: MessageQueue, passwords: Passwords):
+    def __init__(
+        self,
+        users: UserStore,
+        sessions: SessionStore,
+        queue: MessageQueue,
+        passwords: Passwords,
+        member_lists: MemberLists,
+    ):
         self.users = users
         self.sessions = sessions
         self.queue = queue
         self.passwords = passwords
+        self.member_lists = member_lists
         # user id -> name; names never change, so a private message needs no database query
         self._names: OrderedDict[int, str] = OrderedDict()
 
@@ -213,19 +221,10 @@ class LogicService(logic_pb2_grpc.LogicServicer):
     async def GetRoomInfo(self, request: pb.RoomRequest, context: Any) -> pb.Reply:
         if request.auth_token and await self.sessions.check(request.auth_token) is None:
             return pb.Reply(code=SESSION_ERROR, message="Session error")
-        if not await self.broadcast_room_info(request.room_id):
+        if not await self.sessions.online_count(request.room_id):
             return pb.Reply(code=FAIL, message="getRoomInfo no this user")
+        self.member_lists.request(request.room_id, explicit=True)
         return pb.Reply(code=OK)
-
-    async def broadcast_room_info(self, room_id: int) -> bool:
-        """Queues an op-5 frame (member list) for the room; False when the room is empty."""
-        members = await self.sessions.members(room_id)
-        if not members:
-            return False
-        await self.queue.enqueue(
-            QueueMessage(op=OP_ROOM_INFO_SEND, room_id=room_id, count=len(members), room_user_info=members)
-        )
-        return True
 
     # -- sockets on connect nodes -----------------------------------------------------------
 
@@ -237,7 +236,7 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         await self.sessions.connect(session, request.room_id, request.server_id)
         if request.room_id > NO_ROOM:
             # The original broadcast nothing on join; the member list would go stale (§12.1.2).
-            await self.broadcast_room_info(request.room_id)
+            self.member_lists.request(request.room_id)
         return pb.ConnectReply(code=OK, user_id=session.user_id, user_name=session.user_name)
 
     @_guard
@@ -245,13 +244,13 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         left = await self.sessions.disconnect(request.user_id, request.room_id, request.server_id)
         if left == 0 and request.room_id > NO_ROOM:
             # An op-5 member list instead of the original's empty frame (§12.1.1).
-            await self.broadcast_room_info(request.room_id)
+            self.member_lists.request(request.room_id)
         return pb.Reply(code=OK)
 
     async def purge_node(self, server_id: str) -> None:
         rooms = await self.sessions.purge_node(server_id)
         for room_id in rooms:
-            await self.broadcast_room_info(room_id)
+            self.member_lists.request(room_id)
         log.info("purged dead connect node", extra=kv(server_id=server_id, rooms=len(rooms)))
 
 
