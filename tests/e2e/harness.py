@@ -52,6 +52,7 @@ class Infra:
                 break
             etcd_port = free_port()
         self.etcd_address = f"127.0.0.1:{etcd_port}"
+        self.root = root
         self.log = log.open("a", buffering=1)
         self.redis = redis_process(self.redis_address, root / "redis", self.log)
         self.etcd = etcd_process(self.etcd_address, root / "etcd", self.log)
@@ -67,6 +68,23 @@ class Infra:
         self.etcd.stop()
         self.redis.stop()
         self.log.close()
+
+    # Fault tests: stop one server and start a new one on the same address and data folder.
+    def stop_redis(self) -> None:
+        """SIGTERM: Redis writes its append-only file and exits."""
+        assert self.redis.stop() == 0, self.redis.tail()
+
+    def start_redis(self) -> None:
+        self.redis = redis_process(self.redis_address, self.root / "redis", self.log).start()
+        self.redis.wait_ready(30)
+
+    def stop_etcd(self) -> None:
+        self.etcd.stop()  # etcd exits with a signal's status on SIGTERM
+        assert not self.etcd.running()
+
+    def start_etcd(self) -> None:
+        self.etcd = etcd_process(self.etcd_address, self.root / "etcd", self.log).start()
+        self.etcd.wait_ready(30)
 
 
 class Cluster:
@@ -218,6 +236,22 @@ class WsClient:
             await self.ws.close()
         if self._reader:
             await self._reader
+
+
+async def eventually(
+    condition: Callable[[], Any], timeout: float, what: str = "condition", interval: float = 0.05
+) -> float:
+    """Polls ``condition`` (a function, sync or async) until it is true; returns the seconds it took."""
+    start = time.monotonic()
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what}: not true within {timeout} s")
+        await asyncio.sleep(interval)
 
 
 def op_is(op: int, **fields: Any) -> Callable[[bytes], bool]:
