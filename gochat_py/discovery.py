@@ -5,7 +5,10 @@ A node registers ``<base>/<service>/tcp@<host>:<port>`` with a value such as
 When the process dies the lease expires and the key vanishes; on a clean stop the lease is revoked
 so the key vanishes at once.  Watchers list the prefix, then follow a watch from the listed
 revision, and re-list on a timer too, so a missed event or a silently dead watch heals itself.
-While etcd is unreachable watchers keep the last known set: traffic keeps flowing.
+While etcd is unreachable watchers keep the last known set: traffic keeps flowing.  When etcd
+comes back after an outage or a restart (it may have lost its data, and with it every key), the
+watchers keep the nodes they knew for one more lease time, so that live nodes can register again
+before anyone forgets them; until then :meth:`ServiceWatcher.settled` is False.
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ from gochat_py.config import EtcdSettings, split_host_port
 from gochat_py.logs import kv
 
 log = logging.getLogger("gochat.discovery")
+# etcd restarting is routine: reconnect within a second or two of its return, not gRPC's default
+# backoff of up to two minutes.
+CHANNEL_OPTIONS = {
+    "grpc.initial_reconnect_backoff_ms": 250,
+    "grpc.min_reconnect_backoff_ms": 250,
+    "grpc.max_reconnect_backoff_ms": 2000,
+}
+WATCH_RETRY_MAX = 2.0  # seconds between two attempts to watch again
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +55,7 @@ def make_etcd_client(settings: EtcdSettings) -> aetcd.Client:
         username=settings.username or None,
         password=settings.password or None,
         timeout=settings.timeout,
+        options=dict(CHANNEL_OPTIONS),
     )
 
 
@@ -110,7 +122,8 @@ class Registration:
         interval = max(self._settings.lease_ttl / 3, 0.5)
         healthy = True
         while True:
-            await asyncio.sleep(interval)
+            # after a failure, try again soon: a lease lost while etcd was away is renewed at once
+            await asyncio.sleep(interval if healthy else min(interval, 0.5))
             try:
                 reply = await self._client.refresh_lease(self._lease_id)
                 if reply is None or reply.TTL <= 0:
@@ -149,6 +162,12 @@ class ServiceWatcher:
         self.ready = asyncio.Event()
         # monotonic time of the last successful listing: how fresh ``nodes`` is
         self.last_sync = 0.0
+        # after an outage: until this monotonic time, nodes missing from a listing are kept
+        self._settle_until = 0.0
+        self._outage = False
+        self._raft_term = 0
+        self._revision = 0
+        self._listing = asyncio.Lock()  # one listing at a time: an older answer never wins
         self._changed = asyncio.Event()
         self._listeners: list[Callable[[dict[str, Node]], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -174,13 +193,47 @@ class ServiceWatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
+    def settled(self) -> bool:
+        """True when ``nodes`` is etcd's current view: etcd answers, and every live node has had a
+        lease time to register again since etcd last came back.  Only then does a node missing
+        from ``nodes`` mean that it is gone."""
+        return not self._outage and self.ready.is_set() and time.monotonic() >= self._settle_until
+
+    def _lost_etcd(self, exc: Exception) -> None:
+        if not self._outage:
+            log.warning("etcd unreachable; keeping the known nodes", extra=kv(service=self.service, error=repr(exc)))
+        self._outage = True
+
     async def _relist(self) -> int:
-        result = await self._client.get_prefix(self.prefix.encode())
+        async with self._listing:
+            return await self._relist_now()
+
+    async def _relist_now(self) -> int:
+        try:
+            result = await self._client.get_prefix(self.prefix.encode())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._lost_etcd(exc)
+            raise
+        now = time.monotonic()
+        term, revision = (result.header.raft_term, result.header.revision) if result.header else (0, 0)
+        # a new term: etcd restarted or changed leader; an older revision: etcd lost its data
+        restarted = (self._raft_term and term != self._raft_term) or revision < self._revision
+        self._raft_term, self._revision = term or self._raft_term, revision
+        if self._outage or restarted:
+            self._outage = False
+            self._settle_until = now + self._settings.lease_ttl
+            log.info("etcd is back", extra=kv(service=self.service, settle=self._settings.lease_ttl))
         nodes = {}
         for item in result:
             node = parse_node(item.key, item.value, self.prefix)
             if node:
                 nodes[node.address] = node
+        if now < self._settle_until:
+            # etcd may have lost the keys of live nodes; they register again within a lease time
+            for address, node in self.nodes.items():
+                nodes.setdefault(address, node)
         if nodes != self.nodes:
             added = sorted(set(nodes) - set(self.nodes))
             removed = sorted(set(self.nodes) - set(nodes))
@@ -208,13 +261,16 @@ class ServiceWatcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("etcd watch failed", extra=kv(service=self.service, error=repr(exc)))
+                if not self._outage:  # while etcd is away, one line said so already
+                    log.warning("etcd watch failed", extra=kv(service=self.service, error=repr(exc)))
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            backoff = min(backoff * 2, WATCH_RETRY_MAX)
 
     async def _relist_loop(self) -> None:
-        """Safety net against a watch that hangs without an error."""
+        """Safety net against a watch that hangs without an error; also ends a settling time."""
+        period = max(self._settings.lease_ttl / 2, 1.0)
         while True:
-            await asyncio.sleep(max(self._settings.lease_ttl / 2, 1.0))
+            settling = self._settle_until - time.monotonic()
+            await asyncio.sleep(min(period, settling + 0.05) if settling > 0 else period)
             with contextlib.suppress(Exception):
                 await self._relist()
