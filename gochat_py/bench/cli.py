@@ -5,6 +5,7 @@
     gochat-py bench rate --users 500 --rate 40 --messages 400
     gochat-py bench idle --users 1000 --sockets-per-user 10 --client-procs 2
     gochat-py bench floor --users 500 --messages 1000
+    gochat-py bench soak --users 200 --duration 600 --rate 20
     gochat-py bench plot docs/bench/*.json --out docs/bench
     gochat-py bench sweep --out docs/bench
 
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot = commands.add_parser("plot", help="draw PNG plots from JSON summaries (needs matplotlib)")
     plot.add_argument("inputs", nargs="+", help="JSON summaries (files, or folders holding them)")
     plot.add_argument("--out", required=True, help="folder for the PNG files")
+    soak_help = "N users over websocket and TCP, room and private messages, connection churn, for a set time"
+    from gochat_py.bench.soak import add_soak_arguments
+
+    add_soak_arguments(commands.add_parser("soak", help=soak_help, description=soak_help))
     sweep = commands.add_parser("sweep", help="run the documented set of scenarios and regenerate docs/bench")
     from gochat_py.bench.sweep import add_sweep_arguments
 
@@ -57,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         for path in plot_files([Path(p) for p in args.inputs], Path(args.out)):
             print(path)
         return 0
+    if args.mode == "soak":
+        from gochat_py.bench.soak import soak_main
+
+        return soak_main(args)
     if args.mode == "sweep":
         from gochat_py.bench.sweep import run_sweep
 
