@@ -1,8 +1,10 @@
 """gRPC clients for the nodes a :class:`~gochat_py.discovery.ServiceWatcher` knows.
 
 Every call has a deadline.  A failure to reach a node is an :class:`RpcError`, never a reply
-with default values that could read as success (the original's bug).  Only UNAVAILABLE (the
-request did not reach the server) is retried on another node, so no call runs twice.
+with default values that could read as success (the original's bug).  Only a call that never
+reached a node (no connection could be made) is tried again on another node, so no call runs
+twice: a connection lost during a call is UNAVAILABLE too, but the node may have done the work
+(a message queued), and a store outage reported by the node would fail the same way elsewhere.
 """
 
 from __future__ import annotations
@@ -42,6 +44,17 @@ SERVER_OPTIONS = [
 ]
 
 
+CLOSE_GRACE = 60.0  # seconds; longer than any call's deadline
+# How gRPC words an UNAVAILABLE call that was never sent (it could not connect).
+_NOT_SENT = ("failed to connect to all addresses", "DNS resolution failed", "empty address list")
+
+
+def never_sent(exc: grpc.aio.AioRpcError) -> bool:
+    """True when the call did not reach the node, so trying another node cannot run it twice."""
+    details = exc.details() or ""
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and any(marker in details for marker in _NOT_SENT)
+
+
 class RpcError(Exception):
     """A call that did not get a reply: no node, node unreachable, or deadline passed."""
 
@@ -60,7 +73,10 @@ class NodePool(Generic[StubT]):
         for address in list(self._stubs):
             if address not in nodes:
                 channel, _ = self._stubs.pop(address)
-                task = asyncio.get_running_loop().create_task(channel.close())
+                # A node that stops cleanly leaves etcd first and then answers the calls it has:
+                # closing at once would cancel them (asyncio.CancelledError in the caller).  Calls
+                # in flight keep the channel until they end; each has a deadline.
+                task = asyncio.get_running_loop().create_task(channel.close(grace=CLOSE_GRACE))
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
 
@@ -103,7 +119,7 @@ class LogicClient:
                 return await getattr(stub, method)(request, timeout=timeout or self._settings.timeout)
             except grpc.aio.AioRpcError as exc:
                 last_error = f"logic {address}: {exc.code().name} {exc.details() or ''}".strip()
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                if not never_sent(exc):
                     break
         log.warning("logic call failed", extra=kv(method=method, error=last_error))
         raise RpcError(last_error)
