@@ -64,6 +64,9 @@ class Router:
         self.clients = clients
         self.timeout = timeout
         self.stats = RouteStats()
+        # server id -> calls that failed since it last took a batch: one log line per bad spell of a
+        # node, not one per batch (a dead node fails every batch until its lease expires)
+        self._failing: dict[str, int] = {}
 
     def plan(
         self, entries: list[Entry], nodes: dict[str, str]
@@ -105,6 +108,10 @@ class Router:
     async def deliver(self, entries: list[Entry]) -> list[str]:
         """Delivers what it can; returns the ids that may be acknowledged."""
         nodes = self.clients.by_server_id()
+        for server_id in [sid for sid in self._failing if sid not in nodes]:
+            log.info(
+                "failing connect node left", extra=kv(server_id=server_id, failed_calls=self._failing.pop(server_id))
+            )
         batches, targets = self.plan(entries, nodes)
         server_ids = list(batches)
         results = await asyncio.gather(
@@ -118,11 +125,18 @@ class Router:
     async def _call(self, server_id: str, address: str, items: list[pb.Delivery]) -> bool:
         try:
             await self.clients.stub(address).Deliver(pb.DeliverRequest(items=items), timeout=self.timeout)
-            return True
         except grpc.aio.AioRpcError as exc:
             self.stats.failed_calls += 1
-            log.warning(
-                "connect node did not take a batch; it will be retried",
-                extra=kv(server_id=server_id, address=address, items=len(items), error=exc.code().name),
-            )
+            self._failing[server_id] = self._failing.get(server_id, 0) + 1
+            if self._failing[server_id] == 1:
+                log.warning(
+                    "connect node did not take a batch; its messages stay queued and are retried",
+                    extra=kv(server_id=server_id, address=address, items=len(items), error=exc.code().name),
+                )
             return False
+        if server_id in self._failing:
+            log.info(
+                "connect node takes batches again",
+                extra=kv(server_id=server_id, failed_calls=self._failing.pop(server_id)),
+            )
+        return True

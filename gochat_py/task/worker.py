@@ -21,6 +21,7 @@ from gochat_py.task.router import Router
 
 log = logging.getLogger("gochat.task")
 STATS_INTERVAL = 60.0
+REDIS_RETRY_MIN, REDIS_RETRY_MAX = 0.2, 2.0  # seconds between attempts while Redis is down
 
 
 class Consumer:
@@ -36,7 +37,7 @@ class Consumer:
         settings = self.task_settings
         claim_idle_ms = int(settings.claim_idle * 1000)
         next_claim = next_trim = next_stats = 0.0
-        backoff = 0.2
+        backoff = REDIS_RETRY_MIN
         group_ready = False
         while not self.stopping.is_set():
             try:
@@ -55,12 +56,15 @@ class Consumer:
                     next_stats = now + STATS_INTERVAL
                     self._log_stats()
                 await self._process(await self.queue.read(self.name, settings.batch_size, settings.block_ms))
-                backoff = 0.2
+                if backoff > REDIS_RETRY_MIN:
+                    log.info("redis reachable again")
+                backoff = REDIS_RETRY_MIN
             except RedisError as exc:
-                log.warning("redis unavailable; retrying", extra=kv(error=repr(exc), retry_in=backoff))
+                if backoff == REDIS_RETRY_MIN:  # one line per outage, not one per attempt
+                    log.warning("redis unavailable; retrying", extra=kv(error=repr(exc)))
                 group_ready = False
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, REDIS_RETRY_MAX)
 
     async def _process(self, entries: list[Entry]) -> None:
         if entries:
