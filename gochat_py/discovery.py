@@ -29,10 +29,10 @@ from gochat_py.logs import kv
 
 log = logging.getLogger("gochat.discovery")
 # etcd restarting is routine: reconnect within a second or two of its return, not gRPC's default
-# backoff of up to two minutes.
+# backoff of up to two minutes.  (Not grpc.min_reconnect_backoff_ms: gRPC uses that as the time
+# one connection attempt may take, 20 s by default; a short one fails connects on a busy host.)
 CHANNEL_OPTIONS = {
     "grpc.initial_reconnect_backoff_ms": 250,
-    "grpc.min_reconnect_backoff_ms": 250,
     "grpc.max_reconnect_backoff_ms": 2000,
 }
 WATCH_RETRY_MAX = 2.0  # seconds between two attempts to watch again
