@@ -33,6 +33,7 @@ from gochat_py.api.forms import (
     Form,
     bind,
 )
+from gochat_py.api.push_batcher import PushBatcher
 from gochat_py.api.ratelimit import LOGIN, PUSH, REGISTER, ApiLimits, too_many_requests
 from gochat_py.config import ApiSettings
 from gochat_py.logs import kv
@@ -65,6 +66,7 @@ LIMITED_ROUTES = {
 }
 
 LOGIC = web.AppKey("logic", LogicClient)
+PUSHES = web.AppKey("pushes", PushBatcher)
 SETTINGS = web.AppKey("settings", ApiSettings)
 LIMITS = web.AppKey("limits", ApiLimits)
 OPENAPI = web.AppKey("openapi", bytes)
@@ -215,13 +217,13 @@ async def _refuse(request: web.Request, message: str) -> web.Response:
     return session if isinstance(session, web.Response) else fail(message)
 
 
-async def _relay(request: web.Request, method: str, message: Any, data: Any, failure: str) -> web.Response:
+async def _relay(request: web.Request, call: Awaitable[Any], data: Any, failure: str) -> web.Response:
     """One logic call that checks the token and does the work: ``ok`` with ``data``, 40000 for a
     bad token, else the original's failure text."""
     try:
-        reply = await _call(request, method, message)
+        reply = await call
     except RpcError as exc:
-        log.warning("push failed", extra=kv(method=method, error=str(exc)))
+        log.warning("push failed", extra=kv(path=request.path, error=str(exc)))
         return fail(failure)
     if reply.code == LOGIC_SESSION_ERROR:
         return envelope(CODE_SESSION_ERROR, None, "Session error")
@@ -267,7 +269,7 @@ async def push(request: web.Request, token: str, fields: dict[str, Any]) -> web.
     if too_long := _too_long(request, fields["Msg"]):
         return await _refuse(request, too_long)
     message = pb.PushRequest(auth_token=token, to_user_id=int(to_user), room_id=fields["RoomId"], msg=fields["Msg"])
-    return await _relay(request, "Push", message, None, "rpc push msg fail!")
+    return await _relay(request, request.app[PUSHES].submit(pb.PushItem(push=message)), None, "rpc push msg fail!")
 
 
 @session_route(FORM_ROOM)
@@ -275,19 +277,20 @@ async def push_room(request: web.Request, token: str, fields: dict[str, Any]) ->
     if too_long := _too_long(request, fields["Msg"]):
         return await _refuse(request, too_long)
     message = pb.PushRoomRequest(auth_token=token, room_id=fields["RoomId"], msg=fields["Msg"])
-    return await _relay(request, "PushRoom", message, "", "rpc push room msg fail!")
+    reply = request.app[PUSHES].submit(pb.PushItem(push_room=message))
+    return await _relay(request, reply, "", "rpc push room msg fail!")
 
 
 @session_route(FORM_COUNT)
 async def count(request: web.Request, token: str, fields: dict[str, Any]) -> web.Response:
     message = pb.RoomRequest(auth_token=token, room_id=fields["RoomId"])
-    return await _relay(request, "Count", message, "", "rpc get room count fail!")
+    return await _relay(request, _call(request, "Count", message), "", "rpc get room count fail!")
 
 
 @session_route(FORM_ROOM_INFO)
 async def room_info(request: web.Request, token: str, fields: dict[str, Any]) -> web.Response:
     message = pb.RoomRequest(auth_token=token, room_id=fields["RoomId"])
-    return await _relay(request, "GetRoomInfo", message, "", "rpc get room info fail!")
+    return await _relay(request, _call(request, "GetRoomInfo", message), "", "rpc get room info fail!")
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -298,6 +301,7 @@ def create_app(logic: LogicClient, settings: ApiSettings | None = None) -> web.A
     settings = settings or ApiSettings()
     app = web.Application(middlewares=[cors_and_errors, rate_limits], client_max_size=MAX_BODY)
     app[LOGIC] = logic
+    app[PUSHES] = PushBatcher(logic)
     app[SETTINGS] = settings
     app[LIMITS] = ApiLimits(settings)
     app[OPENAPI] = OPENAPI_PATH.read_bytes()

@@ -109,12 +109,6 @@ class LogicService(logic_pb2_grpc.LogicServicer):
                 self._names.popitem(last=False)
         return name
 
-    async def _sender(self, auth_token: str, user_id: int, user_name: str) -> Session | None:
-        """Who sends: the token's user when a token is given, else the caller's word."""
-        if auth_token:
-            return await self.sessions.check(auth_token)
-        return Session(user_id, user_name)
-
     # -- users and sessions ---------------------------------------------------------------
 
     @_guard
@@ -172,42 +166,63 @@ class LogicService(logic_pb2_grpc.LogicServicer):
 
     @_guard
     async def Push(self, request: pb.PushRequest, context: Any) -> pb.Reply:
-        sender, server_id, to_user_name = await asyncio.gather(
-            self._sender(request.auth_token, request.from_user_id, request.from_user_name),
-            self.sessions.server_of(request.to_user_id),
-            self._user_name(request.to_user_id),
-        )
-        if sender is None:
-            return pb.Reply(code=SESSION_ERROR, message="Session error")
-        body = Send(
-            msg=request.msg,
-            from_user_id=sender.user_id,
-            from_user_name=sender.user_name,
-            to_user_id=request.to_user_id,
-            to_user_name=to_user_name,
-            room_id=request.room_id,
-            op=OP_SINGLE_SEND,
-        ).encode()
-        await self.queue.enqueue(
-            QueueMessage(op=OP_SINGLE_SEND, server_id=server_id, user_id=request.to_user_id, msg=body)
-        )
-        return pb.Reply(code=OK)
+        return (await self._push_many([pb.PushItem(push=request)]))[0]
 
     @_guard
     async def PushRoom(self, request: pb.PushRoomRequest, context: Any) -> pb.Reply:
-        sender = await self._sender(request.auth_token, request.from_user_id, request.from_user_name)
-        if sender is None:
-            return pb.Reply(code=SESSION_ERROR, message="Session error")
-        body = Send(
-            msg=request.msg,
-            from_user_id=sender.user_id,
-            from_user_name=sender.user_name,
-            room_id=request.room_id,
-            op=OP_ROOM_SEND,
-            create_time=create_time(),
-        ).encode()
-        await self.queue.enqueue(QueueMessage(op=OP_ROOM_SEND, room_id=request.room_id, msg=body))
-        return pb.Reply(code=OK)
+        return (await self._push_many([pb.PushItem(push_room=request)]))[0]
+
+    @_guard
+    async def PushBatch(self, request: pb.PushBatchRequest, context: Any) -> pb.PushBatchReply:
+        return pb.PushBatchReply(replies=await self._push_many(list(request.items)))
+
+    async def _push_many(self, items: list[pb.PushItem]) -> list[pb.Reply]:
+        """Private and room messages onto the queue, with one Redis round trip per step however
+        many there are: sessions, then the private targets' nodes, then the queue."""
+        requests = [getattr(item, item.WhichOneof("kind") or "push_room") for item in items]
+        tokens = list({r.auth_token for r in requests if r.auth_token})
+        targets = list({r.to_user_id for r in requests if isinstance(r, pb.PushRequest)})
+        sessions, servers = await asyncio.gather(self.sessions.check_many(tokens), self.sessions.servers_of(targets))
+        names = {user_id: await self._user_name(user_id) for user_id in targets}
+        stamp = create_time()
+        messages: list[QueueMessage] = []
+        replies: list[pb.Reply] = []
+        for request in requests:
+            sender = (
+                sessions.get(request.auth_token)
+                if request.auth_token
+                else Session(request.from_user_id, request.from_user_name)
+            )
+            if sender is None:
+                replies.append(pb.Reply(code=SESSION_ERROR, message="Session error"))
+                continue
+            if isinstance(request, pb.PushRequest):
+                body = Send(
+                    msg=request.msg,
+                    from_user_id=sender.user_id,
+                    from_user_name=sender.user_name,
+                    to_user_id=request.to_user_id,
+                    to_user_name=names[request.to_user_id],
+                    room_id=request.room_id,
+                    op=OP_SINGLE_SEND,
+                ).encode()
+                server_id = servers[request.to_user_id]
+                messages.append(
+                    QueueMessage(op=OP_SINGLE_SEND, server_id=server_id, user_id=request.to_user_id, msg=body)
+                )
+            else:
+                body = Send(
+                    msg=request.msg,
+                    from_user_id=sender.user_id,
+                    from_user_name=sender.user_name,
+                    room_id=request.room_id,
+                    op=OP_ROOM_SEND,
+                    create_time=stamp,
+                ).encode()
+                messages.append(QueueMessage(op=OP_ROOM_SEND, room_id=request.room_id, msg=body))
+            replies.append(pb.Reply(code=OK))
+        await self.queue.enqueue_many(messages)
+        return replies
 
     @_guard
     async def Count(self, request: pb.RoomRequest, context: Any) -> pb.Reply:

@@ -177,6 +177,29 @@ class SessionStore:
         value = await self.redis.get(user_server_key(user_id))
         return value.decode() if value else ""
 
+    async def check_many(self, tokens: list[str]) -> dict[str, Session | None]:
+        """:meth:`check` for many tokens in one round trip."""
+        if not tokens:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for token in tokens:
+                await self._check(keys=[f"sess_{token}"], args=[self.ttl], client=pipe)
+            users = await pipe.execute()
+        found: dict[str, Session | None] = {}
+        for token, user in zip(tokens, users, strict=True):
+            try:
+                found[token] = Session(int(user[0]), user[1].decode())
+            except (TypeError, ValueError, IndexError):
+                found[token] = None
+        return found
+
+    async def servers_of(self, user_ids: list[int]) -> dict[int, str]:
+        """:meth:`server_of` for many users in one round trip."""
+        if not user_ids:
+            return {}
+        values = await self.redis.mget([user_server_key(user_id) for user_id in user_ids])
+        return {user_id: value.decode() if value else "" for user_id, value in zip(user_ids, values, strict=True)}
+
     async def members(self, room_id: int) -> dict[str, str]:
         raw = await self.redis.hgetall(room_key(room_id))
         return {k.decode(): v.decode() for k, v in raw.items()}

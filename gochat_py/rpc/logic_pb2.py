@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gochat_py/rpc/logic.proto\x12\x0cgochat.logic\"&\n\x05Reply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"-\n\x0b\x41uthRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\">\n\tAuthReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nauth_token\x18\x03 \x01(\t\"&\n\x10\x43heckAuthRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\"S\n\x0e\x43heckAuthReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x11\n\tuser_name\x18\x04 \x01(\t\"#\n\rLogoutRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\"%\n\x12GetUserInfoRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"U\n\x10GetUserInfoReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x11\n\tuser_name\x18\x04 \x01(\t\"\x81\x01\n\x0bPushRequest\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x01(\x03\x12\x16\n\x0e\x66rom_user_name\x18\x02 \x01(\t\x12\x12\n\nto_user_id\x18\x03 \x01(\x03\x12\x0f\n\x07room_id\x18\x04 \x01(\x03\x12\x0b\n\x03msg\x18\x05 \x01(\t\x12\x12\n\nauth_token\x18\x06 \x01(\t\"q\n\x0fPushRoomRequest\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x01(\x03\x12\x16\n\x0e\x66rom_user_name\x18\x02 \x01(\t\x12\x0f\n\x07room_id\x18\x03 \x01(\x03\x12\x0b\n\x03msg\x18\x04 \x01(\t\x12\x12\n\nauth_token\x18\x05 \x01(\t\"2\n\x0bRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\x03\x12\x12\n\nauth_token\x18\x02 \x01(\t\"H\n\x0e\x43onnectRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\x03\x12\x11\n\tserver_id\x18\x03 \x01(\t\"Q\n\x0c\x43onnectReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x11\n\tuser_name\x18\x04 \x01(\t\"H\n\x11\x44isconnectRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x11\n\tserver_id\x18\x03 \x01(\t*0\n\tReplyCode\x12\x06\n\x02OK\x10\x00\x12\x08\n\x04\x46\x41IL\x10\x01\x12\x11\n\rSESSION_ERROR\x10\x02\x32\xd5\x05\n\x05Logic\x12>\n\x08Register\x12\x19.gochat.logic.AuthRequest\x1a\x17.gochat.logic.AuthReply\x12;\n\x05Login\x12\x19.gochat.logic.AuthRequest\x1a\x17.gochat.logic.AuthReply\x12I\n\tCheckAuth\x12\x1e.gochat.logic.CheckAuthRequest\x1a\x1c.gochat.logic.CheckAuthReply\x12:\n\x06Logout\x12\x1b.gochat.logic.LogoutRequest\x1a\x13.gochat.logic.Reply\x12O\n\x0bGetUserInfo\x12 .gochat.logic.GetUserInfoRequest\x1a\x1e.gochat.logic.GetUserInfoReply\x12\x36\n\x04Push\x12\x19.gochat.logic.PushRequest\x1a\x13.gochat.logic.Reply\x12>\n\x08PushRoom\x12\x1d.gochat.logic.PushRoomRequest\x1a\x13.gochat.logic.Reply\x12\x37\n\x05\x43ount\x12\x19.gochat.logic.RoomRequest\x1a\x13.gochat.logic.Reply\x12=\n\x0bGetRoomInfo\x12\x19.gochat.logic.RoomRequest\x1a\x13.gochat.logic.Reply\x12\x43\n\x07\x43onnect\x12\x1c.gochat.logic.ConnectRequest\x1a\x1a.gochat.logic.ConnectReply\x12\x42\n\nDisconnect\x12\x1f.gochat.logic.DisconnectRequest\x1a\x13.gochat.logic.Replyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gochat_py/rpc/logic.proto\x12\x0cgochat.logic\"&\n\x05Reply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"-\n\x0b\x41uthRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\">\n\tAuthReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nauth_token\x18\x03 \x01(\t\"&\n\x10\x43heckAuthRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\"S\n\x0e\x43heckAuthReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x11\n\tuser_name\x18\x04 \x01(\t\"#\n\rLogoutRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\"%\n\x12GetUserInfoRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"U\n\x10GetUserInfoReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x11\n\tuser_name\x18\x04 \x01(\t\"\x81\x01\n\x0bPushRequest\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x01(\x03\x12\x16\n\x0e\x66rom_user_name\x18\x02 \x01(\t\x12\x12\n\nto_user_id\x18\x03 \x01(\x03\x12\x0f\n\x07room_id\x18\x04 \x01(\x03\x12\x0b\n\x03msg\x18\x05 \x01(\t\x12\x12\n\nauth_token\x18\x06 \x01(\t\"q\n\x0fPushRoomRequest\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x01(\x03\x12\x16\n\x0e\x66rom_user_name\x18\x02 \x01(\t\x12\x0f\n\x07room_id\x18\x03 \x01(\x03\x12\x0b\n\x03msg\x18\x04 \x01(\t\x12\x12\n\nauth_token\x18\x05 \x01(\t\"q\n\x08PushItem\x12)\n\x04push\x18\x01 \x01(\x0b\x32\x19.gochat.logic.PushRequestH\x00\x12\x32\n\tpush_room\x18\x02 \x01(\x0b\x32\x1d.gochat.logic.PushRoomRequestH\x00\x42\x06\n\x04kind\"9\n\x10PushBatchRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.gochat.logic.PushItem\"6\n\x0ePushBatchReply\x12$\n\x07replies\x18\x01 \x03(\x0b\x32\x13.gochat.logic.Reply\"2\n\x0bRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\x03\x12\x12\n\nauth_token\x18\x02 \x01(\t\"H\n\x0e\x43onnectRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\x03\x12\x11\n\tserver_id\x18\x03 \x01(\t\"Q\n\x0c\x43onnectReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x11\n\tuser_name\x18\x04 \x01(\t\"H\n\x11\x44isconnectRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x11\n\tserver_id\x18\x03 \x01(\t*0\n\tReplyCode\x12\x06\n\x02OK\x10\x00\x12\x08\n\x04\x46\x41IL\x10\x01\x12\x11\n\rSESSION_ERROR\x10\x02\x32\xa0\x06\n\x05Logic\x12>\n\x08Register\x12\x19.gochat.logic.AuthRequest\x1a\x17.gochat.logic.AuthReply\x12;\n\x05Login\x12\x19.gochat.logic.AuthRequest\x1a\x17.gochat.logic.AuthReply\x12I\n\tCheckAuth\x12\x1e.gochat.logic.CheckAuthRequest\x1a\x1c.gochat.logic.CheckAuthReply\x12:\n\x06Logout\x12\x1b.gochat.logic.LogoutRequest\x1a\x13.gochat.logic.Reply\x12O\n\x0bGetUserInfo\x12 .gochat.logic.GetUserInfoRequest\x1a\x1e.gochat.logic.GetUserInfoReply\x12\x36\n\x04Push\x12\x19.gochat.logic.PushRequest\x1a\x13.gochat.logic.Reply\x12>\n\x08PushRoom\x12\x1d.gochat.logic.PushRoomRequest\x1a\x13.gochat.logic.Reply\x12I\n\tPushBatch\x12\x1e.gochat.logic.PushBatchRequest\x1a\x1c.gochat.logic.PushBatchReply\x12\x37\n\x05\x43ount\x12\x19.gochat.logic.RoomRequest\x1a\x13.gochat.logic.Reply\x12=\n\x0bGetRoomInfo\x12\x19.gochat.logic.RoomRequest\x1a\x13.gochat.logic.Reply\x12\x43\n\x07\x43onnect\x12\x1c.gochat.logic.ConnectRequest\x1a\x1a.gochat.logic.ConnectReply\x12\x42\n\nDisconnect\x12\x1f.gochat.logic.DisconnectRequest\x1a\x13.gochat.logic.Replyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gochat_py.rpc.logic_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPLYCODE']._serialized_start=1012
-  _globals['_REPLYCODE']._serialized_end=1060
+  _globals['_REPLYCODE']._serialized_start=1242
+  _globals['_REPLYCODE']._serialized_end=1290
   _globals['_REPLY']._serialized_start=43
   _globals['_REPLY']._serialized_end=81
   _globals['_AUTHREQUEST']._serialized_start=83
@@ -53,14 +53,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUSHREQUEST']._serialized_end=612
   _globals['_PUSHROOMREQUEST']._serialized_start=614
   _globals['_PUSHROOMREQUEST']._serialized_end=727
-  _globals['_ROOMREQUEST']._serialized_start=729
-  _globals['_ROOMREQUEST']._serialized_end=779
-  _globals['_CONNECTREQUEST']._serialized_start=781
-  _globals['_CONNECTREQUEST']._serialized_end=853
-  _globals['_CONNECTREPLY']._serialized_start=855
-  _globals['_CONNECTREPLY']._serialized_end=936
-  _globals['_DISCONNECTREQUEST']._serialized_start=938
-  _globals['_DISCONNECTREQUEST']._serialized_end=1010
-  _globals['_LOGIC']._serialized_start=1063
-  _globals['_LOGIC']._serialized_end=1788
+  _globals['_PUSHITEM']._serialized_start=729
+  _globals['_PUSHITEM']._serialized_end=842
+  _globals['_PUSHBATCHREQUEST']._serialized_start=844
+  _globals['_PUSHBATCHREQUEST']._serialized_end=901
+  _globals['_PUSHBATCHREPLY']._serialized_start=903
+  _globals['_PUSHBATCHREPLY']._serialized_end=957
+  _globals['_ROOMREQUEST']._serialized_start=959
+  _globals['_ROOMREQUEST']._serialized_end=1009
+  _globals['_CONNECTREQUEST']._serialized_start=1011
+  _globals['_CONNECTREQUEST']._serialized_end=1083
+  _globals['_CONNECTREPLY']._serialized_start=1085
+  _globals['_CONNECTREPLY']._serialized_end=1166
+  _globals['_DISCONNECTREQUEST']._serialized_start=1168
+  _globals['_DISCONNECTREQUEST']._serialized_end=1240
+  _globals['_LOGIC']._serialized_start=1293
+  _globals['_LOGIC']._serialized_end=2093
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,9 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -111,6 +113,26 @@ class PushRoomRequest(_message.Message):
     msg: str
     auth_token: str
     def __init__(self, from_user_id: _Optional[int] = ..., from_user_name: _Optional[str] = ..., room_id: _Optional[int] = ..., msg: _Optional[str] = ..., auth_token: _Optional[str] = ...) -> None: ...
+
+class PushItem(_message.Message):
+    __slots__ = ("push", "push_room")
+    PUSH_FIELD_NUMBER: _ClassVar[int]
+    PUSH_ROOM_FIELD_NUMBER: _ClassVar[int]
+    push: PushRequest
+    push_room: PushRoomRequest
+    def __init__(self, push: _Optional[_Union[PushRequest, _Mapping]] = ..., push_room: _Optional[_Union[PushRoomRequest, _Mapping]] = ...) -> None: ...
+
+class PushBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[PushItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[PushItem, _Mapping]]] = ...) -> None: ...
+
+class PushBatchReply(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[Reply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[Reply, _Mapping]]] = ...) -> None: ...
 
 class RoomRequest(_message.Message):
     __slots__ = ("room_id", "auth_token")

@@ -69,6 +69,11 @@ class LogicStub:
                 request_serializer=gochat__py_dot_rpc_dot_logic__pb2.PushRoomRequest.SerializeToString,
                 response_deserializer=gochat__py_dot_rpc_dot_logic__pb2.Reply.FromString,
                 _registered_method=True)
+        self.PushBatch = channel.unary_unary(
+                '/gochat.logic.Logic/PushBatch',
+                request_serializer=gochat__py_dot_rpc_dot_logic__pb2.PushBatchRequest.SerializeToString,
+                response_deserializer=gochat__py_dot_rpc_dot_logic__pb2.PushBatchReply.FromString,
+                _registered_method=True)
         self.Count = channel.unary_unary(
                 '/gochat.logic.Logic/Count',
                 request_serializer=gochat__py_dot_rpc_dot_logic__pb2.RoomRequest.SerializeToString,
@@ -138,6 +143,14 @@ class LogicServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushBatch(self, request, context):
+        """Many Push and PushRoom calls in one: what the api sends on its hot path, gathering the
+        requests that arrive together.  Replies come in the order of the items.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Count(self, request, context):
         """Broadcast the room's online count (op 4) to its members.
         """
@@ -202,6 +215,11 @@ def add_LogicServicer_to_server(servicer, server):
                     servicer.PushRoom,
                     request_deserializer=gochat__py_dot_rpc_dot_logic__pb2.PushRoomRequest.FromString,
                     response_serializer=gochat__py_dot_rpc_dot_logic__pb2.Reply.SerializeToString,
+            ),
+            'PushBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushBatch,
+                    request_deserializer=gochat__py_dot_rpc_dot_logic__pb2.PushBatchRequest.FromString,
+                    response_serializer=gochat__py_dot_rpc_dot_logic__pb2.PushBatchReply.SerializeToString,
             ),
             'Count': grpc.unary_unary_rpc_method_handler(
                     servicer.Count,
@@ -413,6 +431,33 @@ class Logic:
             '/gochat.logic.Logic/PushRoom',
             gochat__py_dot_rpc_dot_logic__pb2.PushRoomRequest.SerializeToString,
             gochat__py_dot_rpc_dot_logic__pb2.Reply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gochat.logic.Logic/PushBatch',
+            gochat__py_dot_rpc_dot_logic__pb2.PushBatchRequest.SerializeToString,
+            gochat__py_dot_rpc_dot_logic__pb2.PushBatchReply.FromString,
             options,
             channel_credentials,
             insecure,

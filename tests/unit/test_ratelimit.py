@@ -201,6 +201,9 @@ class FakeLogic:
         self.calls: list[str] = []
 
     async def call(self, method: str, message: Any, timeout: float | None = None) -> Any:
+        if method == "PushBatch":
+            items = [getattr(item, item.WhichOneof("kind")) for item in message.items]
+            return pb.PushBatchReply(replies=[await self.call("PushRoom", item) for item in items])
         self.calls.append(method)
         if method in ("Login", "Register"):
             return pb.AuthReply(code=pb.OK, auth_token="t" * 44)
