@@ -185,6 +185,20 @@ class ApiClient:
         assert reply["code"] == 0, reply
         return reply["data"]
 
+    async def push_room_many(self, token: str, room: int, texts: list[str], concurrency: int) -> None:
+        """Every text as a room message, ``concurrency`` requests at a time; each must be accepted."""
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for text in texts:
+            queue.put_nowait(text)
+
+        async def worker() -> None:
+            while not queue.empty():
+                text = queue.get_nowait()
+                reply = await self.post("/push/pushRoom", {"authToken": token, "msg": text, "roomId": room})
+                assert reply["code"] == 0, reply
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
     async def user_id(self, token: str) -> int:
         reply = await self.post("/user/checkAuth", {"authToken": token})
         assert reply["code"] == 0, reply

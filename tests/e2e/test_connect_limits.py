@@ -63,17 +63,7 @@ async def test_a_slow_client_is_dropped_and_never_holds_up_the_others(cluster: C
             await fast.next_frame(op_is(5, count=2))
             filler = "x" * 4000
             texts = [f"{n}:{filler}" for n in range(2000)]
-            queue: asyncio.Queue[str] = asyncio.Queue()
-            for text in texts:
-                queue.put_nowait(text)
-
-            async def sender() -> None:
-                while not queue.empty():
-                    text = queue.get_nowait()
-                    reply = await api.post("/push/pushRoom", {"authToken": fast_token, "msg": text, "roomId": room})
-                    assert reply["code"] == 0
-
-            await asyncio.gather(*(sender() for _ in range(16)))
+            await api.push_room_many(fast_token, room, texts, concurrency=16)
             got = [json.loads(await fast.next_frame(op_is(3), timeout=30))["msg"] for _ in texts]
             assert sorted(got) == sorted(texts)  # every one, once (senders run concurrently: any order)
             # the slow one was cut off: its socket ends (after whatever the kernel had buffered)

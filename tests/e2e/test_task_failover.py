@@ -14,20 +14,6 @@ import redis
 from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, op_is
 
 
-async def _push_room(api: ApiClient, token: str, room: int, texts: list[str], concurrency: int) -> None:
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for text in texts:
-        queue.put_nowait(text)
-
-    async def worker() -> None:
-        while not queue.empty():
-            text = queue.get_nowait()
-            reply = await api.post("/push/pushRoom", {"authToken": token, "msg": text, "roomId": room})
-            assert reply["code"] == 0, reply
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
 async def _collect(ws: WsClient, expected: set[str], timeout: float) -> list[str]:
     received: list[str] = []
     loop = asyncio.get_running_loop()
@@ -56,7 +42,7 @@ async def test_kill_9_one_of_two_task_processes_mid_stream(cluster: Cluster) -> 
         ws = await WsClient(cluster.ws_url).join(token, room)
         await ws.next_frame(op_is(5))
         texts = [f"m{n}" for n in range(600)]
-        sender = asyncio.create_task(_push_room(api, token, room, texts, concurrency=8))
+        sender = asyncio.create_task(api.push_room_many(token, room, texts, concurrency=8))
         await asyncio.sleep(0.4)
         victim = cluster.processes("task")[0]
         victim.kill()
@@ -83,7 +69,7 @@ async def test_messages_a_dead_consumer_held_are_taken_over(cluster: Cluster, in
             process.signal(signal.SIGSTOP)
         try:
             texts = [f"held{n}" for n in range(20)]
-            await _push_room(api, token, room, texts, concurrency=4)
+            await api.push_room_many(token, room, texts, concurrency=4)
             # a consumer that takes everything and dies without acknowledging
             taken = db.xreadgroup("gochat_task", "ghost", {"gochat_stream": ">"}, count=1000)
             # (a stopped task's blocking read may already hold one or two: those it delivers itself)
