@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 
+from gochat_py.client import tcp as tcp_client
 from gochat_py.config import ConfigError, Settings, load_settings
 
 # module name -> "package.module:coroutine function" taking Settings; imported only when chosen.
@@ -34,8 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start the whole system on this machine (Redis and etcd too)")
     up.add_argument("--no-infra", action="store_true", help="never start Redis or etcd, only use running ones")
     client = commands.add_parser("client", help="small clients for people and scripts")
-    from gochat_py.client import tcp as tcp_client
-
     tcp_client.add_parser(client.add_subparsers(dest="client", required=True))
     commands.add_parser("bench", help="benchmark a running system: gochat-py bench --help, docs/benchmarks.md")
     return parser
@@ -50,8 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "client":
-        from gochat_py.client import tcp as tcp_client
-
         return tcp_client.main(args)
     if args.command is None and args.module is None:
         parser.print_help(sys.stderr)
@@ -70,12 +68,16 @@ def main(argv: list[str] | None = None) -> int:
 
         return up(settings, start_infra=not args.no_infra)
 
-    from gochat_py.logs import setup_logging
+    from gochat_py.logs import kv, setup_logging
     from gochat_py.runtime import run
 
     setup_logging(args.module, settings.log.level)
     entry = _entry(args.module)
-    run(lambda: entry(settings))
+    try:
+        run(lambda: entry(settings))
+    except (ConfigError, OSError) as exc:  # a port in use, an unreadable certificate, etcd unreachable...
+        logging.getLogger("gochat").error("cannot start", extra=kv(error=str(exc)))
+        return 1
     return 0
 
 

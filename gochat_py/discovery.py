@@ -38,6 +38,10 @@ CHANNEL_OPTIONS = {
 WATCH_RETRY_MAX = 2.0  # seconds between two attempts to watch again
 
 
+class EtcdUnavailable(ConnectionError):
+    """etcd did not answer when a node had to register; the node cannot start without it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
     """One registered instance: where to call it and which connect node (server id) it is."""
@@ -106,7 +110,10 @@ class Registration:
 
     async def start(self) -> None:
         """Registers once (failing loudly if etcd is unreachable), then keeps the lease alive."""
-        await self._register()
+        try:
+            await self._register()
+        except aetcd.ClientError as exc:
+            raise EtcdUnavailable(f"etcd at {self._settings.endpoint} is unreachable: {exc}") from exc
         self._task = asyncio.create_task(self._keep_alive(), name="etcd-keepalive")
 
     async def _register(self) -> None:

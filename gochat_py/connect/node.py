@@ -71,7 +71,11 @@ class ConnectNode:
             etcd_settings.connect_service,
             Node(address, self.server_id, self.server_type),
         )
-        await self._registration.start()
+        try:
+            await self._registration.start()
+        except Exception:
+            await self._server.stop(None)
+            raise
 
     async def deregister(self) -> None:
         """First step of shutdown: task stops routing here while the sockets are closed."""

@@ -54,7 +54,11 @@ async def serve(settings: Settings) -> None:
     registration = Registration(
         etcd, etcd_settings, etcd_settings.logic_service, Node(address, f"logic-{uuid.uuid4()}", "logic")
     )
-    await registration.start()
+    try:
+        await registration.start()
+    except Exception:
+        await server.stop(None)
+        raise
     connect_nodes = ServiceWatcher(etcd, etcd_settings, etcd_settings.connect_service)
     await connect_nodes.start()
     reaper = asyncio.create_task(
