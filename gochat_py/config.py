@@ -53,6 +53,7 @@ class RedisSettings(Section):
     password: str = ""
     db: int = 0
     timeout: float = Field(3.0, gt=0, description="socket timeout for one Redis command")
+    max_connections: int = Field(64, ge=1, description="Redis connections per process; more commands wait")
 
 
 class QueueSettings(Section):
@@ -77,7 +78,7 @@ class LogicSettings(Section):
     session_ttl: int = Field(86400, gt=0)
     node_grace: float = Field(1.0, ge=0, description="seconds a dead connect node stays before purge")
     member_list_delay: float = Field(0.2, ge=0, description="seconds member-list requests for a room are gathered")
-    member_list_auto_limit: int = Field(1000, ge=0, description="largest room that gets member lists on join/leave")
+    member_list_auto_limit: int = Field(200, ge=0, description="largest room that gets member lists on join/leave")
     # argon2id cost; the defaults are OWASP's minimum (19 MiB, 2 passes), about 30 ms per hash.
     password_time_cost: int = Field(2, ge=1)
     password_memory_kib: int = Field(19456, ge=1024)
@@ -117,6 +118,7 @@ class ConnectSettings(Section):
     write_timeout: float = Field(10.0, gt=0, description="TCP: unacknowledged data for this long drops the peer")
     max_message_size: int = Field(512, ge=64)
     dedup_window: int = Field(65536, ge=0, description="recent message ids remembered per node")
+    logic_concurrency: int = Field(64, ge=1, description="joins and leaves in flight to logic per node")
 
 
 class TaskSettings(Section):

@@ -6,6 +6,7 @@ The front end (websocket or TCP) plugs in with :meth:`ConnectNode.join` and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -57,6 +58,9 @@ class ConnectNode:
             ConnectService(self.hub, RecentIds(settings.connect.dedup_window), encode), self._server
         )
         self._registration: Registration | None = None
+        # Joins and leaves come in bursts (a node restart, a network blip): a bounded number in
+        # flight keeps logic and Redis answering, the rest wait their turn here.
+        self._logic_slots = asyncio.Semaphore(settings.connect.logic_concurrency)
 
     async def start(self) -> None:
         """Serves task's RPCs and registers in etcd; the front end opens its sockets after this."""
@@ -111,7 +115,8 @@ class ConnectNode:
     async def _ask(self, method: str, request: object) -> Any:
         """A logic reply with code 0 and a user, or the Refusal to close the socket with."""
         try:
-            reply = await self.logic.call(method, request)
+            async with self._logic_slots:
+                reply = await self.logic.call(method, request)
         except RpcError as exc:
             return Refusal(f"logic unavailable: {exc}", retry=True)
         if reply.code != 0 or reply.user_id <= 0:
@@ -122,7 +127,8 @@ class ConnectNode:
         self.hub.remove(channel)
         request = logic_pb.DisconnectRequest(room_id=channel.room_id, user_id=channel.user_id, server_id=self.server_id)
         try:
-            await self.logic.call("Disconnect", request)
+            async with self._logic_slots:
+                await self.logic.call("Disconnect", request)
         except RpcError as exc:
             # Logic's reaper corrects the room state if this node dies before it can tell.
             log.warning("disconnect not recorded", extra=kv(user_id=channel.user_id, error=str(exc)))

@@ -8,7 +8,7 @@ the callers have their own answer to an outage: logic replies UNAVAILABLE, task 
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -18,7 +18,12 @@ from gochat_py.config import RedisSettings, split_host_port
 
 def make_redis(settings: RedisSettings) -> Redis:
     host, port = split_host_port(settings.address)
-    return Redis(
+    # A bounded pool that makes a burst wait for a free connection (up to the command timeout)
+    # instead of failing with "Too many connections": a thousand sockets joining at once are a
+    # thousand commands in flight, and Redis answers them faster queued on a few connections.
+    pool = BlockingConnectionPool(
+        max_connections=settings.max_connections,
+        timeout=settings.timeout,
         host=host,
         port=port,
         db=settings.db,
@@ -29,3 +34,4 @@ def make_redis(settings: RedisSettings) -> Redis:
         # a timeout is not retried: a Redis that hangs costs one socket_timeout, not several
         retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
