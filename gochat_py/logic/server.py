@@ -25,6 +25,7 @@ from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.redis import make_redis
 
 log = logging.getLogger("gochat.logic")
+DRAIN_DELAY = 0.5
 
 
 async def serve(settings: Settings) -> None:
@@ -69,6 +70,9 @@ async def serve(settings: Settings) -> None:
     await wait_for_stop_signal()
     log.info("stopping")
     await registration.stop()
+    # Callers learn from etcd that we are gone within moments; until then they may still send
+    # calls here, which must be served rather than cut off by the stop below.
+    await asyncio.sleep(DRAIN_DELAY)
     reaper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await reaper
