@@ -147,7 +147,13 @@ def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
     )
     load = parser.add_argument_group("load")
     load.add_argument("--users", type=positive_int, default=100, help="users, one connection each (default 100)")
-    load.add_argument("--rooms", type=positive_int, default=4, help="rooms the users are spread over (default 4)")
+    load.add_argument(
+        "--rooms",
+        type=positive_int,
+        default=4,
+        help="rooms the users are spread over (default 4); keep users per room within the server's "
+        "[logic] member_list_auto_limit, whose member lists confirm the joins",
+    )
     load.add_argument("--duration", type=positive, default=60.0, help="seconds of load (default 60)")
     load.add_argument("--rate", type=positive, default=10.0, help="messages per second in all (default 10)")
     load.add_argument("--private-share", type=share, default=0.3, help="fraction of private messages (default 0.3)")
@@ -436,7 +442,12 @@ class SoakCoordinator:
                 self._error(error)
         self.summary["connect"] = {"users": total, "ready": ready, "client_procs": len(infos)}
         if ready < total:
-            raise SoakError(f"only {ready} of {total} users got their first join confirmed")
+            per_room = -(-total // len(self.rooms))
+            raise SoakError(
+                f"only {ready} of {total} users got their first join confirmed (a join is confirmed by the "
+                f"automatic member list, which the server skips for rooms over [logic] member_list_auto_limit "
+                f"members; these rooms have up to {per_room}: more --rooms may help)"
+            )
 
     def broadcast(self, message: tuple) -> None:
         for link in self.links:
