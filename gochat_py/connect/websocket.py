@@ -80,9 +80,13 @@ class WebsocketFrontEnd:
         try:
             raw = await asyncio.wait_for(ws.recv(), self.settings.connect.auth_timeout)
         except TimeoutError:
+            log.info("join refused", extra=kv(peer=_peer(ws), reason="authentication timeout"))
             await ws.close(CLOSE_POLICY, "authentication timeout")
             return
-        except ConnectionClosed:
+        except ConnectionClosed as closed:
+            # e.g. 1009 (message over 512 bytes) or 1007 (invalid UTF-8), decided by the library
+            code = closed.sent.code if closed.sent else None
+            log.info("websocket closed before joining", extra=kv(peer=_peer(ws), code=code))
             return
         try:
             join = parse_join(raw)
