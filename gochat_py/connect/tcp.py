@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gochat_py.config import Settings, split_host_port
 from gochat_py.connect.hub import Channel
@@ -56,7 +56,6 @@ class Connection:
     channel: Channel | None = None
     token: str = ""
     authenticated: bool = False
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 def _tune(sock: socket.socket | None, user_timeout: float) -> None:
@@ -77,6 +76,7 @@ class TcpFrontEnd:
         self.servers: list[asyncio.Server] = []
         self.connections: set[Connection] = set()
         self._handlers: set[asyncio.Task[None]] = set()
+        self._pinger: asyncio.Task[None] | None = None
 
     async def start(self) -> list[str]:
         bound = []
@@ -87,6 +87,7 @@ class TcpFrontEnd:
             server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE, ssl=context)
             self.servers.append(server)
             bound.extend(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
+        self._pinger = asyncio.create_task(self._ping_all(), name="tcp-ping")
         return bound
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -108,7 +109,6 @@ class TcpFrontEnd:
             FrameDecoder(self.settings.connect_tcp.max_frame_size),
         )
         self.connections.add(conn)
-        conn.tasks.append(asyncio.create_task(self._ping(conn)))
         try:
             await self._read(conn)
         except Close as reason:
@@ -117,8 +117,6 @@ class TcpFrontEnd:
             pass
         finally:
             self.connections.discard(conn)
-            for task in conn.tasks:
-                task.cancel()
             if conn.channel is not None:
                 await self.node.leave(conn.channel)
                 if conn.channel.overflowed:
@@ -195,13 +193,17 @@ class TcpFrontEnd:
             raise Close("unknown authToken")
         conn.authenticated = True
 
-    async def _ping(self, conn: Connection) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while True:
-                await asyncio.sleep(self.settings.connect.ping_interval)
-                conn.writer.write(PING_FRAME)
+    async def _ping_all(self) -> None:
+        """One timer for every connection (not a task per socket): the original's ping frame."""
+        while True:
+            await asyncio.sleep(self.settings.connect.ping_interval)
+            for conn in list(self.connections):
+                if not conn.writer.transport.is_closing():
+                    conn.writer.transport.write(PING_FRAME)
 
     async def stop(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
         for server in self.servers:
             server.close()
         for conn in list(self.connections):

@@ -17,7 +17,7 @@ from gochat_py.client.tcp import TcpClient
 from gochat_py.protocol.tcp_frame import FrameDecoder, encode_client_message, encode_frame
 from tests.e2e.harness import ApiClient, Cluster, WsClient, op_is
 
-CLUSTER_ENV = {"GOCHAT_CONNECT__AUTH_TIMEOUT": "2"}
+CLUSTER_ENV = {"GOCHAT_CONNECT__AUTH_TIMEOUT": "2", "GOCHAT_CONNECT__PING_INTERVAL": "1"}
 
 
 class TcpReader:
@@ -281,3 +281,17 @@ async def test_a_message_over_the_length_limit_closes_the_connection(cluster: Cl
         await reader.closed()
         await client.close()
     assert "msg is too long: 4097 characters" in cluster.log_path.read_text()
+
+
+async def test_the_server_pings_with_the_originals_frame(cluster: Cluster) -> None:
+    async with ApiClient(cluster.api_url) as api:
+        token = await api.register(unique("pinged"))
+    client = await TcpClient.connect(tcp_address(cluster))
+    try:
+        await client.join(token, random.randint(10**6, 10**9))
+        raw = b""
+        async with asyncio.timeout(10):
+            while bytes.fromhex("7631000c70696e67206d7367") not in raw:
+                raw += await client.reader.read(4096)
+    finally:
+        await client.close()
