@@ -6,7 +6,7 @@ nothing sleeps.  The site of this module's cluster has no api/ws address configu
 ``/config.json`` is derived from the host name the page was loaded by: pages are loaded both as
 http://127.0.0.1:<port> and http://localhost:<port>.
 
-``GOCHAT_SCREENSHOT=1`` makes the chat test overwrite ``docs/screenshot.png`` (shown in the README);
+``UPDATE_SCREENSHOT=1`` makes the chat test overwrite ``docs/screenshot.png`` (shown in the README);
 otherwise the screenshot goes to the test's tmp folder.
 """
 
@@ -35,7 +35,7 @@ TIME_OF_DAY = re.compile(r"^\d\d:\d\d$")
 
 # Every GOCHAT_* variable is also a configuration key for the modules, which refuse unknown keys:
 # take this one out of the environment (at collection, before any cluster of any module starts).
-UPDATE_SCREENSHOT = os.environ.pop("GOCHAT_SCREENSHOT", "") == "1"
+UPDATE_SCREENSHOT = os.environ.get("UPDATE_SCREENSHOT", "") == "1"
 
 expect.set_options(timeout=TIMEOUT_MS)
 
