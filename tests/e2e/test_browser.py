@@ -33,8 +33,7 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
 TIMEOUT_MS = 15_000
 TIME_OF_DAY = re.compile(r"^\d\d:\d\d$")
 
-# Every GOCHAT_* variable is also a configuration key for the modules, which refuse unknown keys:
-# take this one out of the environment (at collection, before any cluster of any module starts).
+# Not GOCHAT_*: those are configuration keys for the modules, which refuse unknown ones.
 UPDATE_SCREENSHOT = os.environ.get("UPDATE_SCREENSHOT", "") == "1"
 
 expect.set_options(timeout=TIMEOUT_MS)
