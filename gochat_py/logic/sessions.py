@@ -83,7 +83,8 @@ if left <= 0 then
   redis.call('HDEL', KEYS[1], uid)
   left = 0
 end
-redis.call('SET', KEYS[2], redis.call('HLEN', KEYS[1]))
+local members = redis.call('HLEN', KEYS[1])
+if members > 0 then redis.call('SET', KEYS[2], members) else redis.call('DEL', KEYS[2]) end
 return left
 """
 
@@ -173,10 +174,6 @@ class SessionStore:
             )
         )
 
-    async def server_of(self, user_id: int) -> str:
-        value = await self.redis.get(user_server_key(user_id))
-        return value.decode() if value else ""
-
     async def check_many(self, tokens: list[str]) -> dict[str, Session | None]:
         """:meth:`check` for many tokens in one round trip."""
         if not tokens:
@@ -194,11 +191,17 @@ class SessionStore:
         return found
 
     async def servers_of(self, user_ids: list[int]) -> dict[int, str]:
-        """:meth:`server_of` for many users in one round trip."""
+        """Every connect node holding a socket of each user, comma-separated (the queue message's
+        serverId), in one round trip.  ``gochat_<uid>`` names only the latest one."""
         if not user_ids:
             return {}
-        values = await self.redis.mget([user_server_key(user_id) for user_id in user_ids])
-        return {user_id: value.decode() if value else "" for user_id, value in zip(user_ids, values, strict=True)}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user_id in user_ids:
+                pipe.hkeys(f"gochat_user_nodes_{user_id}")
+            found = await pipe.execute()
+        return {
+            user_id: ",".join(sorted(s.decode() for s in sids)) for user_id, sids in zip(user_ids, found, strict=True)
+        }
 
     async def members(self, room_id: int) -> dict[str, str]:
         raw = await self.redis.hgetall(room_key(room_id))

@@ -92,12 +92,16 @@ class Router:
                     batches[server_id].append(delivery)
                 targets[entry.id] = set(nodes)
             elif message.op == OP_SINGLE_SEND:
-                if message.server_id not in nodes:
+                # every node holding a socket of the user (phone and desktop on different nodes)
+                holders = {sid for sid in message.server_id.split(",") if sid in nodes}
+                if not holders:
                     self.stats.offline += 1
                     targets[entry.id] = set()
                     continue
-                batches[message.server_id].append(pb.Delivery(user_id=message.user_id, msg=msg))
-                targets[entry.id] = {message.server_id}
+                delivery = pb.Delivery(user_id=message.user_id, msg=msg)
+                for server_id in holders:
+                    batches[server_id].append(delivery)
+                targets[entry.id] = holders
             else:
                 delivery = pb.Delivery(room_id=message.room_id, msg=msg)
                 for server_id in nodes:

@@ -295,3 +295,25 @@ async def test_the_server_pings_with_the_originals_frame(cluster: Cluster) -> No
                 raw += await client.reader.read(4096)
     finally:
         await client.close()
+
+
+async def test_a_private_message_reaches_the_user_on_every_node(cluster: Cluster) -> None:
+    """One user on a websocket node and a TCP node at once (desktop and phone): both get it."""
+    room = random.randint(10**6, 10**9)
+    async with ApiClient(cluster.api_url) as api:
+        token, sender = await api.register(unique("twice")), await api.register(unique("sender"))
+        user_id = await api.user_id(token)
+        ws = await WsClient(cluster.ws_url).join(token, room)
+        client = await TcpClient.connect(tcp_address(cluster))
+        tcp = TcpReader(client)
+        await client.join(token, room)
+        try:
+            await ws.next_frame(op_is(5))
+            await tcp.next(op_is(5))
+            body = {"authToken": sender, "msg": "to both", "toUserId": str(user_id), "roomId": room}
+            assert (await api.post("/push/push", body))["code"] == 0
+            await ws.next_frame(op_is(2, msg="to both"))
+            await tcp.next(op_is(2, msg="to both"))
+        finally:
+            await client.close()
+            await ws.close()

@@ -90,7 +90,16 @@ def test_private_message_goes_to_the_recorded_server_only() -> None:
     assert r.stats.by_op[2] == 1
 
 
-@pytest.mark.parametrize("server_id", ["", "ws-gone"])
+def test_private_message_goes_to_every_live_node_of_the_user() -> None:
+    r = router()
+    message = entry("1-0", op=2, server_id="ws-a,ws-b,ws-gone", user_id=7, msg=b"hi")
+    batches, targets = r.plan([message], NODES)
+    assert set(batches) == {"ws-a", "ws-b"}
+    assert targets == {"1-0": {"ws-a", "ws-b"}}
+    assert all(b[0].user_id == 7 for b in batches.values())
+
+
+@pytest.mark.parametrize("server_id", ["", "ws-gone", "ws-gone,ws-gone-too"])
 def test_private_message_to_an_offline_user_has_no_target(server_id: str) -> None:
     r = router()
     batches, targets = r.plan([entry("1-0", op=2, server_id=server_id, user_id=7, msg=b"hi")], NODES)
