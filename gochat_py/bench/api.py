@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import orjson
+
+from gochat_py.bench.progress import Progress
 
 PASSWORD = "bench-pw-1"
 
@@ -79,3 +82,22 @@ async def bounded_map(limit: int, items: list[Any], work: Any) -> list[Any]:
             return await work(item)
 
     return await asyncio.gather(*(one(item) for item in items))
+
+
+async def register_users(
+    api: Api, names: list[str], concurrency: int, remaining: Callable[[], float], progress: Progress
+) -> list[str]:
+    """Registers every name (at most ``concurrency`` at once, each within the run's time left)
+    and returns the tokens in order, showing progress."""
+    done = 0
+
+    async def one(name: str) -> str:
+        nonlocal done
+        token = await asyncio.wait_for(api.register(name), remaining() or 0.01)
+        done += 1
+        progress.update("register", done, len(names))
+        return token
+
+    tokens = await bounded_map(concurrency, names, one)
+    progress.update("register", done, len(names), force=True)
+    return tokens

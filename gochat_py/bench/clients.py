@@ -19,6 +19,7 @@ import contextlib
 import os
 import resource
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -355,14 +356,20 @@ class ClientWorker:
             reader.cancel()
 
 
-def client_main(plan: ClientPlan, pipe: Connection) -> None:
-    """Entry point of a client process."""
+def run_client_process(work: Callable[[], Awaitable[None]], pipe: Connection) -> None:
+    """The body of every client process: all the sockets it may, uvloop, and the pipe closed at
+    the end whatever happens (the coordinator reads that as the process being done)."""
     raise_file_limit()
     try:
         import uvloop
 
-        uvloop.run(ClientWorker(plan, pipe).run())
+        uvloop.run(work())
     except KeyboardInterrupt:
         pass
     finally:
         pipe.close()
+
+
+def client_main(plan: ClientPlan, pipe: Connection) -> None:
+    """Entry point of a client process."""
+    run_client_process(ClientWorker(plan, pipe).run, pipe)

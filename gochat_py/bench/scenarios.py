@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gochat_py.bench import procstats
-from gochat_py.bench.api import Api, ApiError, bounded_map
+from gochat_py.bench.api import Api, ApiError, bounded_map, register_users
 from gochat_py.bench.clients import ClientPlan, SocketSpec, client_main
 from gochat_py.bench.floor import floor_main
 from gochat_py.bench.options import BenchOptions, check_loopback_address
@@ -234,18 +234,8 @@ class Coordinator:
     async def register(self, api: Api) -> tuple[list[str], list[int]]:
         opts = self.opts
         names = [f"bench_{self.run_id}_{n}" for n in range(opts.users)]
-        done = 0
-
-        async def register(name: str) -> str:
-            nonlocal done
-            token = await asyncio.wait_for(api.register(name), self.remaining() or 0.01)
-            done += 1
-            self.progress.update("register", done, len(names))
-            return token
-
         started = time.monotonic()
-        tokens = await bounded_map(opts.register_concurrency, names, register)
-        self.progress.update("register", done, len(names), force=True)
+        tokens = await register_users(api, names, opts.register_concurrency, self.remaining, self.progress)
         user_ids: list[int] = []
         if opts.mode == "private":
             user_ids = await bounded_map(opts.concurrency, tokens, api.user_id)

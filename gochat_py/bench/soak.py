@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from gochat_py.bench import procstats
-from gochat_py.bench.api import Api, ApiError, bounded_map
+from gochat_py.bench.api import Api, ApiError, bounded_map, register_users
 from gochat_py.bench.options import TargetError, check_loopback_address, check_loopback_url
 from gochat_py.bench.progress import Progress
 from gochat_py.bench.scenarios import ChildLink, machine, source_commit, spread
@@ -366,19 +366,9 @@ class SoakCoordinator:
 
     async def register(self, api: Api) -> tuple[list[str], list[int]]:
         names = [f"soak_{self.run_id}_{n}" for n in range(self.opts.users)]
-        done = 0
-
-        async def one(name: str) -> str:
-            nonlocal done
-            token = await asyncio.wait_for(api.register(name), self.remaining() or 0.01)
-            done += 1
-            self.progress.update("register", done, len(names))
-            return token
-
         started = time.monotonic()
-        tokens = await bounded_map(self.opts.register_concurrency, names, one)
+        tokens = await register_users(api, names, self.opts.register_concurrency, self.remaining, self.progress)
         user_ids = await bounded_map(self.opts.register_concurrency, tokens, api.user_id)
-        self.progress.update("register", done, len(names), force=True)
         self.summary["register"] = {"users": len(tokens), "time_s": round(time.monotonic() - started, 2)}
         return tokens, user_ids
 

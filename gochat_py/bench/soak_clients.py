@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from gochat_py.bench.clients import TcpClient, raise_file_limit
+from gochat_py.bench.clients import TcpClient, run_client_process
 from gochat_py.bench.framing import encode_stick
 from gochat_py.bench.soak_analysis import ConnectionRecord, ReceiverState, frame_soak_stamp
 
@@ -456,12 +456,4 @@ class SoakWorker:
 
 def soak_client_main(plan: SoakPlan, pipe: Connection) -> None:
     """Entry point of a soak client process."""
-    raise_file_limit()
-    try:
-        import uvloop
-
-        uvloop.run(SoakWorker(plan, pipe).run())
-    except KeyboardInterrupt:
-        pass
-    finally:
-        pipe.close()
+    run_client_process(SoakWorker(plan, pipe).run, pipe)
