@@ -6,12 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import Infra
+from tests.e2e.harness import Infra, running_infra
 
 
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
-    root = tmp_path_factory.mktemp("infra")
-    running = Infra(root, root / "infra.log").start()
-    yield running
-    running.stop()
+    with running_infra(tmp_path_factory, "infra") as running:
+        yield running

@@ -8,6 +8,7 @@ clusters in one test run never see each other.  Processes are started by the sam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -15,7 +16,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,18 @@ class Infra:
     def start_etcd(self) -> None:
         self.etcd = etcd_process(self.etcd_address, self.root / "etcd", self.log).start()
         self.etcd.wait_ready(30)
+
+
+@contextlib.contextmanager
+def running_infra(tmp_path_factory: Any, name: str) -> Iterator[Infra]:
+    """A Redis and an etcd of their own, stopped at the end (for a session, or for a test module
+    that stops and starts them)."""
+    root = tmp_path_factory.mktemp(name)
+    running = Infra(root, root / "infra.log").start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 class Cluster:

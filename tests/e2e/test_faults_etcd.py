@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from gochat_py.discovery import make_etcd_client
-from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, eventually, free_port, op_is
+from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, eventually, free_port, op_is, running_infra
 
 LEASE_TTL = 3
 CLUSTER_ENV = {"GOCHAT_ETCD__LEASE_TTL": str(LEASE_TTL), "GOCHAT_TASK__CLAIM_IDLE": "1"}
@@ -28,10 +28,8 @@ CLUSTER_MODULES = ("logic", "connect_websocket", "task", "api")
 @pytest.fixture(scope="module")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     """This module's own Redis and etcd (the ``cluster`` fixture picks this one up)."""
-    root = tmp_path_factory.mktemp("infra_etcd_faults")
-    running = Infra(root, root / "infra.log").start()
-    yield running
-    running.stop()
+    with running_infra(tmp_path_factory, "infra_etcd_faults") as running:
+        yield running
 
 
 async def registered(cluster: Cluster) -> set[str]:

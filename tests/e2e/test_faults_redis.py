@@ -18,7 +18,7 @@ import pytest
 import redis
 import websockets
 
-from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, eventually, op_is
+from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, eventually, op_is, running_infra
 
 CLUSTER_ENV = {"GOCHAT_TASK__CLAIM_IDLE": "1"}
 CLUSTER_MODULES = ("logic", "connect_websocket", "task", "api")
@@ -29,10 +29,8 @@ ANSWER_BOUND = RPC_DEADLINE + 3.0  # an answer after this is a hang
 @pytest.fixture(scope="module")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     """This module's own Redis and etcd (the ``cluster`` fixture picks this one up)."""
-    root = tmp_path_factory.mktemp("infra_redis_faults")
-    running = Infra(root, root / "infra.log").start()
-    yield running
-    running.stop()
+    with running_infra(tmp_path_factory, "infra_redis_faults") as running:
+        yield running
 
 
 def _texts(ws: WsClient, op: int) -> list[str]:
