@@ -61,6 +61,17 @@ class QueueSettings(Section):
     group: str = "gochat_task"
 
 
+class MetricsSettings(Section):
+    """Where each module serves Prometheus metrics (/metrics); empty = not served; port 0 = any."""
+
+    logic: str = "127.0.0.1:9169"
+    api: str = "127.0.0.1:9170"
+    connect_websocket: str = "127.0.0.1:9171"
+    connect_tcp: str = "127.0.0.1:9172"
+    task: str = "127.0.0.1:9173"
+    site: str = ""
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -169,6 +180,7 @@ class Settings(Section):
     queue: QueueSettings = QueueSettings()
     log: LogSettings = LogSettings()
     rpc: RpcSettings = RpcSettings()
+    metrics: MetricsSettings = MetricsSettings()
     # one section per module, each in its own file
     logic: LogicSettings = LogicSettings()
     connect: ConnectSettings = ConnectSettings()

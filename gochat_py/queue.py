@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 
 from gochat_py.config import QueueSettings
 from gochat_py.logs import kv
+from gochat_py.metrics import MESSAGES_IN
 from gochat_py.protocol.queue_message import QueueMessage, QueueMessageError
 
 log = logging.getLogger("gochat.queue")
@@ -38,6 +39,7 @@ class MessageQueue:
 
     async def enqueue(self, message: QueueMessage) -> str:
         entry_id = await self.redis.xadd(self.stream, {FIELD: message.encode()})
+        MESSAGES_IN.labels(message.op).inc()
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def enqueue_many(self, messages: list[QueueMessage]) -> None:
@@ -48,6 +50,8 @@ class MessageQueue:
             for message in messages:
                 pipe.xadd(self.stream, {FIELD: message.encode()})
             await pipe.execute()
+        for message in messages:
+            MESSAGES_IN.labels(message.op).inc()
 
     async def ensure_group(self) -> None:
         """Creates the group reading from the start, so nothing queued before a task existed is lost."""
@@ -86,6 +90,13 @@ class MessageQueue:
     async def ack(self, ids: list[str]) -> None:
         if ids:
             await self.redis.xack(self.stream, self.group, *ids)
+
+    async def backlog(self) -> tuple[int, int]:
+        """(entries read but not acknowledged, entries no consumer has read yet) of the group."""
+        for group in await self.redis.xinfo_groups(self.stream):
+            if _text(group["name"]) == self.group:
+                return int(group.get("pending") or 0), int(group.get("lag") or 0)
+        return 0, 0
 
     async def pending_count(self) -> int:
         summary = await self.redis.xpending(self.stream, self.group)

@@ -10,6 +10,7 @@ from gochat_py.api.app import create_app
 from gochat_py.config import Settings, split_host_port
 from gochat_py.discovery import ServiceWatcher, make_etcd_client
 from gochat_py.logs import kv
+from gochat_py.metrics import serve_metrics
 from gochat_py.rpc.client import LogicClient
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.tls import server_context
@@ -29,6 +30,7 @@ async def serve(settings: Settings) -> None:
     tls = server_context(settings.api.tls_cert, settings.api.tls_key)
     site = web.TCPSite(runner, host, port, shutdown_timeout=5, ssl_context=tls)
     await site.start()
+    serve_metrics(settings, "api")
     log.info("ready", extra=kv(bind=f"{host}:{port}", tls=tls is not None))
     await wait_for_stop_signal()
     log.info("stopping")

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import mmh3
 
+from gochat_py.metrics import SLOW_CONSUMERS
+
 
 class Transport(Protocol):
     """The part of an asyncio transport a channel writes through."""
@@ -55,6 +57,7 @@ class Channel:
         if self.transport.get_write_buffer_size() > self.limit:
             if not self.overflowed:
                 self.overflowed = True
+                SLOW_CONSUMERS.inc()
                 self.close("too slow: send queue full")
             return False
         self.transport.write(data)

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from gochat_py import metrics
 from gochat_py.config import ConnectNodeSettings, Settings
 from gochat_py.connect.dedup import RecentIds
 from gochat_py.connect.hub import Channel, Hub
@@ -102,6 +103,7 @@ class ConnectNode:
         """
         auth = await self._ask("CheckAuth", logic_pb.CheckAuthRequest(auth_token=auth_token))
         if isinstance(auth, Refusal):
+            metrics.JOINS_REFUSED.inc()
             return auth
         channel = make(auth.user_id, auth.user_name)
         self.hub.put(channel)
@@ -109,7 +111,10 @@ class ConnectNode:
         reply = await self._ask("Connect", request)
         if isinstance(reply, Refusal) or reply.user_id != channel.user_id:
             self.hub.remove(channel)  # logic unreachable, or the session ended in between
+            metrics.JOINS_REFUSED.inc()
             return reply if isinstance(reply, Refusal) else Refusal("authentication failed", retry=False)
+        metrics.JOINS.inc()
+        metrics.CONNECTIONS.inc()
         return channel
 
     async def _ask(self, method: str, request: object) -> Any:
@@ -125,6 +130,7 @@ class ConnectNode:
 
     async def leave(self, channel: Channel) -> None:
         self.hub.remove(channel)
+        metrics.CONNECTIONS.dec()
         request = logic_pb.DisconnectRequest(room_id=channel.room_id, user_id=channel.user_id, server_id=self.server_id)
         try:
             async with self._logic_slots:

@@ -13,6 +13,7 @@ from typing import Any
 from gochat_py.connect.dedup import RecentIds
 from gochat_py.connect.hub import Hub
 from gochat_py.logs import kv
+from gochat_py.metrics import FRAMES_OUT
 from gochat_py.rpc import connect_pb2 as pb
 from gochat_py.rpc import connect_pb2_grpc
 
@@ -41,18 +42,24 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
             log.warning("frame not sent: the transport cannot carry it", extra=kv(seq_id=msg.seq_id, error=str(exc)))
             return None
 
-    def _push(self, kind: str, target: int, data: bytes) -> int:
-        if kind == "user_id":
-            return self.hub.push_user(target, data)
-        return self.hub.push_room(target, data)
+    def _push(self, kind: str, target: int, frames: list[bytes], ops: list[int]) -> int:
+        """Writes the frames, joined, to the target's sockets; counts them by op."""
+        data = b"".join(frames)
+        sockets = self.hub.push_user(target, data) if kind == "user_id" else self.hub.push_room(target, data)
+        if sockets:
+            for op in ops:
+                FRAMES_OUT.labels(op).inc(sockets)
+        return sockets
 
     async def PushSingleMsg(self, request: pb.PushMsgRequest, context: Any) -> pb.PushReply:
         frame = self._frame(request.msg)
-        return pb.PushReply(sockets=self.hub.push_user(request.user_id, frame) if frame is not None else 0)
+        sent = self._push("user_id", request.user_id, [frame], [request.msg.op]) if frame is not None else 0
+        return pb.PushReply(sockets=sent)
 
     async def PushRoomMsg(self, request: pb.PushRoomMsgRequest, context: Any) -> pb.PushReply:
         frame = self._frame(request.msg)
-        return pb.PushReply(sockets=self.hub.push_room(request.room_id, frame) if frame is not None else 0)
+        sent = self._push("room_id", request.room_id, [frame], [request.msg.op]) if frame is not None else 0
+        return pb.PushReply(sockets=sent)
 
     PushRoomCount = PushRoomMsg
     PushRoomInfo = PushRoomMsg
@@ -63,11 +70,12 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
         sockets = 0
         run: tuple[str, int] | None = None
         frames: list[bytes] = []
+        ops: list[int] = []
         for item in request.items:
             if item.disconnect:
                 if frames and run is not None:
-                    sockets += self._push(*run, b"".join(frames))
-                    frames, run = [], None
+                    sockets += self._push(*run, frames, ops)
+                    frames, ops, run = [], [], None
                 if self.recent.first_time(item.msg.seq_id):
                     sockets += self.hub.close_user(item.user_id, item.msg.body.decode(errors="replace"))
                 continue
@@ -76,11 +84,12 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
                 continue
             kind = item.WhichOneof("target") or "room_id"
             target = (kind, item.user_id if kind == "user_id" else item.room_id)
-            if target != run and frames:
-                sockets += self._push(*run, b"".join(frames))  # type: ignore[misc]
-                frames = []
+            if target != run and frames and run is not None:
+                sockets += self._push(*run, frames, ops)
+                frames, ops = [], []
             run = target
             frames.append(frame)
+            ops.append(item.msg.op)
         if frames and run is not None:
-            sockets += self._push(*run, b"".join(frames))
+            sockets += self._push(*run, frames, ops)
         return pb.PushReply(sockets=sockets)

@@ -25,6 +25,7 @@ from gochat_py.config import Settings, split_host_port
 from gochat_py.connect.hub import Channel
 from gochat_py.connect.node import ConnectNode, Refusal
 from gochat_py.logs import kv
+from gochat_py.metrics import serve_metrics
 from gochat_py.protocol.frames import OP_BUILD_TCP_CONN, OP_ROOM_SEND
 from gochat_py.protocol.tcp_frame import (
     PING_FRAME,
@@ -219,6 +220,7 @@ async def serve_tcp(settings: Settings) -> None:
     await node.start()
     front = TcpFrontEnd(node, settings)
     bound = await front.start()
+    serve_metrics(settings, "connect_tcp")
     log.info("ready", extra=kv(server_id=node.server_id, tcp=",".join(bound)))
     await wait_for_stop_signal()
     log.info("stopping", extra=kv(connections=len(front.connections)))

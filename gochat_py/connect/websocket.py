@@ -24,6 +24,7 @@ from gochat_py.config import Settings, split_host_port
 from gochat_py.connect.hub import Channel
 from gochat_py.connect.node import ConnectNode, Refusal
 from gochat_py.logs import kv
+from gochat_py.metrics import serve_metrics
 from gochat_py.protocol.join import JoinError, parse_join
 from gochat_py.protocol.ws_frame import text_frame
 from gochat_py.runtime import wait_for_stop_signal
@@ -147,6 +148,7 @@ async def serve_websocket(settings: Settings) -> None:
     await node.start()
     front = WebsocketFrontEnd(node, settings)
     port = await front.start()
+    serve_metrics(settings, "connect_websocket")
     log.info("ready", extra=kv(server_id=node.server_id, ws_port=port, path=front.path))
     await wait_for_stop_signal()
     log.info("stopping", extra=kv(connections=node.hub.connection_count()))

@@ -18,6 +18,7 @@ from gochat_py.logic.service import LogicService
 from gochat_py.logic.sessions import SessionStore
 from gochat_py.logic.users import UserStore
 from gochat_py.logs import kv
+from gochat_py.metrics import serve_metrics
 from gochat_py.queue import MessageQueue
 from gochat_py.rpc import logic_pb2_grpc
 from gochat_py.rpc.client import SERVER_OPTIONS
@@ -65,6 +66,7 @@ async def serve(settings: Settings) -> None:
     reaper = asyncio.create_task(
         reap_dead_nodes(connect_nodes, service.sessions, service.purge_node, settings.logic.node_grace)
     )
+    serve_metrics(settings, "logic")
     log.info("ready", extra=kv(rpc=address, database=settings.database_url.split("://")[0]))
 
     await wait_for_stop_signal()

@@ -20,6 +20,7 @@ import grpc
 from gochat_py.config import RpcSettings
 from gochat_py.discovery import Node, ServiceWatcher
 from gochat_py.logs import kv
+from gochat_py.metrics import RPC_SECONDS
 from gochat_py.rpc import connect_pb2_grpc, logic_pb2_grpc
 
 log = logging.getLogger("gochat.rpc")
@@ -116,7 +117,8 @@ class LogicClient:
             tried.add(address)
             try:
                 stub = self._pool.stub(address)
-                return await getattr(stub, method)(request, timeout=timeout or self._settings.timeout)
+                with RPC_SECONDS.labels(method).time():
+                    return await getattr(stub, method)(request, timeout=timeout or self._settings.timeout)
             except grpc.aio.AioRpcError as exc:
                 last_error = f"logic {address}: {exc.code().name} {exc.details() or ''}".strip()
                 if not never_sent(exc):

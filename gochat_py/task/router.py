@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from gochat_py.logs import kv
+from gochat_py.metrics import DELIVERED, RPC_SECONDS
 from gochat_py.protocol.frames import (
     OP_ROOM_COUNT_SEND,
     OP_ROOM_INFO_SEND,
@@ -124,11 +125,16 @@ class Router:
         failed = {sid for sid, ok in zip(server_ids, results, strict=True) if ok is not True}
         done = [entry_id for entry_id, need in targets.items() if not (need & failed)]
         self.stats.delivered += len(done)
+        ops = {entry.id: entry.message.op for entry in entries if entry.message}
+        for entry_id in done:
+            if entry_id in ops:
+                DELIVERED.labels(ops[entry_id]).inc()
         return done
 
     async def _call(self, server_id: str, address: str, items: list[pb.Delivery]) -> bool:
         try:
-            await self.clients.stub(address).Deliver(pb.DeliverRequest(items=items), timeout=self.timeout)
+            with RPC_SECONDS.labels("Deliver").time():
+                await self.clients.stub(address).Deliver(pb.DeliverRequest(items=items), timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             self.stats.failed_calls += 1
             self._failing[server_id] = self._failing.get(server_id, 0) + 1

@@ -10,9 +10,11 @@ import time
 
 from redis.exceptions import RedisError
 
+from gochat_py import metrics
 from gochat_py.config import Settings
 from gochat_py.discovery import ServiceWatcher, make_etcd_client
 from gochat_py.logs import kv
+from gochat_py.metrics import serve_metrics
 from gochat_py.queue import Entry, MessageQueue
 from gochat_py.rpc.client import ConnectClients
 from gochat_py.runtime import wait_for_stop_signal
@@ -48,6 +50,9 @@ class Consumer:
                 if now >= next_claim:
                     next_claim = now + settings.claim_idle / 2
                     await self._process(await self.queue.claim_stale(self.name, claim_idle_ms, settings.batch_size))
+                    pending, lag = await self.queue.backlog()
+                    metrics.QUEUE_PENDING.set(pending)
+                    metrics.QUEUE_LAG.set(lag)
                 if now >= next_trim:
                     next_trim = now + settings.trim_interval
                     await self.queue.trim()
@@ -102,6 +107,7 @@ async def serve(settings: Settings) -> None:
     # Consuming before discovery has answered would route room messages to nobody (§12.31).
     await watcher.ready.wait()
     loop_task = asyncio.create_task(consumer.run(), name="consumer")
+    serve_metrics(settings, "task")
     log.info("ready", extra=kv(consumer=name, connect_nodes=len(watcher.nodes)))
 
     stop = asyncio.create_task(wait_for_stop_signal())

@@ -129,6 +129,8 @@ class Cluster:
             "GOCHAT_SITE__BIND": f"127.0.0.1:{self.site_port}",
             "GOCHAT_SITE__API_URL": f"http://127.0.0.1:{self.api_port}",
             "GOCHAT_SITE__WS_URL": f"ws://127.0.0.1:{self.ws_port}/ws",
+            # any free port: several clusters and extra nodes run side by side
+            **{f"GOCHAT_METRICS__{m.upper()}": "127.0.0.1:0" for m in MODULE_ORDER if m != "site"},
             **extra,
         }
         redis.Redis.from_url(f"redis://{infra.redis_address}/{self.db}").flushdb()

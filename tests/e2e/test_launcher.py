@@ -63,6 +63,7 @@ def _start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, int], li
         "GOCHAT_API__BIND": f"127.0.0.1:{ports['api']}",
         "GOCHAT_SITE__BIND": f"127.0.0.1:{ports['site']}",
         "GOCHAT_LOGIC__PASSWORD_TIME_COST": "1",
+        **{f"GOCHAT_METRICS__{m}": "127.0.0.1:0" for m in ("LOGIC", "API", "CONNECT_WEBSOCKET", "CONNECT_TCP", "TASK")},
         "GOCHAT_LOGIC__PASSWORD_MEMORY_KIB": "8192",
     }
     proc = subprocess.Popen(

@@ -1,0 +1,49 @@
+"""Prometheus metrics: what each process counts, and the loopback endpoint that serves them.
+
+The metric objects live in this module's own registry (creating them opens nothing); a process
+serves them only when :func:`serve_metrics` is called, on the address of its module in
+``[metrics]``.  Hot paths count per batch or per message, never per socket.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from gochat_py.config import Settings, split_host_port
+from gochat_py.logs import kv
+
+log = logging.getLogger("gochat.metrics")
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CONNECTIONS = Gauge("gochat_connections", "client sockets joined on this connect node", registry=REGISTRY)
+JOINS = Counter("gochat_joins", "joins accepted by this connect node", registry=REGISTRY)
+JOINS_REFUSED = Counter("gochat_joins_refused", "joins refused (bad token, logic unreachable)", registry=REGISTRY)
+FRAMES_OUT = Counter("gochat_frames_out", "frames written to client sockets, by op", ["op"], registry=REGISTRY)
+SLOW_CONSUMERS = Counter(
+    "gochat_slow_consumers", "sockets closed because their send buffer was full", registry=REGISTRY
+)
+MESSAGES_IN = Counter("gochat_messages_in", "messages accepted onto the queue, by op", ["op"], registry=REGISTRY)
+DELIVERED = Counter("gochat_queue_delivered", "queue entries delivered by task, by op", ["op"], registry=REGISTRY)
+QUEUE_PENDING = Gauge("gochat_queue_pending", "entries read by task but not acknowledged", registry=REGISTRY)
+QUEUE_LAG = Gauge("gochat_queue_lag", "entries in the queue no task has read yet", registry=REGISTRY)
+RPC_SECONDS = Histogram(
+    "gochat_rpc_seconds",
+    "duration of gRPC calls made by this process, by method",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+
+
+def serve_metrics(settings: Settings, module: str) -> int | None:
+    """Serves /metrics for this module if it has an address in ``[metrics]``; returns the port."""
+    address = getattr(settings.metrics, module, "")
+    if not address:
+        return None
+    host, port = split_host_port(address)
+    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    bound = server.server_port
+    log.info("metrics served", extra=kv(address=f"{host}:{bound}"))
+    return bound
