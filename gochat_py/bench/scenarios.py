@@ -84,6 +84,22 @@ def spread(items: list[Any], parts: int) -> list[list[int]]:
     return [d for d in dealt if d]
 
 
+async def reap_children(links: list[ChildLink], reporting: list[ChildLink], timeout: float) -> None:
+    """Waits (at most ``timeout``) for ``reporting`` to send their results, then for every process
+    to exit; one still alive then is terminated.  Pipes are closed."""
+    deadline = time.monotonic() + timeout
+    while any(link.result is None and not link.eof for link in reporting) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for link in links:
+        await asyncio.to_thread(link.process.join, max(0.1, deadline - time.monotonic()))
+        if link.process.is_alive():
+            link.process.terminate()
+            await asyncio.to_thread(link.process.join, 5)
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(link.pipe.fileno())
+        link.pipe.close()
+
+
 class ChildLink:
     """One client (or floor) process and what it last reported."""
 
@@ -178,17 +194,7 @@ class Coordinator:
         links = self.links + ([self.floor] if self.floor else [])
         for link in links:
             link.send(("stop",))
-        deadline = time.monotonic() + 20
-        while any(link.result is None and not link.eof for link in self.links) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for link in links:
-            await asyncio.to_thread(link.process.join, max(0.1, deadline - time.monotonic()))
-            if link.process.is_alive():
-                link.process.terminate()
-                await asyncio.to_thread(link.process.join, 5)
-            with contextlib.suppress(ValueError, OSError):
-                asyncio.get_running_loop().remove_reader(link.pipe.fileno())
-            link.pipe.close()
+        await reap_children(links, reporting=self.links, timeout=20)
 
     def _bench_pids(self) -> dict[int, str]:
         pids = {os.getpid(): "bench:coordinator"}

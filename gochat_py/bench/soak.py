@@ -45,7 +45,7 @@ from gochat_py.bench import procstats
 from gochat_py.bench.api import Api, ApiError, bounded_map, register_users
 from gochat_py.bench.options import TargetError, check_loopback_address, check_loopback_url
 from gochat_py.bench.progress import Progress
-from gochat_py.bench.scenarios import ChildLink, machine, source_commit, spread
+from gochat_py.bench.scenarios import ChildLink, machine, reap_children, source_commit, spread
 from gochat_py.bench.soak_analysis import (
     NS_PER_S,
     ConnectionRecord,
@@ -556,17 +556,7 @@ class SoakCoordinator:
 
     async def stop_children(self) -> None:
         self.broadcast(("stop",))
-        deadline = time.monotonic() + 60
-        while any(link.result is None and not link.eof for link in self.links) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for link in self.links:
-            await asyncio.to_thread(link.process.join, max(0.1, deadline - time.monotonic()))
-            if link.process.is_alive():
-                link.process.terminate()
-                await asyncio.to_thread(link.process.join, 5)
-            with contextlib.suppress(ValueError, OSError):
-                asyncio.get_running_loop().remove_reader(link.pipe.fileno())
-            link.pipe.close()
+        await reap_children(self.links, reporting=self.links, timeout=60)
 
     async def run(self) -> dict[str, Any]:
         opts, summary = self.opts, self.summary
