@@ -163,6 +163,11 @@ class Cluster:
         self.system.stop()
         self.log.close()
 
+    async def logged(self, text: str, timeout: float = 10) -> None:
+        """Waits until some process of the cluster has logged ``text`` (log lines reach the file
+        a moment after the client has seen the effect)."""
+        await eventually(lambda: text in self.log_path.read_text(), timeout, f"log line {text!r}")
+
     def tails(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.tail(30)}" for p in self.system.modules)
 
