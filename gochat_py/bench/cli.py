@@ -19,8 +19,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import orjson
-
 from gochat_py.bench.options import MODES, TargetError, add_run_arguments, options_from_args
 
 MODE_HELP = {
@@ -75,17 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     except TargetError as exc:
         print(f"gochat-py bench: {exc}", file=sys.stderr)
         return 2
-    import uvloop
-
-    from gochat_py.bench.clients import raise_file_limit
+    from gochat_py.bench.clients import run_to_summary
     from gochat_py.bench.scenarios import run_bench
 
-    raise_file_limit()
-    summary = uvloop.run(run_bench(opts))
-    text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
-    if opts.output:
-        Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.output).write_text(text + "\n")
+    summary, text = run_to_summary(run_bench(opts), opts.output)
     if opts.plot:
         from gochat_py.bench.plots import plot_summaries
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -373,3 +374,17 @@ def run_client_process(work: Callable[[], Awaitable[None]], pipe: Connection) ->
 def client_main(plan: ClientPlan, pipe: Connection) -> None:
     """Entry point of a client process."""
     run_client_process(ClientWorker(plan, pipe).run, pipe)
+
+
+def run_to_summary(main: Awaitable[dict[str, Any]], output: str) -> tuple[dict[str, Any], str]:
+    """Runs a coordinator on uvloop with all the sockets it may; the summary, and its JSON text
+    (also written to ``output`` when set)."""
+    import uvloop
+
+    raise_file_limit()
+    summary = uvloop.run(main)
+    text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text + "\n")
+    return summary, text

@@ -39,8 +39,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
-
 from gochat_py.bench import procstats
 from gochat_py.bench.api import Api, ApiError, bounded_map, register_users
 from gochat_py.bench.options import TargetError, check_loopback_address, check_loopback_url
@@ -730,15 +728,8 @@ def soak_main(args: argparse.Namespace) -> int:
     except TargetError as exc:
         print(f"gochat-py bench soak: {exc}", file=sys.stderr)
         return 2
-    import uvloop
+    from gochat_py.bench.clients import run_to_summary
 
-    from gochat_py.bench.clients import raise_file_limit
-
-    raise_file_limit()
-    summary = uvloop.run(run_soak(opts))
-    text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
-    if opts.output:
-        Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.output).write_text(text + "\n")
+    summary, text = run_to_summary(run_soak(opts), opts.output)
     print(text, flush=True)
     return 0 if summary.get("ok") else 1
