@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import re
 import socket
 import sys
@@ -30,10 +31,41 @@ from gochat_py.launcher import MODULE_ORDER, ManagedProcess, System, etcd_proces
 _cluster_numbers = itertools.count(1)
 
 
-def free_port() -> int:
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(span: int = 1) -> int:
+    """A loopback port (and the ``span - 1`` after it) nobody listens on.
+
+    Taken below the kernel's ephemeral range: a port the kernel handed out with ``bind(0)`` can be
+    given again to any outgoing connection before the module under test binds it (CI saw exactly
+    that), a port below the range cannot.  Ports are never handed out twice in one test run.
+    """
+    floor = min(_ephemeral_floor(), 32768)
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randrange(max(floor - 12000, 1024), floor - span)
+        ports = range(port, port + span)
+        if _handed_out.isdisjoint(ports) and all(_bindable(p) for p in ports):
+            _handed_out.update(ports)
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 class Infra:
@@ -41,18 +73,7 @@ class Infra:
 
     def __init__(self, root: Path, log: Path) -> None:
         self.redis_address = f"127.0.0.1:{free_port()}"
-        etcd_port = free_port()
-        while True:  # etcd also takes port + 1 for its peer listener
-            peer_free = True
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", etcd_port + 1))
-                except OSError:
-                    peer_free = False
-            if peer_free:
-                break
-            etcd_port = free_port()
-        self.etcd_address = f"127.0.0.1:{etcd_port}"
+        self.etcd_address = f"127.0.0.1:{free_port(span=2)}"  # etcd's peer listener takes port + 1
         self.root = root
         self.log = log.open("a", buffering=1)
         self.redis = redis_process(self.redis_address, root / "redis", self.log)
@@ -148,7 +169,13 @@ class Cluster:
         return f"ws://127.0.0.1:{self.ws_port}/ws"
 
     def start(self, modules: tuple[str, ...] = MODULE_ORDER) -> Cluster:
-        self.system.start_all(modules, timeout=60)
+        """Starts the modules; if one fails, stops the others before raising (left running, they
+        would consume a later cluster's queue once it reuses the Redis database)."""
+        try:
+            self.system.start_all(modules, timeout=60)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def start_module(self, module: str, name: str | None = None, **env: str) -> ManagedProcess:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import free_port
+from tests.e2e.harness import Cluster, Infra, free_port
 
 UP_BANNER = "gochat-py is up: open http://127.0.0.1:"
 
@@ -42,14 +42,8 @@ def _post(url: str, body: dict) -> dict:
 
 
 def _start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, int], list[str]]:
-    ports = {name: free_port() for name in ("api", "ws", "tcp1", "tcp2", "site", "redis", "etcd")}
-    while True:  # etcd's peer listener takes etcd + 1
-        try:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", ports["etcd"] + 1))
-            break
-        except OSError:
-            ports["etcd"] = free_port()
+    ports = {name: free_port() for name in ("api", "ws", "tcp1", "tcp2", "site", "redis")}
+    ports["etcd"] = free_port(span=2)  # etcd's peer listener takes etcd + 1
     env = {
         **os.environ,
         "GOCHAT_STATE_DIR": str(tmp_path / "state"),
@@ -142,3 +136,18 @@ def test_up_reports_a_module_that_dies(tmp_path: Path) -> None:
     while time.monotonic() < deadline and any(_alive(pid) for pid in children):
         time.sleep(0.1)
     assert not [pid for pid in children if _alive(pid)]
+
+
+def test_a_cluster_that_fails_to_start_leaves_no_module_running(infra: Infra, tmp_path: Path) -> None:
+    """A module that cannot start stops its siblings: left running, a task would consume the
+    queue of a later cluster that reuses the Redis database (CI lost messages that way)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cluster = Cluster(infra, tmp_path, GOCHAT_API__BIND=f"127.0.0.1:{port}")
+        with pytest.raises(RuntimeError, match="api exited"):
+            cluster.start()
+    started = [p.name for p in cluster.system.modules]
+    assert "logic" in started and "task" in started, started
+    assert not [p.name for p in cluster.system.modules if p.running()]
