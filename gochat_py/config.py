@@ -59,6 +59,10 @@ class RedisSettings(Section):
 class QueueSettings(Section):
     stream: str = "gochat_stream"
     group: str = "gochat_task"
+    max_backlog: int = Field(
+        64, ge=0, description="entries waiting for task above which logic holds pushes back (0 = never)"
+    )
+    max_wait: float = Field(1.0, ge=0, description="seconds a push is held back at most")
 
 
 class MetricsSettings(Section):

@@ -28,6 +28,12 @@ MESSAGES_IN = Counter("gochat_messages_in", "messages accepted onto the queue, b
 DELIVERED = Counter("gochat_queue_delivered", "queue entries delivered by task, by op", ["op"], registry=REGISTRY)
 QUEUE_PENDING = Gauge("gochat_queue_pending", "entries read by task but not acknowledged", registry=REGISTRY)
 QUEUE_LAG = Gauge("gochat_queue_lag", "entries in the queue no task has read yet", registry=REGISTRY)
+ADMISSION_WAIT = Histogram(
+    "gochat_admission_wait_seconds",
+    "time logic held pushes back because the queue's backlog was over queue.max_backlog",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
 RPC_SECONDS = Histogram(
     "gochat_rpc_seconds",
     "duration of gRPC calls made by this process, by method",

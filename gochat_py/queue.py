@@ -25,6 +25,19 @@ FIELD = b"m"
 
 
 @dataclass(frozen=True, slots=True)
+class GroupState:
+    """What XINFO GROUPS says of the consumer group: how much waits, and whether it moves."""
+
+    pending: int  # read by a consumer, not acknowledged yet
+    lag: int  # not read by any consumer yet
+    entries_read: int
+
+    @property
+    def backlog(self) -> int:
+        return self.pending + self.lag
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     id: str
     message: QueueMessage | None
@@ -42,16 +55,33 @@ class MessageQueue:
         MESSAGES_IN.labels(message.op).inc()
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
-    async def enqueue_many(self, messages: list[QueueMessage]) -> None:
-        """All of them in one round trip, in order."""
+    async def enqueue_many(self, messages: list[QueueMessage]) -> GroupState | None:
+        """All of them in one round trip, in order; the group's state comes back in the same trip
+        (None before any task created the group)."""
         if not messages:
-            return
+            return None
         async with self.redis.pipeline(transaction=False) as pipe:
             for message in messages:
                 pipe.xadd(self.stream, {FIELD: message.encode()})
-            await pipe.execute()
+            pipe.xinfo_groups(self.stream)
+            replies = await pipe.execute()
         for message in messages:
             MESSAGES_IN.labels(message.op).inc()
+        return self._our_group(replies[-1])
+
+    async def group_state(self) -> GroupState | None:
+        try:
+            return self._our_group(await self.redis.xinfo_groups(self.stream))
+        except ResponseError:  # no stream yet
+            return None
+
+    def _our_group(self, groups: list[dict]) -> GroupState | None:
+        for group in groups:
+            if _text(group["name"]) == self.group:
+                return GroupState(
+                    int(group.get("pending") or 0), int(group.get("lag") or 0), int(group.get("entries-read") or 0)
+                )
+        return None
 
     async def ensure_group(self) -> None:
         """Creates the group reading from the start, so nothing queued before a task existed is lost."""
@@ -93,10 +123,8 @@ class MessageQueue:
 
     async def backlog(self) -> tuple[int, int]:
         """(entries read but not acknowledged, entries no consumer has read yet) of the group."""
-        for group in await self.redis.xinfo_groups(self.stream):
-            if _text(group["name"]) == self.group:
-                return int(group.get("pending") or 0), int(group.get("lag") or 0)
-        return 0, 0
+        state = self._our_group(await self.redis.xinfo_groups(self.stream))
+        return (state.pending, state.lag) if state else (0, 0)
 
     async def pending_count(self) -> int:
         summary = await self.redis.xpending(self.stream, self.group)

@@ -11,6 +11,7 @@ import grpc
 
 from gochat_py.config import Settings
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
+from gochat_py.logic.admission import Admission
 from gochat_py.logic.member_lists import MemberLists
 from gochat_py.logic.passwords import Passwords
 from gochat_py.logic.reaper import reap_dead_nodes
@@ -43,6 +44,7 @@ async def serve(settings: Settings) -> None:
         queue,
         Passwords(settings.logic.password_time_cost, settings.logic.password_memory_kib),
         member_lists,
+        Admission(queue.group_state, settings.queue.max_backlog, settings.queue.max_wait),
     )
 
     server = grpc.aio.server(options=SERVER_OPTIONS)

@@ -20,6 +20,7 @@ import grpc
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from gochat_py.logic.admission import Admission
 from gochat_py.logic.member_lists import MemberLists
 from gochat_py.logic.passwords import Passwords
 from gochat_py.logic.sessions import NO_ROOM, Session, SessionStore
@@ -88,7 +89,9 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         queue: MessageQueue,
         passwords: Passwords,
         member_lists: MemberLists,
+        admission: Admission | None = None,
     ):
+        self.admission = admission or Admission(queue.group_state, max_backlog=0, max_wait=0)
         self.users = users
         self.sessions = sessions
         self.queue = queue
@@ -221,7 +224,9 @@ class LogicService(logic_pb2_grpc.LogicServicer):
                 ).encode()
                 messages.append(QueueMessage(op=OP_ROOM_SEND, room_id=request.room_id, msg=body))
             replies.append(pb.Reply(code=OK))
-        await self.queue.enqueue_many(messages)
+        if messages:
+            await self.admission.admit()
+            self.admission.observe(await self.queue.enqueue_many(messages))
         return replies
 
     @_guard

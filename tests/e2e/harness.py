@@ -17,6 +17,7 @@ import re
 import socket
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,24 @@ class Cluster:
 
     def tails(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.tail(30)}" for p in self.system.modules)
+
+
+_METRICS_SERVED = re.compile(r'msg="metrics served" address=127\.0\.0\.1:(\d+)')
+
+
+def scrape(cluster: Cluster, module: str) -> dict[str, float]:
+    """The module's Prometheus metrics as {'name{labels}': value}, found through the port it logged."""
+    (process,) = cluster.processes(module)
+    ports = [int(m.group(1)) for line in list(process.lines) if (m := _METRICS_SERVED.search(line))]
+    assert ports, f"{module} logged no metrics address"
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports[-1]}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
 
 
 class ApiClient:

@@ -3,28 +3,9 @@
 from __future__ import annotations
 
 import random
-import re
-import urllib.request
 import uuid
 
-from tests.e2e.harness import ApiClient, Cluster, WsClient, op_is
-
-SERVED = re.compile(r'msg="metrics served" address=127\.0\.0\.1:(\d+)')
-
-
-def scrape(cluster: Cluster, module: str) -> dict[str, float]:
-    """The module's metrics as {'name{labels}': value}, found through the port it logged."""
-    (process,) = cluster.processes(module)
-    ports = [int(m.group(1)) for line in list(process.lines) if (m := SERVED.search(line))]
-    assert ports, f"{module} logged no metrics address"
-    with urllib.request.urlopen(f"http://127.0.0.1:{ports[-1]}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
+from tests.e2e.harness import ApiClient, Cluster, WsClient, op_is, scrape
 
 
 async def test_metrics_follow_the_traffic(cluster: Cluster) -> None:

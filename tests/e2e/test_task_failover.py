@@ -11,7 +11,10 @@ import uuid
 
 import redis
 
-from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, op_is
+from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, op_is, scrape
+
+# A small backlog limit: every test here also runs with logic holding pushes back.
+CLUSTER_ENV = {"GOCHAT_QUEUE__MAX_BACKLOG": "5"}
 
 
 async def _collect(ws: WsClient, expected: set[str], timeout: float) -> list[str]:
@@ -82,3 +85,30 @@ async def test_messages_a_dead_consumer_held_are_taken_over(cluster: Cluster, in
     assert sorted(received) == sorted(texts)
     pending = db.xpending("gochat_stream", "gochat_task")
     assert pending["pending"] == 0, pending
+
+
+async def test_pushes_are_held_back_while_task_drains_and_queued_while_it_is_stopped(cluster: Cluster) -> None:
+    """Backpressure: over the backlog limit a push waits for task; with task stopped it does not
+    wait (that would only slow every sender down): the messages wait in the queue instead."""
+    tasks = [p for p in cluster.system.modules if p.name.startswith("task") and p.running()]
+    room = random.randint(10**6, 10**9)
+    async with ApiClient(cluster.api_url) as api:
+        token = await api.register(f"held{uuid.uuid4().hex[:8]}")
+        ws = await WsClient(cluster.ws_url).join(token, room)
+        await ws.next_frame(op_is(5))
+        waits_before = scrape(cluster, "logic").get("gochat_admission_wait_seconds_count", 0)
+        burst = [f"burst{n}" for n in range(300)]
+        await api.push_room_many(token, room, burst, concurrency=16)
+        assert scrape(cluster, "logic")["gochat_admission_wait_seconds_count"] > waits_before
+        for process in tasks:
+            process.signal(signal.SIGSTOP)
+        try:
+            stopped = [f"stopped{n}" for n in range(40)]
+            await asyncio.wait_for(api.push_room_many(token, room, stopped, concurrency=4), 20)
+        finally:
+            for process in tasks:
+                process.signal(signal.SIGCONT)
+        texts = burst + stopped
+        received = await _collect(ws, set(texts), timeout=30)
+        await ws.close()
+    assert sorted(received) == sorted(texts)

@@ -1,0 +1,81 @@
+"""Backpressure at the entry of the system: a push waits while the queue is congested.
+
+Without it a burst of pushes is accepted as fast as the api can answer, and every message then
+waits behind all the others in the Redis stream: latency becomes the length of the burst.  With
+it, logic holds a push back while the consumer group's backlog (entries read but not
+acknowledged, plus entries not read yet) is over ``max_backlog``, so at most that many messages
+wait inside the system and a client's own requests in flight carry the rest (Little's law).
+
+Holding back only helps while task is draining the stream.  When no consumer makes progress
+(task stopped, restarting, or stuck on a dead node) waiting would only slow every push down, so
+a push is admitted at once and the message waits in the stream as it always did (at-least-once:
+nothing is refused).  A wait is also bounded by ``max_wait``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from gochat_py.metrics import ADMISSION_WAIT
+from gochat_py.queue import GroupState
+
+StateReader = Callable[[], Awaitable[GroupState | None]]
+
+
+class Admission:
+    def __init__(
+        self,
+        read_state: StateReader,
+        max_backlog: int,
+        max_wait: float,
+        stall_after: float = 0.5,
+        poll: float = 0.002,
+    ) -> None:
+        self.read_state = read_state
+        self.max_backlog = max_backlog
+        self.max_wait = max_wait
+        self.stall_after = stall_after
+        self.poll = poll
+        self.state = GroupState(0, 0, 0)
+        self._progress_at = time.monotonic()
+        self._reading: asyncio.Future[GroupState] | None = None
+
+    def observe(self, state: GroupState | None) -> None:
+        """Records a fresh reading (one comes back with every enqueue, at no extra round trip)."""
+        if state is None:
+            return
+        if (state.entries_read, state.pending) != (self.state.entries_read, self.state.pending):
+            self._progress_at = time.monotonic()
+        self.state = state
+
+    def congested(self) -> bool:
+        return self.max_backlog > 0 and self.state.backlog > self.max_backlog
+
+    def stalled(self) -> bool:
+        """No consumer has read or acknowledged anything for ``stall_after`` seconds."""
+        return time.monotonic() - self._progress_at > self.stall_after
+
+    async def admit(self) -> None:
+        """Returns when a push may be enqueued."""
+        if not self.congested() or self.stalled():
+            return
+        started = time.monotonic()
+        deadline = started + self.max_wait
+        while True:
+            await asyncio.sleep(self.poll)
+            self.observe(await self._refresh())
+            if not self.congested() or self.stalled() or time.monotonic() >= deadline:
+                break
+        ADMISSION_WAIT.observe(time.monotonic() - started)
+
+    async def _refresh(self) -> GroupState | None:
+        """One XINFO at a time, shared by every push waiting in this process."""
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self.read_state())
+            self._reading.add_done_callback(self._forget_reading)
+        return await asyncio.shield(self._reading)
+
+    def _forget_reading(self, _: asyncio.Future[GroupState]) -> None:
+        self._reading = None

@@ -1,0 +1,80 @@
+"""Backpressure at logic's entry (pure logic; the state reader is a fake)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gochat_py.logic.admission import Admission
+from gochat_py.queue import GroupState
+
+
+class Reader:
+    """Hands out the states it was given, one per call; the last one repeats."""
+
+    def __init__(self, *states: GroupState) -> None:
+        self.states = list(states)
+        self.calls = 0
+
+    async def __call__(self) -> GroupState:
+        self.calls += 1
+        await asyncio.sleep(0)
+        return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+
+async def test_a_push_is_admitted_at_once_below_the_limit() -> None:
+    reader = Reader(GroupState(0, 0, 0))
+    admission = Admission(reader, max_backlog=10, max_wait=5)
+    admission.observe(GroupState(pending=4, lag=6, entries_read=100))
+    await asyncio.wait_for(admission.admit(), 0.05)
+    assert reader.calls == 0
+
+
+async def test_a_push_waits_while_the_backlog_drains() -> None:
+    draining = [GroupState(20, 30, 110 + n) for n in range(5)] + [GroupState(2, 3, 200)]
+    reader = Reader(*draining)
+    admission = Admission(reader, max_backlog=10, max_wait=5, poll=0.001)
+    admission.observe(GroupState(pending=20, lag=40, entries_read=100))
+    assert admission.congested()
+    await asyncio.wait_for(admission.admit(), 2)
+    assert reader.calls == 6
+    assert not admission.congested()
+
+
+async def test_a_stalled_queue_does_not_hold_pushes_back() -> None:
+    """No consumer moves (task down): waiting would not help, the message waits in the queue."""
+    reader = Reader(GroupState(0, 500, 100))
+    admission = Admission(reader, max_backlog=10, max_wait=5, stall_after=0.05, poll=0.001)
+    admission.observe(GroupState(pending=0, lag=500, entries_read=100))
+    await asyncio.wait_for(admission.admit(), 2)  # returns once the stall is seen
+    assert admission.stalled()
+    calls = reader.calls
+    await asyncio.wait_for(admission.admit(), 0.05)  # and later pushes do not wait at all
+    assert reader.calls == calls
+
+
+async def test_a_wait_is_bounded() -> None:
+    moving = [GroupState(0, 500, n) for n in range(1, 10_000)]  # progresses but never drains
+    reader = Reader(*moving)
+    admission = Admission(reader, max_backlog=10, max_wait=0.05, poll=0.001)
+    admission.observe(GroupState(pending=0, lag=500, entries_read=0))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(admission.admit(), 2)
+    assert loop.time() - started >= 0.05
+    assert admission.congested()
+
+
+async def test_waiting_pushes_share_one_reading() -> None:
+    reader = Reader(GroupState(50, 50, 1), GroupState(0, 0, 2))
+    admission = Admission(reader, max_backlog=10, max_wait=5, poll=0.001)
+    admission.observe(GroupState(pending=50, lag=50, entries_read=0))
+    await asyncio.wait_for(asyncio.gather(*(admission.admit() for _ in range(20))), 2)
+    assert reader.calls <= 3
+
+
+async def test_zero_turns_it_off() -> None:
+    reader = Reader(GroupState(0, 0, 0))
+    admission = Admission(reader, max_backlog=0, max_wait=5)
+    admission.observe(GroupState(pending=10**6, lag=10**6, entries_read=1))
+    await asyncio.wait_for(admission.admit(), 0.05)
+    assert reader.calls == 0
