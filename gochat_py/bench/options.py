@@ -96,6 +96,7 @@ class BenchOptions:
     plot: str = ""
     output: str = ""
     label: str = ""
+    metrics: list[str] = field(default_factory=list)  # [name=]URL of each /metrics to scrape; empty = none
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -143,6 +144,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--output", "-o", default="", help="also write the JSON summary to this file")
     out.add_argument("--plot", default="", metavar="DIR", help="also draw PNG plots of this run into DIR")
     out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    from gochat_py.bench.metrics_scrape import default_entries  # here: metrics_scrape imports this module
+
+    scraped = parser.add_argument_group("the system's Prometheus metrics (loopback only)")
+    scraped.add_argument(
+        "--metrics",
+        default=",".join(default_entries()),
+        metavar="URL,URL,...",
+        help="/metrics to read before and after the window, each optionally name=URL; unreachable ones "
+        "are skipped (default: the modules' default ports, %(default)s)",
+    )
+    scraped.add_argument("--no-metrics", action="store_true", help="read no metrics")
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
@@ -171,6 +183,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         plot=args.plot,
         output=args.output,
         label=args.label,
+        metrics=[] if args.no_metrics else [part.strip() for part in args.metrics.split(",") if part.strip()],
     )
     if opts.messages < 0:
         raise TargetError("--messages must be >= 0")
@@ -182,4 +195,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         check_loopback_url(opts.ws, ("ws",))
     if opts.transport in ("tcp", "mixed"):
         check_loopback_address(opts.tcp)
+    from gochat_py.bench.metrics_scrape import parse_targets
+
+    parse_targets(opts.metrics)  # refuses a non-loopback URL before anything is sent
     return opts

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gochat_py.bench import procstats
+from gochat_py.bench import metrics_scrape, procstats
 from gochat_py.bench.api import Api, ApiError, bounded_map, register_users
 from gochat_py.bench.clients import ClientPlan, SocketSpec, client_main
 from gochat_py.bench.floor import floor_main
@@ -447,6 +447,9 @@ class Coordinator:
         if opts.mode != "floor":
             gochat, how = procstats.system_processes(self.target_ports())
             summary["gochat_processes"] = {"found": len(gochat), "how": how}
+        # the system's own counters, read around the same window as the CPU figures (not in floor mode:
+        # no gochat process takes part)
+        watch = metrics_scrape.Watch(opts.metrics, gochat) if opts.metrics and opts.mode != "floor" else None
         summary["load_average_before"] = procstats.load_average()
         tokens: list[str] = []
         user_ids: list[int] = []
@@ -484,9 +487,15 @@ class Coordinator:
                 await self.open_sockets(specs, ws_url, targets)
                 after_connect = procstats.snapshot(gochat)
                 if opts.mode == "idle":
+                    if watch is not None:
+                        await watch.begin()
                     await self.hold(before_connect, after_connect, gochat)
+                    if watch is not None:
+                        summary["metrics"] = await watch.end()
                 else:
                     everyone = {**gochat, **self._bench_pids()}
+                    if watch is not None:
+                        await watch.begin()
                     start = procstats.snapshot(everyone)
                     busy_start = procstats.machine_busy_jiffies()
                     started_ns = time.monotonic_ns()
@@ -500,6 +509,8 @@ class Coordinator:
                     await self.drain()
                     sampler.cancel()
                     self.take_sample()
+                    if watch is not None:
+                        summary["metrics"] = await watch.end()
                     # the window ends with the first sample taken after the last delivery
                     last_ns = max((link.last_ns for link in self.links), default=0)
                     end_ns, end, busy_end = self.samples[-1]
@@ -522,6 +533,8 @@ class Coordinator:
                 self._error(f"{type(exc).__name__}: {exc}")
                 summary["aborted"] = True
             finally:
+                if watch is not None:
+                    watch.cancel()
                 self.progress.end()
                 await self._stop_children()
         if opts.mode not in ("idle",) and not summary.get("aborted"):

@@ -7,12 +7,28 @@ asserted; speed is what the benchmark reports, not what a test checks.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+
+import pytest
 
 from tests.e2e.harness import Cluster
 
 CLUSTER_MODULES = ("logic", "connect_websocket", "task", "api")
+SERVED = re.compile(r'msg="metrics served" address=(127\.0\.0\.1:\d+)')
+
+
+@pytest.fixture(scope="module")
+def metrics_urls(cluster: Cluster) -> str:
+    """``--metrics`` for the cluster: the harness serves each module's metrics on any free port,
+    which the module logs once at start (read while it is still among the last log lines)."""
+    urls = []
+    for module in CLUSTER_MODULES:
+        (process,) = cluster.processes(module)
+        (address,) = [m.group(1) for line in list(process.lines) if (m := SERVED.search(line))]
+        urls.append(f"http://{address}/metrics")
+    return ",".join(urls)  # bare URLs: the bench names each by the process listening on its port
 
 
 def run_bench(cluster: Cluster, *args: str) -> dict:
@@ -24,8 +40,12 @@ def run_bench(cluster: Cluster, *args: str) -> dict:
     return summary
 
 
-def test_room_fan_out(cluster: Cluster) -> None:
-    s = run_bench(cluster, "room", "--users", "20", "--messages", "20", "--concurrency", "4", "--client-procs", "2")
+def test_room_fan_out(cluster: Cluster, metrics_urls: str) -> None:
+    s = run_bench(
+        cluster,
+        *("room", "--users", "20", "--messages", "20", "--concurrency", "4", "--client-procs", "2"),
+        *("--metrics", metrics_urls),
+    )
     assert s["ok"] is True and s["errors"] == []
     assert s["expected_deliveries"] == 400
     assert s["deliveries"] == 400
@@ -42,6 +62,19 @@ def test_room_fan_out(cluster: Cluster) -> None:
     assert {"logic", "connect_websocket", "task", "api"} <= names
     assert all(p["rss_kib"] > 0 and p["cpu_s"] is not None for p in s["processes"])
     assert s["source"]["commit"] is None or len(s["source"]["commit"]) == 40
+    # the system's own counters over the window say where the deliveries went
+    metrics = s["metrics"]
+    assert metrics["unreachable"] == []
+    assert set(metrics["processes"]) == set(CLUSTER_MODULES)
+    connect = metrics["processes"]["connect_websocket"]
+    assert connect["frames_out"]["3"] >= s["deliveries"]
+    assert connect["slow_consumers"] == 0 and connect["joins_refused"] == 0
+    assert connect["connections"]["end"] >= 20
+    assert metrics["processes"]["api"]["rpc"]["PushBatch"]["calls"] > 0  # the api's calls to logic
+    assert metrics["processes"]["logic"]["messages_in"]["3"] >= 20
+    task = metrics["processes"]["task"]
+    assert task["delivered"]["3"] >= 20 and task["rpc"]["Deliver"]["calls"] > 0
+    assert any("PushBatch" in line for line in metrics["explain"])
 
 
 def test_private_messages(cluster: Cluster) -> None:
@@ -50,11 +83,12 @@ def test_private_messages(cluster: Cluster) -> None:
     assert s["deliveries"] == 20 and s["lost"] == 0 and s["duplicated"] == 0 and s["misdelivered"] == 0
 
 
-def test_idle_connections(cluster: Cluster) -> None:
-    s = run_bench(cluster, "idle", "--users", "10", "--sockets-per-user", "2", "--hold", "1")
+def test_idle_connections(cluster: Cluster, metrics_urls: str) -> None:
+    s = run_bench(cluster, "idle", "--users", "10", "--sockets-per-user", "2", "--hold", "1", "--metrics", metrics_urls)
     assert s["ok"] is True
     assert s["idle"]["connections"] == 20 and s["idle"]["disconnected"] == 0
     assert "rss_per_connection_kib" in s["idle"]
+    assert s["metrics"]["processes"]["connect_websocket"]["connections"]["end"] >= 20  # read around the hold
 
 
 def test_remote_target_refused(cluster: Cluster) -> None:
