@@ -1,12 +1,16 @@
-"""Byte framing the benchmark needs: gochat's TCP "stick package" and a server websocket frame.
+"""Byte framing the benchmark needs: gochat's TCP "stick package" and websocket frames.
 
 TCP (protocol §8.2): ``'v' '1' <int16 big-endian total length incl. the 4-byte header> <payload>``.
 The floor server writes pre-encoded, unmasked websocket text frames (RFC 6455 §5.2) straight to
-its transports.
+its transports.  The lean websocket client's handshake, masked client frames and the splitter of
+server frames are below (sans-I/O; the protocol object is in ``ws_client.py``).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 import struct
 
 STICK_HEADER = 4
@@ -61,3 +65,213 @@ def ws_server_frame(payload: bytes, opcode: int = 0x1) -> bytes:
     else:
         header = struct.pack("!BBQ", 0x80 | opcode, 127, n)
     return header + payload
+
+
+# ------------------------------------------------------------------ websocket client side (RFC 6455)
+#
+# The bench's lean websocket client (gochat_py/bench/ws_client.py) speaks the protocol itself
+# instead of through the ``websockets`` library, because the library's per-frame machinery (a
+# parser generator, a frame object, an assembler and a queue per socket) costs more CPU per
+# received frame than the server spends delivering it.  Everything here is sans-I/O, so the unit
+# tests can check it byte for byte without sockets.
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+WS_TEXT = 0x1
+WS_BINARY = 0x2
+WS_CLOSE = 0x8
+WS_PING = 0x9
+WS_PONG = 0xA
+WS_MAX_PAYLOAD = 8 * 1024 * 1024  # the websockets-library client of the bench used the same bound
+WS_MAX_HANDSHAKE = 16 * 1024
+_KNOWN_OPCODES = frozenset((WS_TEXT, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG))
+
+
+class HandshakeError(FrameError):
+    """The server did not switch to the websocket protocol the way RFC 6455 §4.2.2 requires."""
+
+
+def ws_client_key(nonce: bytes | None = None) -> str:
+    """A ``Sec-WebSocket-Key``: 16 random bytes, base64 (RFC 6455 §4.1)."""
+    if nonce is None:
+        nonce = os.urandom(16)
+    if len(nonce) != 16:
+        raise ValueError("the websocket key nonce is 16 bytes")
+    return base64.b64encode(nonce).decode()
+
+
+def ws_accept(key: str) -> str:
+    """The ``Sec-WebSocket-Accept`` a server must answer ``key`` with: base64(SHA-1(key + GUID))."""
+    return base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
+
+
+def ws_handshake_request(host: str, path: str, key: str) -> bytes:
+    """The opening GET.  No ``Sec-WebSocket-Extensions`` (so no compression) and no subprotocol
+    are offered, which is what lets :class:`WsSplitter` refuse any RSV bit."""
+    return (
+        f"GET {path} HTTP/1.1\r\n"
+        f"Host: {host}\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n"
+        "User-Agent: gochat-py-bench\r\n"
+        "\r\n"
+    ).encode()
+
+
+def check_ws_handshake_response(head: bytes, key: str) -> None:
+    """Checks the server's answer (everything before the blank line) to the GET sent with ``key``.
+
+    Raises :class:`HandshakeError` naming what is wrong: another status than 101 (with the
+    status line, so a refused upgrade is recognisable in the summary's errors), a missing
+    Upgrade/Connection token, a wrong ``Sec-WebSocket-Accept``, or an extension or subprotocol
+    the client never asked for.
+    """
+    lines = head.decode("latin-1").split("\r\n")
+    status = lines[0].split(" ", 2)
+    if len(status) < 2 or not status[0].startswith("HTTP/1.") or not status[1].isdigit():
+        raise HandshakeError(f"not an HTTP response: {lines[0][:80]!r}")
+    if status[1] != "101":
+        raise HandshakeError(f"upgrade refused: {lines[0][:80]}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise HandshakeError(f"malformed header line {line[:80]!r}")
+        name = name.strip().lower()
+        headers[name] = f"{headers[name]}, {value.strip()}" if name in headers else value.strip()
+    if headers.get("upgrade", "").lower() != "websocket":
+        raise HandshakeError(f"Upgrade header is {headers.get('upgrade')!r}, not websocket")
+    if "upgrade" not in {token.strip().lower() for token in headers.get("connection", "").split(",")}:
+        raise HandshakeError(f"Connection header {headers.get('connection')!r} lacks upgrade")
+    if headers.get("sec-websocket-accept") != ws_accept(key):
+        raise HandshakeError(f"Sec-WebSocket-Accept {headers.get('sec-websocket-accept')!r} does not match the key")
+    for name in ("sec-websocket-extensions", "sec-websocket-protocol"):
+        if headers.get(name):
+            raise HandshakeError(f"server chose {name} {headers[name]!r} that was not offered")
+
+
+def ws_mask(payload: bytes, mask: bytes) -> bytes:
+    """``payload`` XOR the 4-byte ``mask`` repeated (RFC 6455 §5.3); its own inverse."""
+    n = len(payload)
+    if not n:
+        return b""
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+def ws_client_frame(payload: bytes, opcode: int = WS_TEXT, mask: bytes | None = None) -> bytes:
+    """One final, masked frame, as a client must send every frame (RFC 6455 §5.1); ``mask`` is a
+    fresh random key unless a test passes one."""
+    if mask is None:
+        mask = os.urandom(4)
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    return header + mask + ws_mask(payload, mask)
+
+
+def ws_close_payload(code: int | None, reason: str = "") -> bytes:
+    """The body of a close frame: nothing (no code), or the 2-byte code and a UTF-8 reason."""
+    return b"" if code is None else struct.pack("!H", code) + reason.encode()[:123]
+
+
+def parse_ws_close(payload: bytes) -> tuple[int, str]:
+    """(code, reason) of a received close frame; 1005 ("no status received") when it has none."""
+    if not payload:
+        return 1005, ""
+    if len(payload) == 1:
+        raise FrameError("close frame with a 1-byte body")
+    return struct.unpack_from("!H", payload)[0], payload[2:].decode(errors="replace")
+
+
+class WsSplitter:
+    """Turns the byte stream a websocket server sends into ``(opcode, payload)`` pairs.
+
+    Made for the bench client's hot path: one ``feed`` per ``data_received`` chunk, slices of the
+    chunk as payloads (no per-frame objects), and a partial frame kept as a list of chunks
+    until enough bytes arrived, so a large frame in many pieces is joined once rather than
+    re-copied on every chunk.  Only what an extension-less server may send is accepted: masked
+    frames (a server must not mask), RSV bits, fragmented data frames (FIN clear or a
+    continuation; the gochat server never fragments, and the bench has no use for reassembly),
+    oversized or fragmented control frames and unknown opcodes raise :class:`FrameError`.
+    """
+
+    __slots__ = ("_have", "_need", "_parts", "max_payload")
+
+    def __init__(self, max_payload: int = WS_MAX_PAYLOAD) -> None:
+        self._parts: list[bytes] = []
+        self._have = 0
+        self._need = 0
+        self.max_payload = max_payload
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        if self._parts:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            data = b"".join(self._parts)
+            self._parts = []
+        out: list[tuple[int, bytes]] = []
+        end = len(data)
+        position = 0
+        need = 0
+        while position < end:
+            if end - position < 2:
+                need = 2
+                break
+            first = data[position]
+            length = data[position + 1]
+            if first != 0x81 and first != 0x82:  # anything but a final text/binary frame: check it all
+                self._check_header(first, length)
+            if length & 0x80:
+                raise FrameError("the server sent a masked frame")
+            if length < 126:
+                start = position + 2
+            elif length == 126:
+                if end - position < 4:
+                    need = 4
+                    break
+                length = (data[position + 2] << 8) | data[position + 3]
+                start = position + 4
+            else:
+                if end - position < 10:
+                    need = 10
+                    break
+                (length,) = struct.unpack_from("!Q", data, position + 2)
+                if length > self.max_payload:
+                    raise FrameError(f"frame of {length} bytes exceeds {self.max_payload}")
+                start = position + 10
+            stop = start + length
+            if stop > end:
+                need = stop - position
+                break
+            out.append((first & 0x0F, data[start:stop]))
+            position = stop
+        if position < end:
+            rest = data[position:] if position else data
+            self._parts = [rest]
+            self._have = len(rest)
+            self._need = need
+        return out
+
+    @staticmethod
+    def _check_header(first: int, length: int) -> None:
+        opcode = first & 0x0F
+        if first & 0x70:
+            raise FrameError(f"RSV bits set ({first:#04x}) but no extension was negotiated")
+        if opcode == 0 or not first & 0x80:
+            raise FrameError("fragmented data frame (continuation or FIN clear): not supported")
+        if opcode not in _KNOWN_OPCODES:
+            raise FrameError(f"unknown opcode {opcode:#x}")
+        if opcode >= WS_CLOSE and length & 0x7F > 125:
+            raise FrameError(f"control frame (opcode {opcode:#x}) longer than 125 bytes")
+
+    def pending(self) -> int:
+        """Bytes held back as the start of an incomplete frame."""
+        return self._have if self._parts else 0
