@@ -9,6 +9,10 @@ says ``("stop",)``; then it closes its sockets and answers ``("result", info)`` 
 latencies.  A socket counts as in its room once it has seen an op 5 member list with at least
 ``ready_count`` members (the server broadcasts one on every join), so no message is pushed
 before every receiver can get it.
+
+Websocket sockets go to ``ws_urls[spec.node]`` (several connect nodes in one run) and use the
+lean client of ``ws_client.py`` unless the plan asks for the ``websockets`` library's client
+(``ws_client="websockets"``), which is kept so the two can be compared.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import orjson
 
 from gochat_py.bench.framing import TCP_PING, FrameError, StickSplitter, encode_stick
 from gochat_py.bench.stamp import frame_stamp, room_info_count
+from gochat_py.bench.ws_client import connect_lean_ws
 
 PROGRESS_INTERVAL = 0.1
 MAX_ERRORS_KEPT = 5
@@ -42,13 +47,14 @@ class SocketSpec:
     user_id: int = 0
     transport: str = "ws"
     ready_count: int = 1  # op 5 member count that proves the room is complete for this socket
+    node: int = 0  # websocket sockets: index into ClientPlan.ws_urls
 
 
 @dataclass
 class ClientPlan:
     index: int
     run_id: str
-    ws_url: str
+    ws_urls: list[str]
     tcp: tuple[str, int]
     sockets: list[SocketSpec]
     messages: int
@@ -58,6 +64,7 @@ class ClientPlan:
     connect_timeout: float = 60.0
     ready_timeout: float = 60.0
     max_seconds: float = 300.0
+    ws_client: str = "lean"  # "lean" (ws_client.py) or "websockets" (the library's asyncio client)
 
 
 def raise_file_limit() -> int:
@@ -177,6 +184,7 @@ class ClientWorker:
         self.stopping = False
         self.stop_event = asyncio.Event()
         self.readers: list[asyncio.Task[None]] = []
+        self.disconnected_by_node = [0] * len(plan.ws_urls)
 
     def _error(self, text: str) -> None:
         if len(self.errors) < MAX_ERRORS_KEPT:
@@ -185,7 +193,18 @@ class ClientWorker:
     def _lost(self, index: int, reason: str) -> None:
         if not self.stopping:
             self.disconnected += 1
+            spec = self.plan.sockets[index]
+            if spec.transport == "ws":
+                self.disconnected_by_node[spec.node] += 1
             self._error(f"socket {index}: {reason}")
+
+    def _by_node(self, count: Callable[[int], int]) -> list[int]:
+        """``count(socket index)`` summed per websocket node (what each connect node got)."""
+        totals = [0] * len(self.plan.ws_urls)
+        for index, spec in enumerate(self.plan.sockets):
+            if spec.transport == "ws":
+                totals[spec.node] += count(index)
+        return totals
 
     def _source(self, index: int) -> tuple[str, int] | None:
         ips = self.plan.source_ips
@@ -199,8 +218,10 @@ class ClientWorker:
             try:
                 if spec.transport == "tcp":
                     await self._open_tcp(index, spec)
-                else:
+                elif self.plan.ws_client == "websockets":
                     await self._open_ws(index, join)
+                else:
+                    await self._open_lean_ws(index, join)
             except Exception as exc:
                 self.failed += 1
                 self._error(f"socket {index}: {type(exc).__name__}: {exc}")
@@ -208,7 +229,21 @@ class ClientWorker:
             self.handshake_us.append((time.monotonic_ns() - started) // 1000)
             self.join_sent_ns[index] = time.monotonic_ns()
 
+    async def _open_lean_ws(self, index: int, join: bytes) -> None:
+        client = await connect_lean_ws(
+            self.plan.ws_urls[self.plan.sockets[index].node],
+            index,
+            self.counter.on_frame,
+            self._lost,
+            local_addr=self._source(index),
+            timeout=self.plan.connect_timeout,
+        )
+        client.send_text(join)
+        self.handles[index] = client
+
     async def _open_ws(self, index: int, join: bytes) -> None:
+        """The ``websockets`` library's client with one reader task per socket (``--ws-client
+        websockets``): about twice the CPU per frame of the lean one, kept for comparison."""
         from websockets.asyncio.client import connect
 
         kwargs: dict[str, Any] = {}
@@ -216,7 +251,7 @@ class ClientWorker:
         if source:
             kwargs["local_addr"] = source
         ws = await connect(
-            self.plan.ws_url,
+            self.plan.ws_urls[self.plan.sockets[index].node],
             compression=None,
             max_size=8 * 1024 * 1024,
             open_timeout=self.plan.connect_timeout,
@@ -317,13 +352,23 @@ class ClientWorker:
                     "handshake_us": self.handshake_us.tobytes(),
                     "join_us": joins.tobytes(),
                     "file_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                    "opened_by_node": self._by_node(lambda i: self.handles[i] is not None),
                     "errors": list(self.errors),
                 },
             )
         )
         counter = self.counter
         while not self.stop_event.is_set() and time.monotonic() < deadline:
-            self.pipe.send(("progress", counter.unique, counter.duplicated, self.disconnected, counter.last_ns))
+            self.pipe.send(
+                (
+                    "progress",
+                    counter.unique,
+                    counter.duplicated,
+                    self.disconnected,
+                    counter.last_ns,
+                    list(self.disconnected_by_node),
+                )
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), PROGRESS_INTERVAL)
         self.stopping = True
@@ -337,6 +382,8 @@ class ClientWorker:
             "first_ns": counter.first_ns,
             "last_ns": counter.last_ns,
             "latencies_us": counter.latencies_us.tobytes(),
+            "unique_by_node": self._by_node(lambda i: sum(counter.seen[i]) if counter.seen else 0),
+            "disconnected_by_node": list(self.disconnected_by_node),
             "errors": list(self.errors),
         }
         self.pipe.send(("result", result))

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 MODES = ("room", "private", "rate", "idle", "floor")
 TRANSPORTS = ("ws", "tcp", "mixed")
+WS_CLIENTS = ("lean", "websockets")
 LOOPBACK_V4 = ipaddress.ip_network("127.0.0.0/8")
 
 
@@ -57,6 +58,14 @@ def check_loopback_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_ws_urls(text: str) -> list[str]:
+    """Comma-separated websocket URLs (several connect nodes), each loopback only."""
+    urls = [part.strip() for part in text.split(",") if part.strip()]
+    if not urls:
+        raise TargetError("--ws names no websocket URL")
+    return [check_loopback_url(url, ("ws",)) for url in urls]
+
+
 def parse_source_ips(text: str) -> list[str]:
     """Comma-separated loopback addresses for the client sockets' local side (empty: the kernel's)."""
     ips = [part.strip() for part in text.split(",") if part.strip()]
@@ -77,6 +86,8 @@ class BenchOptions:
     ws: str = "ws://127.0.0.1:7000/ws"
     tcp: str = "127.0.0.1:7001"
     transport: str = "ws"
+    ws_urls: list[str] = field(default_factory=list)  # --ws split at commas; sockets spread round-robin
+    ws_client: str = "lean"
     users: int = 100
     messages: int = 200
     concurrency: int = 16
@@ -88,6 +99,7 @@ class BenchOptions:
     connect_concurrency: int = 64
     register_concurrency: int = 8
     hold: float = 5.0
+    idle_messages: int = 0
     drain_timeout: float = 10.0
     max_seconds: float = 300.0
     run_id: str = ""
@@ -118,9 +130,20 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     pos_int, pos_float = _positive(int), _positive(float)
     target = parser.add_argument_group("targets (loopback only)")
     target.add_argument("--api", default=default_api, help="api base URL (default %(default)s)")
-    target.add_argument("--ws", default=default_ws, help="websocket URL (default %(default)s)")
+    target.add_argument(
+        "--ws",
+        default=default_ws,
+        help="websocket URL, or several comma-separated (connect nodes; sockets dealt round-robin) "
+        "(default %(default)s)",
+    )
     target.add_argument("--tcp", default="127.0.0.1:7001", help="connect_tcp address (default %(default)s)")
     target.add_argument("--transport", choices=TRANSPORTS, default="ws", help="client sockets: ws, tcp or mixed")
+    target.add_argument(
+        "--ws-client",
+        choices=WS_CLIENTS,
+        default="lean",
+        help="websocket client: lean (raw RFC 6455 protocol, default) or websockets (the library's, for comparison)",
+    )
     load = parser.add_argument_group("load")
     load.add_argument("--users", type=pos_int, default=100, help="users (one socket each by default)")
     load.add_argument("--messages", type=int, default=200, help="messages to push (room, private, rate, floor)")
@@ -136,6 +159,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     scale.add_argument("--register-concurrency", type=pos_int, default=8, help="registrations in flight")
     timing = parser.add_argument_group("time bounds")
     timing.add_argument("--hold", type=float, default=5.0, help="idle mode: seconds to hold the sockets")
+    timing.add_argument(
+        "--idle-messages",
+        type=int,
+        default=0,
+        help="idle mode: after the hold, push this many messages into every user's room; each socket must get all",
+    )
     timing.add_argument("--drain-timeout", type=pos_float, default=10.0, help="give up after this long without news")
     timing.add_argument("--max-seconds", type=pos_float, default=300.0, help="hard limit for the whole run")
     out = parser.add_argument_group("output")
@@ -164,6 +193,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         ws=args.ws,
         tcp=args.tcp,
         transport=args.transport,
+        ws_client=args.ws_client,
         users=args.users,
         messages=args.messages,
         concurrency=args.concurrency,
@@ -175,6 +205,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         connect_concurrency=args.connect_concurrency,
         register_concurrency=args.register_concurrency,
         hold=args.hold,
+        idle_messages=args.idle_messages,
         drain_timeout=args.drain_timeout,
         max_seconds=args.max_seconds,
         run_id=args.run_id,
@@ -187,12 +218,14 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     )
     if opts.messages < 0:
         raise TargetError("--messages must be >= 0")
+    if opts.idle_messages < 0:
+        raise TargetError("--idle-messages must be >= 0")
     if opts.mode != "floor":
         check_loopback_url(opts.api, ("http",))
     if opts.mode == "floor" and opts.transport != "ws":
         raise TargetError("floor mode holds websocket sockets only (--transport ws)")
     if opts.transport in ("ws", "mixed") and opts.mode != "floor":
-        check_loopback_url(opts.ws, ("ws",))
+        opts.ws_urls = parse_ws_urls(opts.ws)
     if opts.transport in ("tcp", "mixed"):
         check_loopback_address(opts.tcp)
     from gochat_py.bench.metrics_scrape import parse_targets

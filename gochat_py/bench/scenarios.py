@@ -113,6 +113,7 @@ class ChildLink:
         self.unique = 0
         self.duplicated = 0
         self.disconnected = 0
+        self.disconnected_by_node: list[int] = []
         self.last_ns = 0
         self.result: dict[str, Any] | None = None
         self.messages: asyncio.Queue[tuple] = asyncio.Queue()
@@ -129,7 +130,9 @@ class ChildLink:
                     self.connected = message[1]
                     self.opened, self.ready = self.connected["opened"], self.connected["ready"]
                 elif kind == "progress":
-                    _, self.unique, self.duplicated, self.disconnected, self.last_ns = message
+                    self.unique, self.duplicated, self.disconnected, self.last_ns = message[1:5]
+                    if len(message) > 5:  # the benchmark's clients add per-node disconnects
+                        self.disconnected_by_node = message[5]
                 elif kind == "result":
                     self.result = message[1]
                 else:
@@ -226,7 +229,7 @@ class Coordinator:
 
     def target_ports(self) -> list[int]:
         ports = []
-        for url in (self.opts.api, self.opts.ws):
+        for url in (self.opts.api, *(self.opts.ws_urls or [self.opts.ws])):
             port = urlsplit(url).port
             if port is None:
                 port = 80
@@ -253,10 +256,14 @@ class Coordinator:
         specs = []
         per_user_rooms = opts.mode in ("private", "idle")
         users = opts.users
+        nodes = max(1, len(opts.ws_urls))
+        ws_sockets = 0
         for user in range(users):
             for _ in range(opts.sockets_per_user):
                 index = len(specs)
                 transport = ("tcp" if index % 2 else "ws") if opts.transport == "mixed" else opts.transport
+                node = ws_sockets % nodes if transport == "ws" else 0
+                ws_sockets += transport == "ws"
                 specs.append(
                     SocketSpec(
                         token=tokens[user] if tokens else "floor",
@@ -264,11 +271,12 @@ class Coordinator:
                         user_id=user_ids[user] if user_ids else 0,
                         transport=transport,
                         ready_count=1 if per_user_rooms else (users * opts.sockets_per_user if not tokens else users),
+                        node=node,
                     )
                 )
         return specs
 
-    async def open_sockets(self, specs: list[SocketSpec], ws_url: str, targets: list[int] | None) -> None:
+    async def open_sockets(self, specs: list[SocketSpec], ws_urls: list[str], targets: list[int] | None) -> None:
         opts = self.opts
         tcp = check_loopback_address(opts.tcp) if opts.transport != "ws" else ("127.0.0.1", 0)
         procs = min(opts.client_procs, max(1, len(specs)))
@@ -276,10 +284,11 @@ class Coordinator:
             plan = ClientPlan(
                 index=number,
                 run_id=self.run_id,
-                ws_url=ws_url,
+                ws_urls=ws_urls,
+                ws_client=opts.ws_client,
                 tcp=tcp,
                 sockets=[specs[i] for i in indices],
-                messages=opts.messages if opts.mode != "idle" else 0,
+                messages=opts.messages if opts.mode != "idle" else opts.idle_messages,
                 source_ips=opts.source_ips,
                 targets=targets,
                 connect_concurrency=opts.connect_concurrency,
@@ -316,6 +325,9 @@ class Coordinator:
             "client_procs": len(infos),
             "source_ips": opts.source_ips,
             "file_limit": min(i["file_limit"] for i in infos),
+            "ws_client": opts.ws_client,
+            "ws_urls": ws_urls,
+            "opened_by_node": self.by_node(i["opened_by_node"] for i in infos),
             "time_s": round((max(i["connected_ns"] for i in infos) - started) / 1e9, 3),
             "ready_time_s": round((max(i["ready_ns"] for i in infos) - started) / 1e9, 3),
             "per_s": rate(sum(i["opened"] for i in infos), (max(i["connected_ns"] for i in infos) - started) / 1e9),
@@ -399,13 +411,67 @@ class Coordinator:
             "latency_ms": summarize(sorted(push_us), 1000),
         }
 
+    async def push_idle_check(self, api: Api, tokens: list[str]) -> None:
+        """``--idle-messages K``: K room messages into every user's room, after the hold (so the
+        RSS figures are not touched).  Round k carries seq k in every room, so each socket
+        expects seqs 0..K-1 exactly once and keeps K bytes of bookkeeping, not users × K."""
+        opts = self.opts
+        accepted = failed = 0
+        push_us = array.array("q")
+        jobs = [(k, user) for k in range(opts.idle_messages) for user in range(len(tokens))]
+        self.expected_total = len(jobs) * opts.sockets_per_user
+        next_job = iter(jobs)
+
+        async def worker() -> None:
+            nonlocal accepted, failed
+            for seq, user in next_job:
+                if self.remaining() <= 0:
+                    return
+                try:
+                    sent = time.monotonic_ns()
+                    reply = await api.push_room(tokens[user], self.room_id + user, make_stamp(self.run_id, seq, sent))
+                    push_us.append((time.monotonic_ns() - sent) // 1000)
+                    if reply["code"] == 0:
+                        accepted += 1
+                    else:
+                        failed += 1
+                        self._error(f"push {seq} to room {self.room_id + user}: code {reply['code']}")
+                except Exception as exc:  # counted, never fatal
+                    failed += 1
+                    self._error(f"push {seq} to room {self.room_id + user}: {type(exc).__name__}: {exc}")
+                self._show_delivery()
+
+        self.push_started_ns = time.monotonic_ns()
+        await asyncio.gather(*(worker() for _ in range(min(opts.concurrency, max(1, len(jobs))))))
+        self.push_ended_ns = time.monotonic_ns()
+        push_s = (self.push_ended_ns - self.push_started_ns) / 1e9
+        self.summary["push"] = {
+            "requests": accepted + failed,
+            "accepted": accepted,
+            "failed": failed,
+            "time_s": round(push_s, 3),
+            "requests_per_s": rate(accepted + failed, push_s),
+            "latency_ms": summarize(sorted(push_us), 1000),
+        }
+
+    @staticmethod
+    def by_node(lists: Any) -> list[int]:
+        """Per-node counts of several client processes added up (each list is one per ws URL)."""
+        totals: list[int] = []
+        for counts in lists:
+            if len(totals) < len(counts):
+                totals += [0] * (len(counts) - len(totals))
+            for node, count in enumerate(counts):
+                totals[node] += count
+        return totals
+
     def expected_deliveries(self) -> int:
         opts = self.opts
         accepted = self.summary.get("push", {}).get("accepted", 0)
         if opts.mode == "private":
             return accepted * opts.sockets_per_user
-        if opts.mode == "idle":
-            return 0
+        if opts.mode == "idle":  # --idle-messages: every user's room, sockets_per_user sockets each
+            return accepted * opts.sockets_per_user
         return accepted * self.summary["connect"]["sockets"]
 
     def _show_delivery(self) -> None:
@@ -454,7 +520,7 @@ class Coordinator:
         tokens: list[str] = []
         user_ids: list[int] = []
         targets: list[int] | None = None
-        ws_url = opts.ws
+        ws_urls = opts.ws_urls
         async with Api(opts.api, connections=max(opts.concurrency, opts.register_concurrency) + 4) as api:
             try:
                 if opts.mode == "floor":
@@ -476,7 +542,7 @@ class Coordinator:
                             raise BenchError("the floor server did not start")
                         await asyncio.sleep(0.02)
                     _, port = await self.floor.messages.get()
-                    ws_url = f"ws://127.0.0.1:{port}/ws"
+                    ws_urls = [f"ws://127.0.0.1:{port}/ws"]
                 else:
                     tokens, user_ids = await self.register(api)
                 if opts.mode == "private":
@@ -484,7 +550,7 @@ class Coordinator:
                     targets = [user_ids[i] for i in self.target_index]
                 before_connect = procstats.snapshot(gochat)
                 specs = self.socket_specs(tokens, user_ids)
-                await self.open_sockets(specs, ws_url, targets)
+                await self.open_sockets(specs, ws_urls, targets)
                 after_connect = procstats.snapshot(gochat)
                 if opts.mode == "idle":
                     if watch is not None:
@@ -492,6 +558,9 @@ class Coordinator:
                     await self.hold(before_connect, after_connect, gochat)
                     if watch is not None:
                         summary["metrics"] = await watch.end()
+                    if opts.idle_messages:  # room delivery still working with every socket held
+                        await self.push_idle_check(api, tokens)
+                        await self.drain()
                 else:
                     everyone = {**gochat, **self._bench_pids()}
                     if watch is not None:
@@ -537,7 +606,7 @@ class Coordinator:
                     watch.cancel()
                 self.progress.end()
                 await self._stop_children()
-        if opts.mode not in ("idle",) and not summary.get("aborted"):
+        if (opts.mode != "idle" or opts.idle_messages) and not summary.get("aborted"):
             self.merge_results()
         summary["errors"] = self.errors
         summary["ok"] = self.ok()
@@ -601,7 +670,33 @@ class Coordinator:
             "connect_processes": len(connect_rows),
             "connect_rss_delta_kib": delta,
             "rss_per_connection_kib": round(delta / opened, 2) if opened else None,
+            "nodes": self.idle_nodes(rows, gochat),
         }
+
+    def idle_nodes(self, rows: list[dict[str, Any]], gochat: dict[int, str]) -> list[dict[str, Any]]:
+        """Idle memory per websocket node: the RSS growth of the process listening on that URL's
+        port ÷ the connections that went to it and stayed (the overall figure mixes the nodes)."""
+        opened = self.by_node(link.connected["opened_by_node"] for link in self.links if link.connected)
+        dropped = self.by_node(link.disconnected_by_node for link in self.links)
+        by_pid = {row["pid"]: row for row in rows}
+        nodes = []
+        for node, url in enumerate(self.opts.ws_urls):
+            pids = procstats.listening_pids(urlsplit(url).port or 80, gochat)
+            row = by_pid.get(next(iter(pids))) if len(pids) == 1 else None
+            connections = (opened[node] if node < len(opened) else 0) - (dropped[node] if node < len(dropped) else 0)
+            delta = row["rss_delta_kib"] if row else None
+            per_connection = round(delta / connections, 2) if delta is not None and connections > 0 else None
+            nodes.append(
+                {
+                    "url": url,
+                    "pid": row["pid"] if row else None,
+                    "connections": connections,
+                    "rss_kib": row["rss_kib"] if row else None,
+                    "rss_delta_kib": delta,
+                    "rss_per_connection_kib": per_connection,
+                }
+            )
+        return nodes
 
     def merge_results(self) -> None:
         summary = self.summary
@@ -621,7 +716,7 @@ class Coordinator:
             {
                 "users": self.opts.users,
                 "sockets": summary["connect"]["sockets"],
-                "messages": self.opts.messages,
+                "messages": self.opts.idle_messages if self.opts.mode == "idle" else self.opts.messages,
                 "expected_deliveries": expected,
                 "deliveries": unique,
                 "lost": max(0, expected - unique),
@@ -636,7 +731,21 @@ class Coordinator:
                 "latency_cdf_ms": cdf_sample(latencies, 201, 1000),
             }
         )
-        summary["cpu_us_per_delivery"] = self.cpu_per_delivery(summary, unique)
+        if self.opts.ws_urls and self.opts.transport != "tcp":
+            delivered = self.by_node(r.get("unique_by_node", []) for r in results)
+            dropped = self.by_node(r.get("disconnected_by_node", []) for r in results)
+            opened = summary["connect"].get("opened_by_node", [])
+            summary["ws_nodes"] = [
+                {
+                    "url": url,
+                    "opened": opened[n] if n < len(opened) else 0,
+                    "disconnected": dropped[n] if n < len(dropped) else 0,
+                    "deliveries": delivered[n] if n < len(delivered) else 0,
+                }
+                for n, url in enumerate(self.opts.ws_urls)
+            ]
+        if self.opts.mode != "idle":  # idle's process rows cover the hold, not the pushes
+            summary["cpu_us_per_delivery"] = self.cpu_per_delivery(summary, unique)
 
     @staticmethod
     def cpu_per_delivery(summary: dict[str, Any], deliveries: int) -> dict[str, float]:
@@ -661,7 +770,16 @@ class Coordinator:
         if s.get("aborted") or s.get("connect", {}).get("failed"):
             return False
         if s["mode"] == "idle":
-            return s.get("idle", {}).get("disconnected", 1) == 0
+            held = s.get("idle", {}).get("disconnected", 1) == 0
+            if not s["params"].get("idle_messages"):
+                return held
+            return (
+                held
+                and s.get("lost") == 0
+                and s.get("duplicated") == 0
+                and s.get("disconnected") == 0
+                and s.get("push", {}).get("failed", 1) == 0
+            )
         return (
             s.get("lost") == 0
             and s.get("duplicated") == 0

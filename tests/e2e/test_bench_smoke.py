@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.e2e.harness import Cluster
+from tests.e2e.harness import Cluster, free_port
 
 CLUSTER_MODULES = ("logic", "connect_websocket", "task", "api")
 SERVED = re.compile(r'msg="metrics served" address=(127\.0\.0\.1:\d+)')
@@ -31,8 +31,8 @@ def metrics_urls(cluster: Cluster) -> str:
     return ",".join(urls)  # bare URLs: the bench names each by the process listening on its port
 
 
-def run_bench(cluster: Cluster, *args: str) -> dict:
-    argv = [sys.executable, "-m", "gochat_py", "bench", *args, "--api", cluster.api_url, "--ws", cluster.ws_url]
+def run_bench(cluster: Cluster, *args: str, ws: str = "") -> dict:
+    argv = [sys.executable, "-m", "gochat_py", "bench", *args, "--api", cluster.api_url, "--ws", ws or cluster.ws_url]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.stdout.strip(), f"no summary; stderr:\n{done.stderr[-3000:]}"
     summary = json.loads(done.stdout)
@@ -89,6 +89,55 @@ def test_idle_connections(cluster: Cluster, metrics_urls: str) -> None:
     assert s["idle"]["connections"] == 20 and s["idle"]["disconnected"] == 0
     assert "rss_per_connection_kib" in s["idle"]
     assert s["metrics"]["processes"]["connect_websocket"]["connections"]["end"] >= 20  # read around the hold
+
+
+def test_room_with_the_websockets_library_client(cluster: Cluster) -> None:
+    """The library client stays selectable, so its figures can be compared with the lean one's."""
+    s = run_bench(cluster, "room", "--users", "8", "--messages", "10", "--ws-client", "websockets")
+    assert s["ok"] is True and s["connect"]["ws_client"] == "websockets"
+    assert s["deliveries"] == 80 and s["lost"] == 0 and s["duplicated"] == 0
+
+
+def test_idle_over_two_connect_nodes_with_room_delivery(cluster: Cluster) -> None:
+    """Sockets dealt over two websocket nodes; each node's process is found and its memory
+    reported per connection; room messages pushed after the hold reach every socket on both.
+    The second node pings every half second, so a client that did not answer pings would be
+    dropped within the run."""
+    port = free_port()
+    second = cluster.start_module(
+        "connect_websocket",
+        name="connect_websocket_2",
+        GOCHAT_CONNECT_WEBSOCKET__BIND=f"127.0.0.1:{port}",
+        GOCHAT_CONNECT_WEBSOCKET__RPC_BIND="127.0.0.1:0",
+        GOCHAT_CONNECT_WEBSOCKET__SERVER_ID="ws-bench-second",
+        GOCHAT_CONNECT__PING_INTERVAL="0.5",
+        GOCHAT_CONNECT__PONG_TIMEOUT="2",
+    )
+    urls = [cluster.ws_url, f"ws://127.0.0.1:{port}/ws"]
+    try:
+        s = run_bench(
+            cluster,
+            *("idle", "--users", "10", "--sockets-per-user", "3", "--hold", "3", "--idle-messages", "2"),
+            *("--client-procs", "2"),
+            ws=",".join(urls),
+        )
+    finally:
+        assert second.stop() == 0
+    assert s["ok"] is True and s["errors"] == []
+    idle = s["idle"]
+    assert idle["connections"] == 30 and idle["disconnected"] == 0
+    assert s["connect"]["opened_by_node"] == [15, 15]
+    assert [node["url"] for node in idle["nodes"]] == urls
+    assert [node["connections"] for node in idle["nodes"]] == [15, 15]
+    connect_pids = {p["pid"] for p in s["processes"] if p["name"] == "connect_websocket"}
+    assert len(connect_pids) == 2 and {node["pid"] for node in idle["nodes"]} == connect_pids
+    assert all(node["rss_delta_kib"] is not None for node in idle["nodes"])
+    assert "rss_per_connection_kib" in idle and idle["connect_processes"] == 2
+    # 2 messages into each of the 10 users' rooms, each to that user's 3 sockets
+    assert s["push"]["accepted"] == 20 and s["push"]["failed"] == 0
+    assert s["expected_deliveries"] == 60 and s["deliveries"] == 60
+    assert s["lost"] == 0 and s["duplicated"] == 0 and s["disconnected"] == 0
+    assert [node["deliveries"] for node in s["ws_nodes"]] == [30, 30]
 
 
 def test_remote_target_refused(cluster: Cluster) -> None:
