@@ -93,7 +93,7 @@ class LogicSettings(Section):
     session_ttl: int = Field(86400, gt=0)
     node_grace: float = Field(1.0, ge=0, description="seconds a dead connect node stays before purge")
     member_list_delay: float = Field(0.2, ge=0, description="seconds member-list requests for a room are gathered")
-    member_list_auto_limit: int = Field(200, ge=0, description="largest room that gets member lists on join/leave")
+    member_list_auto_limit: int = Field(1000, ge=0, description="largest room that gets member lists on join/leave")
     # argon2id cost; the defaults are OWASP's minimum (19 MiB, 2 passes), about 30 ms per hash.
     password_time_cost: int = Field(2, ge=1)
     password_memory_kib: int = Field(19456, ge=1024)
