@@ -44,30 +44,41 @@ class Entry:
     error: str = ""
 
 
+# KEYS[1]: the stream; ARGV[1]: the group; ARGV[2..]: the messages, appended in order.  Returns
+# the group's {pending, lag, entries-read}, or nil before the group exists.  One command for a
+# whole batch: redis-py costs tens of microseconds per command of a pipeline.
+_ENQUEUE = """
+for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'm', ARGV[i]) end
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+  if info['name'] == ARGV[1] then
+    return {info['pending'] or 0, info['lag'] or 0, info['entries-read'] or 0}
+  end
+end
+return false
+"""
+
+
 class MessageQueue:
     def __init__(self, redis: Redis, settings: QueueSettings) -> None:
         self.redis = redis
         self.stream = settings.stream
         self.group = settings.group
+        self._enqueue = redis.register_script(_ENQUEUE)
 
-    async def enqueue(self, message: QueueMessage) -> str:
-        entry_id = await self.redis.xadd(self.stream, {FIELD: message.encode()})
-        MESSAGES_IN.labels(message.op).inc()
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    async def enqueue(self, message: QueueMessage) -> GroupState | None:
+        return await self.enqueue_many([message])
 
     async def enqueue_many(self, messages: list[QueueMessage]) -> GroupState | None:
-        """All of them in one round trip, in order; the group's state comes back in the same trip
-        (None before any task created the group)."""
+        """All of them in one command, in order; the group's state comes back with them (None
+        before any task created the group)."""
         if not messages:
             return None
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for message in messages:
-                pipe.xadd(self.stream, {FIELD: message.encode()})
-            pipe.xinfo_groups(self.stream)
-            replies = await pipe.execute()
+        state = await self._enqueue(keys=[self.stream], args=[self.group, *(m.encode() for m in messages)])
         for message in messages:
             MESSAGES_IN.labels(message.op).inc()
-        return self._our_group(replies[-1])
+        return GroupState(*state) if state else None
 
     async def group_state(self) -> GroupState | None:
         try:

@@ -185,7 +185,7 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         requests = [getattr(item, item.WhichOneof("kind") or "push_room") for item in items]
         tokens = list({r.auth_token for r in requests if r.auth_token})
         targets = list({r.to_user_id for r in requests if isinstance(r, pb.PushRequest)})
-        sessions, servers = await asyncio.gather(self.sessions.check_many(tokens), self.sessions.servers_of(targets))
+        sessions, servers = await self.sessions.senders_and_targets(tokens, targets)
         names = {user_id: await self._user_name(user_id) for user_id in targets}
         stamp = create_time()
         messages: list[QueueMessage] = []

@@ -34,14 +34,28 @@ redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
 return 1
 """
 
-# KEYS: sess_<token>; ARGV: ttl.  The session's userId and userName, or nil; a hit renews the
-# TTL of the session and of its user's token map (sliding expiry).
-_CHECK = """
-local user = redis.call('HMGET', KEYS[1], 'userId', 'userName')
-if not user[1] or not user[2] then return false end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('EXPIRE', 'sess_map_' .. user[1], ARGV[1])
-return user
+# KEYS: sess_<token> for each of the first ARGV[1] keys, then gochat_user_nodes_<uid> for the
+# rest; ARGV: that count, ttl.  For each token the session's {userId, userName} or nil, a hit
+# renewing the TTL of the session and of its user's token map (sliding expiry); then for each
+# user the connect nodes holding a socket of theirs.  One command for a whole batch of pushes:
+# redis-py costs tens of microseconds per command of a pipeline, a script's loop almost nothing.
+_LOOKUP = """
+local tokens, ttl = tonumber(ARGV[1]), ARGV[2]
+local found = {}
+for i = 1, tokens do
+  local user = redis.call('HMGET', KEYS[i], 'userId', 'userName')
+  if user[1] and user[2] then
+    redis.call('EXPIRE', KEYS[i], ttl)
+    redis.call('EXPIRE', 'sess_map_' .. user[1], ttl)
+    found[i] = user
+  else
+    found[i] = false
+  end
+end
+for i = tokens + 1, #KEYS do
+  found[i] = redis.call('HKEYS', KEYS[i])
+end
+return found
 """
 
 # KEYS: room, count, refs, node, user_nodes, user_server, nodes; ARGV: uid, name, rid, sid.
@@ -113,7 +127,7 @@ class SessionStore:
         self.redis = redis
         self.ttl = ttl
         self._login = redis.register_script(_LOGIN)
-        self._check = redis.register_script(_CHECK)
+        self._lookup = redis.register_script(_LOOKUP)
         self._connect = redis.register_script(_CONNECT)
         self._disconnect = redis.register_script(_DISCONNECT)
 
@@ -130,11 +144,8 @@ class SessionStore:
         """The token's session, which stays alive ``ttl`` seconds from now; None if there is none."""
         if not token:
             return None
-        user = await self._check(keys=[f"sess_{token}"], args=[self.ttl])
-        try:
-            return Session(int(user[0]), user[1].decode())
-        except (TypeError, ValueError):
-            return None
+        sessions, _ = await self.senders_and_targets([token], [])
+        return sessions[token]
 
     async def logout(self, token: str) -> Session | None:
         session = await self.check(token)
@@ -174,34 +185,27 @@ class SessionStore:
             )
         )
 
-    async def check_many(self, tokens: list[str]) -> dict[str, Session | None]:
-        """:meth:`check` for many tokens in one round trip."""
-        if not tokens:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for token in tokens:
-                await self._check(keys=[f"sess_{token}"], args=[self.ttl], client=pipe)
-            users = await pipe.execute()
-        found: dict[str, Session | None] = {}
-        for token, user in zip(tokens, users, strict=True):
+    async def senders_and_targets(
+        self, tokens: list[str], user_ids: list[int]
+    ) -> tuple[dict[str, Session | None], dict[int, str]]:
+        """:meth:`check` of every token, and every connect node holding a socket of each user
+        (comma-separated: the queue message's serverId; ``gochat_<uid>`` names only the latest
+        one), in one command."""
+        if not tokens and not user_ids:
+            return {}, {}
+        keys = [f"sess_{token}" for token in tokens] + [f"gochat_user_nodes_{user_id}" for user_id in user_ids]
+        replies = await self._lookup(keys=keys, args=[len(tokens), self.ttl])
+        sessions: dict[str, Session | None] = {}
+        for token, user in zip(tokens, replies, strict=False):
             try:
-                found[token] = Session(int(user[0]), user[1].decode())
+                sessions[token] = Session(int(user[0]), user[1].decode())
             except (TypeError, ValueError, IndexError):
-                found[token] = None
-        return found
-
-    async def servers_of(self, user_ids: list[int]) -> dict[int, str]:
-        """Every connect node holding a socket of each user, comma-separated (the queue message's
-        serverId), in one round trip.  ``gochat_<uid>`` names only the latest one."""
-        if not user_ids:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user_id in user_ids:
-                pipe.hkeys(f"gochat_user_nodes_{user_id}")
-            found = await pipe.execute()
-        return {
-            user_id: ",".join(sorted(s.decode() for s in sids)) for user_id, sids in zip(user_ids, found, strict=True)
+                sessions[token] = None
+        servers = {
+            user_id: ",".join(sorted(s.decode() for s in sids))
+            for user_id, sids in zip(user_ids, replies[len(tokens) :], strict=True)
         }
+        return sessions, servers
 
     async def members(self, room_id: int) -> dict[str, str]:
         raw = await self.redis.hgetall(room_key(room_id))

@@ -50,3 +50,33 @@ async def test_a_failed_batch_fails_every_request_in_it_and_hangs_none(logic: Lo
         asyncio.gather(*(batcher.submit(room(str(n))) for n in range(3)), return_exceptions=True), 5
     )
     assert all(isinstance(r, RpcError) for r in results)
+
+
+class SlowLogic(Logic):
+    """Answers only when told to, so the test decides what is in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def call(self, method: str, message: Any, timeout: float | None = None) -> Any:
+        self.batches.append(len(message.items))
+        await self.release.wait()
+        return pb.PushBatchReply(replies=[pb.Reply(code=pb.OK, message=i.push_room.msg) for i in message.items])
+
+
+async def test_pushes_arriving_while_batches_are_in_flight_go_together_when_one_returns() -> None:
+    logic = SlowLogic()
+    batcher = PushBatcher(logic, max_batch=100, max_in_flight=2)  # type: ignore[arg-type]
+    first = asyncio.ensure_future(batcher.submit(room("a")))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(batcher.submit(room("b")))
+    await asyncio.sleep(0.01)
+    assert logic.batches == [1, 1]  # alone, each went at once: nobody waits while logic is idle
+    later = [asyncio.ensure_future(batcher.submit(room(f"c{n}"))) for n in range(30)]
+    await asyncio.sleep(0.01)
+    assert logic.batches == [1, 1]  # two calls in flight: the rest wait for one of them
+    logic.release.set()
+    replies = await asyncio.wait_for(asyncio.gather(first, second, *later), 5)
+    assert [r.message for r in replies] == ["a", "b"] + [f"c{n}" for n in range(30)]
+    assert logic.batches == [1, 1, 30]
