@@ -15,6 +15,7 @@ from gochat_py.bench.stamp import (
     make_stamp,
     parse_stamp,
     room_info_count,
+    stamp_matcher,
 )
 from gochat_py.protocol.frames import room_info_body
 
@@ -73,3 +74,45 @@ def test_room_info_count() -> None:
     assert room_info_count(b'{"op":5,"count":1,"roomUserInfo":{}}') == 1
     assert room_info_count(b'{"count":3,"op":4}') is None
     assert room_info_count(go_room_frame("x")) is None
+
+
+def matched(run_id: bytes, body: bytes) -> Stamp | None:
+    found = stamp_matcher(run_id)(body)
+    return None if found is None else Stamp(run_id, int(found[1]), int(found[2]))
+
+
+@given(
+    st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=32),
+    st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyz|", max_size=40),
+)
+def test_matcher_says_yes_only_where_frame_stamp_reads_the_run(run_id: str, msg: str) -> None:
+    # the fast path may turn a frame down (then the slow path reads it), never read it otherwise
+    for body in (go_room_frame(msg), go_room_frame(f"{run_id}|{msg}"), go_room_frame(f"{run_id}|{len(msg)}|{msg}")):
+        stamp = matched(run_id.encode(), body)
+        if stamp is not None:
+            assert frame_stamp(body) == stamp
+
+
+@given(st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=32), st.integers(0, 10**6))
+def test_matcher_reads_every_frame_of_the_run_the_server_sends(run_id: str, seq: int) -> None:
+    assert matched(run_id.encode(), go_room_frame(make_stamp(run_id, seq, 10**13 + seq))) == Stamp(
+        run_id.encode(), seq, 10**13 + seq
+    )
+
+
+def test_matcher_turns_down_other_runs_and_other_frames() -> None:
+    assert matched(b"r1", go_room_frame("r12|3|99")) is None  # a run id that starts like ours
+    assert matched(b"r12", go_room_frame("r1|3|99")) is None
+    assert matched(b"r1", go_room_frame("x|r1|3|99")) is None
+    assert matched(b"r1", go_room_frame("r1|3|99|7")) is None  # a soak stamp
+    assert matched(b"r1", go_room_frame("r1|-3|99")) is None
+    assert matched(b"r1", room_info_body(5, {"1": "a"})) is None
+    assert matched(b"r1", b'{"code":0,"msg":"r1|3|99"') == Stamp(b"r1", 3, 99)
+    # a frame in another shape is left to frame_stamp, which still reads it
+    other_shape = b'{"code":1,"msg":"r1|3|99","op":3}'
+    assert matched(b"r1", other_shape) is None and frame_stamp(other_shape) == Stamp(b"r1", 3, 99)
+
+
+def test_matcher_of_a_run_id_that_cannot_be_a_stamp_field_matches_nothing() -> None:
+    assert matched(b"a|1", go_room_frame("a|1|2|3")) is None
+    assert matched(b'a"', b'{"code":0,"msg":"a"|1|2"') is None
