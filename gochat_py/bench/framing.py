@@ -29,29 +29,39 @@ def encode_stick(payload: bytes) -> bytes:
 
 
 class StickSplitter:
-    """Turns a TCP byte stream into frame payloads; a bad header raises FrameError."""
+    """Turns a TCP byte stream into frame payloads; a bad header raises FrameError.
+
+    ``feed`` hands back every payload of a chunk in one list, so the client can count the whole
+    chunk in one call (see ``Counter.on_frames``).  A chunk that holds only whole frames (the
+    usual case) is sliced where it is, without first being copied into the buffer; only the
+    start of an incomplete frame is kept for the next chunk.
+    """
 
     __slots__ = ("_buffer",)
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._buffer = b""
 
     def feed(self, data: bytes) -> list[bytes]:
-        buffer = self._buffer
-        buffer += data
-        out = []
+        if self._buffer:
+            data = self._buffer + data
+        out: list[bytes] = []
+        append = out.append
+        end = len(data)
         position = 0
-        while len(buffer) - position >= STICK_HEADER:
-            if buffer[position] != 0x76:  # 'v'
-                raise FrameError(f"frame does not start with 'v': {bytes(buffer[position : position + 4])!r}")
-            (length,) = struct.unpack_from(">h", buffer, position + 2)
-            if length < STICK_HEADER:
-                raise FrameError(f"frame length {length} below the header size")
-            if len(buffer) - position < length:
+        while end - position >= STICK_HEADER:
+            if data[position] != 0x76:  # 'v'
+                raise FrameError(f"frame does not start with 'v': {bytes(data[position : position + 4])!r}")
+            length = (data[position + 2] << 8) | data[position + 3]
+            if length < STICK_HEADER or length & 0x8000:  # the length is a signed int16
+                signed = length - 0x10000 if length & 0x8000 else length
+                raise FrameError(f"frame length {signed} below the header size")
+            stop = position + length
+            if stop > end:
                 break
-            out.append(bytes(buffer[position + STICK_HEADER : position + length]))
-            position += length
-        del buffer[:position]
+            append(data[position + STICK_HEADER : stop])
+            position = stop
+        self._buffer = data[position:] if position < end else b""
         return out
 
 
@@ -189,16 +199,24 @@ def parse_ws_close(payload: bytes) -> tuple[int, str]:
     return struct.unpack_from("!H", payload)[0], payload[2:].decode(errors="replace")
 
 
-class WsSplitter:
-    """Turns the byte stream a websocket server sends into ``(opcode, payload)`` pairs.
+# One entry per frame other than a final text frame: (place among the payloads, opcode, payload).
+Other = tuple[int, int, bytes]
 
-    Made for the bench client's hot path: one ``feed`` per ``data_received`` chunk, slices of the
-    chunk as payloads (no per-frame objects), and a partial frame kept as a list of chunks
-    until enough bytes arrived, so a large frame in many pieces is joined once rather than
-    re-copied on every chunk.  Only what an extension-less server may send is accepted: masked
-    frames (a server must not mask), RSV bits, fragmented data frames (FIN clear or a
-    continuation; the gochat server never fragments, and the bench has no use for reassembly),
-    oversized or fragmented control frames and unknown opcodes raise :class:`FrameError`.
+
+class WsSplitter:
+    """Turns the byte stream a websocket server sends into payloads.
+
+    Made for the bench client's hot path: one :meth:`feed_batch` per ``data_received`` chunk
+    gives the text and binary payloads of the whole chunk as one list (slices of the chunk, no
+    per-frame objects), which the counter then takes in one call.  The frames a gochat server
+    seldom or never sends (binary, ping, pong, close) are also listed apart, each with its place
+    among the payloads, so the client still handles them in stream order.  A partial frame is
+    kept as a list of chunks until enough bytes arrived, so a large frame in many pieces is
+    joined once rather than re-copied on every chunk.  Only what an extension-less server may
+    send is accepted: masked frames (a server must not mask), RSV bits, fragmented data frames
+    (FIN clear or a continuation; the gochat server never fragments, and the bench has no use
+    for reassembly), oversized or fragmented control frames and unknown opcodes raise
+    :class:`FrameError`.
     """
 
     __slots__ = ("_have", "_need", "_parts", "max_payload")
@@ -210,14 +228,35 @@ class WsSplitter:
         self.max_payload = max_payload
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """Every frame ``data`` completes as ``(opcode, payload)``, in stream order (the
+        frame-by-frame view of :meth:`feed_batch`)."""
+        payloads, others = self.feed_batch(data)
+        out: list[tuple[int, bytes]] = []
+        done = 0
+        for place, opcode, payload in others or ():
+            out += [(WS_TEXT, p) for p in payloads[done:place]]
+            out.append((opcode, payload))
+            done = place + 1 if opcode == WS_BINARY else place
+        out += [(WS_TEXT, p) for p in payloads[done:]]
+        return out
+
+    def feed_batch(self, data: bytes) -> tuple[list[bytes], list[Other] | None]:
+        """``(payloads, others)`` of the frames ``data`` completes.
+
+        ``payloads``: the text and binary payloads in stream order.  ``others``: None, or one
+        ``(place, opcode, payload)`` for each binary frame (its payload is ``payloads[place]``)
+        and each control frame (``place`` payloads came before it), in stream order.
+        """
         if self._parts:
             self._parts.append(data)
             self._have += len(data)
             if self._have < self._need:
-                return []
+                return [], None
             data = b"".join(self._parts)
             self._parts = []
-        out: list[tuple[int, bytes]] = []
+        payloads: list[bytes] = []
+        append = payloads.append
+        others: list[Other] | None = None
         end = len(data)
         position = 0
         need = 0
@@ -227,10 +266,8 @@ class WsSplitter:
                 break
             first = data[position]
             length = data[position + 1]
-            if first != 0x81 and first != 0x82:  # anything but a final text/binary frame: check it all
+            if first != 0x81:  # anything but a final text frame: check it all
                 self._check_header(first, length)
-            if length & 0x80:
-                raise FrameError("the server sent a masked frame")
             if length < 126:
                 start = position + 2
             elif length == 126:
@@ -239,7 +276,7 @@ class WsSplitter:
                     break
                 length = (data[position + 2] << 8) | data[position + 3]
                 start = position + 4
-            else:
+            elif length == 127:
                 if end - position < 10:
                     need = 10
                     break
@@ -247,18 +284,28 @@ class WsSplitter:
                 if length > self.max_payload:
                     raise FrameError(f"frame of {length} bytes exceeds {self.max_payload}")
                 start = position + 10
+            else:
+                raise FrameError("the server sent a masked frame")
             stop = start + length
             if stop > end:
                 need = stop - position
                 break
-            out.append((first & 0x0F, data[start:stop]))
+            if first == 0x81:
+                append(data[start:stop])
+            else:
+                opcode = first & 0x0F
+                if others is None:
+                    others = []
+                others.append((len(payloads), opcode, data[start:stop]))
+                if opcode == WS_BINARY:
+                    append(data[start:stop])
             position = stop
         if position < end:
             rest = data[position:] if position else data
             self._parts = [rest]
             self._have = len(rest)
             self._need = need
-        return out
+        return payloads, others
 
     @staticmethod
     def _check_header(first: int, length: int) -> None:
@@ -269,7 +316,9 @@ class WsSplitter:
             raise FrameError("fragmented data frame (continuation or FIN clear): not supported")
         if opcode not in _KNOWN_OPCODES:
             raise FrameError(f"unknown opcode {opcode:#x}")
-        if opcode >= WS_CLOSE and length & 0x7F > 125:
+        if length & 0x80:
+            raise FrameError("the server sent a masked frame")
+        if opcode >= WS_CLOSE and length > 125:
             raise FrameError(f"control frame (opcode {opcode:#x}) longer than 125 bytes")
 
     def pending(self) -> int:

@@ -134,6 +134,12 @@ class SoakWorker:
 
     # ------------------------------------------------------------------ frames
 
+    def on_frames(self, conn_id: int, bodies: list[bytes]) -> None:
+        """Every payload of one chunk from a TCP connection (``TcpClient`` hands chunks over);
+        the soak's churn, not frame cost, is what it measures, so each is counted on its own."""
+        for body in bodies:
+            self.on_frame(conn_id, body)
+
     def on_frame(self, conn_id: int, body: bytes) -> None:
         live = self.live.get(conn_id)
         if live is None:
@@ -267,7 +273,7 @@ class SoakWorker:
         loop = asyncio.get_running_loop()
         host, port = self.plan.tcp[conn_id % len(self.plan.tcp)]
         _, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda: TcpClient(conn_id, self, self._lost), host, port),
+            loop.create_connection(lambda: TcpClient(conn_id, self.on_frames, self._lost), host, port),
             self.plan.connect_timeout,
         )
         live.handle = protocol

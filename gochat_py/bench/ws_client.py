@@ -9,8 +9,9 @@ benchmark measured its own clients.  This client does only what a benchmark sock
   ``Sec-WebSocket-Accept``; no extensions, so no compression, and no subprotocol);
 - one masked text frame out (the join), as every client frame must be masked;
 - server frames split straight from each ``data_received`` chunk by
-  :class:`~gochat_py.bench.framing.WsSplitter`, text and binary payloads handed to ``on_frame``
-  (the bench's ``Counter.on_frame``) with no task, queue or object per frame;
+  :class:`~gochat_py.bench.framing.WsSplitter`, and the chunk's text and binary payloads handed
+  to ``on_frames`` as one list (the bench's ``Counter.on_frames``), with no task, queue or
+  object per frame and one call per chunk rather than per frame;
 - a ping answered with a masked pong carrying the same payload (the server drops a socket that
   does not answer within ``pong_timeout``), a close frame answered with a close frame;
 - at the end, a masked close frame and a bounded wait for the server to finish the close.
@@ -27,7 +28,6 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from gochat_py.bench.framing import (
-    WS_BINARY,
     WS_CLOSE,
     WS_MAX_HANDSHAKE,
     WS_PING,
@@ -49,21 +49,22 @@ _NOT_ON_THE_WIRE = frozenset((1005, 1006, 1015))
 
 
 class LeanWsClient(asyncio.Protocol):
-    """One client websocket.  ``on_frame(index, payload)`` gets every text and binary payload;
-    ``on_lost(index, reason)`` is called once when an opened socket ends, whoever ended it (the
-    bench ignores it while it is closing its sockets itself), exactly like ``TcpClient``."""
+    """One client websocket.  ``on_frames(index, payloads)`` gets the text and binary payloads of
+    each received chunk in one (never empty) list, up to a close frame; ``on_lost(index,
+    reason)`` is called once when an opened socket ends, whoever ended it (the bench ignores it
+    while it is closing its sockets itself), exactly like ``TcpClient``."""
 
     def __init__(
         self,
         index: int,
-        on_frame: Callable[[int, bytes], None],
+        on_frames: Callable[[int, list[bytes]], None],
         on_lost: Callable[[int, str], None],
         host: str,
         path: str,
         key: str | None = None,
     ) -> None:
         self.index = index
-        self.on_frame = on_frame
+        self.on_frames = on_frames
         self.on_lost = on_lost
         self.key = key or ws_client_key()
         self.request = ws_handshake_request(host, path, self.key)
@@ -89,22 +90,34 @@ class LeanWsClient(asyncio.Protocol):
             self._handshake(data)
             return
         try:
-            frames = self.splitter.feed(data)
+            payloads, others = self.splitter.feed_batch(data)
         except FrameError as exc:
             self._fail(f"bad frame: {exc}")
             return
-        on_frame = self.on_frame
-        index = self.index
-        for opcode, payload in frames:
-            if opcode <= WS_BINARY:  # text or binary: the splitter lets no continuation through
-                on_frame(index, payload)
-            elif opcode == WS_PING:
-                if not self._close_sent and self.transport is not None:
-                    self.transport.write(ws_client_frame(payload, WS_PONG))
+        if not others:  # the usual chunk: text frames only
+            if payloads:
+                self.on_frames(self.index, payloads)
+            return
+        # Binary payloads are already among the text ones, and a pong needs nothing (this client
+        # never pings).  A close frame ends the stream: what follows it is not counted.  The
+        # payloads are counted before any ping is answered, so the pong's write is not in their
+        # latency.
+        close: bytes | None = None
+        pings: list[bytes] = []
+        for place, opcode, payload in others:
+            if opcode == WS_PING:
+                pings.append(payload)
             elif opcode == WS_CLOSE:
-                self._on_close(payload)
-                return
-            # a pong needs nothing: this client never pings
+                close = payload
+                payloads = payloads[:place]
+                break
+        if payloads:
+            self.on_frames(self.index, payloads)
+        for ping in pings:
+            if not self._close_sent and self.transport is not None:
+                self.transport.write(ws_client_frame(ping, WS_PONG))
+        if close is not None:
+            self._on_close(close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
@@ -210,7 +223,7 @@ def split_ws_url(url: str) -> tuple[str, int, str, str]:
 async def connect_lean_ws(
     url: str,
     index: int,
-    on_frame: Callable[[int, bytes], None],
+    on_frames: Callable[[int, list[bytes]], None],
     on_lost: Callable[[int, str], None],
     *,
     local_addr: tuple[str, int] | None = None,
@@ -223,7 +236,7 @@ async def connect_lean_ws(
 
     async def opening() -> LeanWsClient:
         _, protocol = await loop.create_connection(
-            lambda: LeanWsClient(index, on_frame, on_lost, host_header, path), host, port, local_addr=local_addr
+            lambda: LeanWsClient(index, on_frames, on_lost, host_header, path), host, port, local_addr=local_addr
         )
         try:
             await protocol.opened

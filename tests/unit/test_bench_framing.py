@@ -23,11 +23,25 @@ def test_stick_split_any_chunking(payloads: list[bytes], chunk: int) -> None:
     assert out == payloads
 
 
+def test_stick_chunk_of_frames_in_one_list() -> None:
+    splitter = StickSplitter()
+    frames = [encode_stick(b"p%d" % i) for i in range(4)]
+    assert splitter.feed(b"".join(frames[:3]) + frames[3][:5]) == [b"p0", b"p1", b"p2"]
+    assert splitter.feed(frames[3][5:]) == [b"p3"]
+    assert splitter.feed(b"") == []
+
+
 def test_stick_bad_frames() -> None:
     with pytest.raises(FrameError):
         StickSplitter().feed(b"x1\x00\x05a")
     with pytest.raises(FrameError):
         StickSplitter().feed(b"v1\x00\x02")
+    with pytest.raises(FrameError, match="-32768"):  # the length is a signed int16
+        StickSplitter().feed(b"v1\x80\x00")
+    with pytest.raises(FrameError, match="start with 'v'"):  # also behind a kept partial frame
+        splitter = StickSplitter()
+        splitter.feed(encode_stick(b"ok") + b"v1")
+        splitter.feed(b"\x00\x05a" + b"x1\x00\x05a")
     with pytest.raises(FrameError):
         encode_stick(b"x" * (STICK_MAX_PAYLOAD + 1))
 

@@ -267,6 +267,28 @@ def test_oversized_frame_rejected_from_its_header() -> None:
         WsSplitter(max_payload=1000).feed(struct.pack("!BBQ", 0x81, 127, 1_000_000))
 
 
+def test_feed_batch_lists_the_payloads_and_places_the_other_frames() -> None:
+    stream = b"".join(
+        ws_server_frame(p, o)
+        for o, p in [
+            (WS_TEXT, b"a"),
+            (WS_PING, b"p"),
+            (WS_TEXT, b"b"),
+            (WS_BINARY, b"c"),
+            (WS_TEXT, b"d"),
+            (WS_CLOSE, b"\x03\xe8"),
+        ]
+    )
+    payloads, others = WsSplitter().feed_batch(stream)
+    assert payloads == [b"a", b"b", b"c", b"d"]
+    # a control frame's place is the number of payloads before it; a binary frame's is its own
+    assert others == [(1, WS_PING, b"p"), (2, WS_BINARY, b"c"), (4, WS_CLOSE, b"\x03\xe8")]
+    assert WsSplitter().feed_batch(ws_server_frame(b"x" * 200) * 3) == ([b"x" * 200] * 3, None)
+    splitter = WsSplitter()
+    assert splitter.feed_batch(ws_server_frame(b"half")[:3]) == ([], None)
+    assert splitter.feed_batch(ws_server_frame(b"half")[3:]) == ([b"half"], None)
+
+
 # ------------------------------------------------------------------ the protocol object
 
 
@@ -299,18 +321,21 @@ def unmask_client_frame(frame: bytes) -> tuple[int, bytes]:
 
 class Recorder:
     def __init__(self) -> None:
+        self.calls: list[list[bytes]] = []  # what each on_frames call got
         self.frames: list[tuple[int, bytes]] = []
         self.lost: list[tuple[int, str]] = []
 
-    def on_frame(self, index: int, payload: bytes) -> None:
-        self.frames.append((index, payload))
+    def on_frames(self, index: int, payloads: list[bytes]) -> None:
+        assert payloads, "on_frames is never called with nothing"
+        self.calls.append(list(payloads))
+        self.frames += [(index, payload) for payload in payloads]
 
     def on_lost(self, index: int, reason: str) -> None:
         self.lost.append((index, reason))
 
 
 def opened_client(rec: Recorder) -> tuple[LeanWsClient, FakeTransport]:
-    client = LeanWsClient(7, rec.on_frame, rec.on_lost, "127.0.0.1:7000", "/ws", key=RFC_KEY)
+    client = LeanWsClient(7, rec.on_frames, rec.on_lost, "127.0.0.1:7000", "/ws", key=RFC_KEY)
     transport = FakeTransport()
     client.connection_made(transport)  # type: ignore[arg-type]
     assert transport.written == [ws_handshake_request("127.0.0.1:7000", "/ws", RFC_KEY)]
@@ -328,6 +353,51 @@ async def test_handshake_then_frames_in_the_same_chunk() -> None:
     assert client.opened.done() and client.opened.exception() is None
     client.data_received(ws_server_frame(b"sec")[3:])
     assert rec.frames == [(7, b"first"), (7, b"sec")]
+
+
+async def test_a_chunk_of_frames_is_handed_on_in_one_call() -> None:
+    rec = Recorder()
+    client, _ = opened_client(rec)
+    client.data_received(response(RFC_KEY) + b"\r\n\r\n")
+    frames = [ws_server_frame(b"m%d" % i) for i in range(5)]
+    client.data_received(b"".join(frames[:3]) + frames[3][:2])  # the fourth cut in its header
+    client.data_received(frames[3][2:] + frames[4])
+    assert rec.calls == [[b"m0", b"m1", b"m2"], [b"m3", b"m4"]]
+    client.data_received(frames[0][:1])  # no whole frame: no call
+    assert len(rec.calls) == 2
+
+
+async def test_control_frames_in_a_chunk_of_data_frames() -> None:
+    rec = Recorder()
+    client, transport = opened_client(rec)
+    client.data_received(response(RFC_KEY) + b"\r\n\r\n")
+    client.data_received(
+        ws_server_frame(b"a")
+        + ws_server_frame(b"b")
+        + ws_server_frame(b"hb", WS_PING)
+        + ws_server_frame(b"c", WS_BINARY)
+        + ws_server_frame(b"", WS_PONG)
+        + ws_server_frame(b"d")
+    )
+    assert rec.calls == [[b"a", b"b", b"c", b"d"]]  # the binary frame in its place
+    assert [unmask_client_frame(frame) for frame in transport.written] == [(WS_PONG, b"hb")]
+
+
+async def test_frames_after_a_close_in_the_same_chunk_are_not_handed_on() -> None:
+    rec = Recorder()
+    client, transport = opened_client(rec)
+    client.data_received(response(RFC_KEY) + b"\r\n\r\n")
+    client.data_received(
+        ws_server_frame(b"before")
+        + ws_server_frame(b"p1", WS_PING)
+        + ws_server_frame(b"\x03\xe8", WS_CLOSE)
+        + ws_server_frame(b"p2", WS_PING)
+        + ws_server_frame(b"after")
+    )
+    assert rec.calls == [[b"before"]]
+    # the ping before the close is answered, then the close; nothing after it
+    assert [unmask_client_frame(frame) for frame in transport.written] == [(WS_PONG, b"p1"), (WS_CLOSE, b"\x03\xe8")]
+    assert transport.closed
 
 
 async def test_join_is_sent_masked() -> None:
