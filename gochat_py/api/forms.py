@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 
 class BindError(ValueError):
@@ -31,6 +33,11 @@ class Field:
 class Form:
     name: str
     fields: tuple[Field, ...]
+    # json name in lower case -> json name, for the fast path's "exact spelling" check
+    spellings: dict[str, str] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spellings", {f.json_name.lower(): f.json_name for f in self.fields})
 
 
 def _form(name: str, *fields: tuple[str, str, type]) -> Form:
@@ -124,8 +131,50 @@ def _convert(form: Form, field: Field, value: Any) -> tuple[Any, str | None]:
     return 0, f"json: cannot unmarshal {_go_type(value)} into {place}"
 
 
+_KEY_END = re.compile(rb'"\s*:')
+
+
+def _bind_plain(form: Form, body: bytes) -> dict[str, Any] | None:
+    """The values of a body as well-formed clients send it, or None for anything else.
+
+    A push is bound on every request, and the Go-compatible decoder below costs tens of
+    microseconds.  This path takes only the plain case, where Go's leniencies cannot matter:
+    valid JSON with nothing after it, one flat object, each form key spelled exactly and present
+    once, every value of the field's own type and non-empty.  Anything else goes to :func:`bind`'s
+    full decoder, which produces Go's answer, errors included.
+    """
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    # Every key is followed by '"' and ':'; more matches than keys means a repeated key (Go
+    # reports a bad first copy, a dict keeps only the last), a nested object or a ':' in a string.
+    if type(document) is not dict or len(_KEY_END.findall(body)) != len(document):
+        return None
+    for key in document:
+        spelling = form.spellings.get(key.lower())
+        if spelling is not None and spelling != key:
+            return None  # Go matches keys case-insensitively
+    values: dict[str, Any] = {}
+    for f in form.fields:
+        value = document.get(f.json_name)
+        if f.kind is str:
+            if type(value) is not str or not value:
+                return None
+        elif type(value) is not int or not value or not _INT64[0] <= value <= _INT64[1]:
+            return None
+        values[f.go_name] = value
+    return values
+
+
 def bind(form: Form, body: bytes) -> dict[str, Any]:
     """Field values by Go name; raises :class:`BindError` with the original's message."""
+    plain = _bind_plain(form, body)
+    return plain if plain is not None else bind_as_go(form, body)
+
+
+def bind_as_go(form: Form, body: bytes) -> dict[str, Any]:
+    """:func:`bind` by the Go-compatible decoder alone, whatever the body."""
     document = _decode_first_value(body)
     values: dict[str, Any] = {f.go_name: ("" if f.kind is str else 0) for f in form.fields}
     if document is None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gochat_py.api.forms import (
     FORM_AUTH,
@@ -14,7 +19,9 @@ from gochat_py.api.forms import (
     FORM_ROOM_INFO,
     BindError,
     Form,
+    _bind_plain,
     bind,
+    bind_as_go,
 )
 
 REQUIRED = "Key: '{0}.{1}' Error:Field validation for '{1}' failed on the 'required' tag"
@@ -223,3 +230,57 @@ def test_auth_form() -> None:
 
 def test_bind_error_is_a_value_error() -> None:
     assert issubclass(BindError, ValueError)
+
+
+# -- the fast path gives Go's answer ---------------------------------------------------------
+
+_KEYS = st.sampled_from(["msg", "Msg", "MSG", "toUserId", "touserid", "roomId", "authToken", "op", "x"])
+_VALUES = st.one_of(
+    st.text(max_size=8),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.just({"nested": 1}),
+    st.just([1, "a"]),
+)
+
+
+def _outcome(bind_fn: Any, form: Any, body: bytes) -> Any:
+    try:
+        return ("ok", bind_fn(form, body))
+    except BindError as exc:
+        return ("error", str(exc))
+
+
+@given(
+    pairs=st.lists(st.tuples(_KEYS, _VALUES), max_size=7),
+    spacing=st.sampled_from(["", " ", "\n"]),
+    tail=st.sampled_from(["", " ", "x", "{}"]),
+)
+@settings(max_examples=400, deadline=None)
+def test_the_plain_path_agrees_with_the_go_decoder(pairs: list[tuple[str, Any]], spacing: str, tail: str) -> None:
+    """Any object, repeated and differently spelled keys included, binds as Go binds it."""
+    members = [f"{json.dumps(k)}{spacing}:{spacing}{json.dumps(v)}" for k, v in pairs]
+    body = ("{" + ",".join(members) + "}" + tail).encode()
+    for form in (FORM_PUSH, FORM_ROOM, FORM_AUTH):
+        assert _outcome(bind, form, body) == _outcome(bind_as_go, form, body), body
+
+
+@given(
+    msg=st.text(min_size=1, max_size=20),
+    to=st.text(min_size=1, max_size=5),
+    room=st.integers(min_value=-(2**63), max_value=2**63 - 1).filter(bool),
+    token=st.text(min_size=1, max_size=10),
+    extra=st.sampled_from(["", ',"op":3', ',"msg":"again"', ',"Msg":"x"', ',"deep":{"a":1}']),
+)
+@settings(max_examples=300, deadline=None)
+def test_well_formed_pushes_take_the_plain_path_and_agree(msg: str, to: str, room: int, token: str, extra: str) -> None:
+    fields = {"msg": msg, "toUserId": to, "roomId": room, "authToken": token}
+    body = (json.dumps(fields)[:-1] + extra + "}").encode()
+    assert _outcome(bind, FORM_PUSH, body) == _outcome(bind_as_go, FORM_PUSH, body), body
+    plain = _bind_plain(FORM_PUSH, body)
+    if extra in ("", ',"op":3'):
+        assert plain == {"Msg": msg, "ToUserId": to, "RoomId": room, "AuthToken": token}
+    else:
+        assert plain is None  # repeated, respelled or nested keys: Go's decoder decides
