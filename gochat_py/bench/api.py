@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import orjson
 
+from gochat_py.bench.http_client import HttpClient
 from gochat_py.bench.progress import Progress
 
 PASSWORD = "bench-pw-1"
@@ -23,29 +23,23 @@ class Api:
         self.base_url = base_url.rstrip("/")
         self.connections = connections
         self.timeout = timeout
-        self.session: aiohttp.ClientSession | None = None
+        self.client: HttpClient | None = None
 
     async def __aenter__(self) -> Api:
-        connector = aiohttp.TCPConnector(limit=self.connections, force_close=False)
-        self.session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout), json_serialize=None
-        )
+        self.client = HttpClient(self.base_url, self.connections, self.timeout)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.session:
-            await self.session.close()
+        if self.client:
+            await self.client.close()
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        assert self.session is not None
-        async with self.session.post(
-            self.base_url + path, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
-        ) as response:
-            raw = await response.read()
+        assert self.client is not None
+        status, raw = await self.client.post(path, orjson.dumps(body))
         try:
             reply = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise ApiError(f"{path}: HTTP {response.status}, not JSON: {raw[:200]!r}") from None
+            raise ApiError(f"{path}: HTTP {status}, not JSON: {raw[:200]!r}") from None
         if not isinstance(reply, dict) or "code" not in reply:
             raise ApiError(f"{path}: unexpected reply {raw[:200]!r}")
         return reply
