@@ -11,9 +11,14 @@ from gochat_py.protocol.queue_message import QueueMessage
 class Rooms:
     def __init__(self, rooms: dict[int, dict[str, str]]) -> None:
         self.rooms = rooms
+        self.lists_read = 0
 
     async def members(self, room_id: int) -> dict[str, str]:
+        self.lists_read += 1
         return dict(self.rooms.get(room_id, {}))
+
+    async def online_count(self, room_id: int) -> int:
+        return len(self.rooms.get(room_id, {}))
 
 
 class Queue:
@@ -28,6 +33,18 @@ class Queue:
 def make(rooms: dict[int, dict[str, str]], auto_limit: int = 10) -> tuple[MemberLists, Queue]:
     queue = Queue()
     return MemberLists(Rooms(rooms), queue, delay=0.01, auto_limit=auto_limit), queue  # type: ignore[arg-type]
+
+
+async def test_a_big_room_s_list_is_not_even_read_for_a_join() -> None:
+    big = {str(n): f"user{n}" for n in range(11)}
+    rooms = Rooms({1: big})
+    lists = MemberLists(rooms, Queue(), delay=0.01, auto_limit=10)  # type: ignore[arg-type]
+    lists.request(1)
+    await lists.close()
+    assert rooms.lists_read == 0
+    lists.request(1, explicit=True)
+    await lists.close()
+    assert rooms.lists_read == 1
 
 
 async def test_requests_for_a_room_within_the_delay_make_one_broadcast() -> None:
