@@ -26,15 +26,15 @@ FIELD = b"m"
 
 @dataclass(frozen=True, slots=True)
 class GroupState:
-    """What XINFO GROUPS says of the consumer group: how much waits, and whether it moves."""
+    """How much waits for the consumer group, and whether it moves."""
 
     pending: int  # read by a consumer, not acknowledged yet
-    lag: int  # not read by any consumer yet
-    entries_read: int
+    unread: int  # not read by any consumer yet (counted up to the cap the caller gave)
+    last_read: str  # the group's last-delivered-id: it moves while task reads
 
     @property
     def backlog(self) -> int:
-        return self.pending + self.lag
+        return self.pending + self.unread
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +44,37 @@ class Entry:
     error: str = ""
 
 
-# KEYS[1]: the stream; ARGV[1]: the group; ARGV[2..]: the messages, appended in order.  Returns
-# the group's {pending, lag, entries-read}, or nil before the group exists.  One command for a
-# whole batch: redis-py costs tens of microseconds per command of a pipeline.
-_ENQUEUE = """
-for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'm', ARGV[i]) end
-for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local info = {}
-  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
-  if info['name'] == ARGV[1] then
-    return {info['pending'] or 0, info['lag'] or 0, info['entries-read'] or 0}
+# The group's {pending, unread, last-delivered-id}, or nil before the group exists; unread is
+# counted up to ARGV[2].  XINFO's own "lag" is not used: it comes from a counter of entries read
+# that can drift from the stream (seen on a live system: a lag of 22,902 with nothing unread), and
+# a wrong backlog makes logic hold back every push.
+_GROUP_STATE = """
+local function group_state(stream, name, cap)
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local info = {}
+    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+    if info['name'] == name then
+      local last = info['last-delivered-id']
+      local unread = #redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', cap)
+      return {info['pending'], unread, last}
+    end
   end
+  return false
 end
-return false
 """
+
+# KEYS[1]: the stream; ARGV[1]: the group; ARGV[2]: cap of the unread count; ARGV[3..]: the
+# messages, appended in order.  One command for a whole batch (redis-py costs tens of
+# microseconds per command of a pipeline), and the group's state comes back with it.
+_ENQUEUE = (
+    _GROUP_STATE
+    + """
+for i = 3, #ARGV do redis.call('XADD', KEYS[1], '*', 'm', ARGV[i]) end
+return group_state(KEYS[1], ARGV[1], ARGV[2])
+"""
+)
+_STATE = _GROUP_STATE + "return group_state(KEYS[1], ARGV[1], ARGV[2])\n"
+STATE_CAP = 10_000  # entries counted at most as unread (the count reads that many ids)
 
 
 class MessageQueue:
@@ -66,33 +83,28 @@ class MessageQueue:
         self.stream = settings.stream
         self.group = settings.group
         self._enqueue = redis.register_script(_ENQUEUE)
+        self._state = redis.register_script(_STATE)
 
     async def enqueue(self, message: QueueMessage) -> GroupState | None:
         return await self.enqueue_many([message])
 
-    async def enqueue_many(self, messages: list[QueueMessage]) -> GroupState | None:
+    async def enqueue_many(self, messages: list[QueueMessage], cap: int = STATE_CAP) -> GroupState | None:
         """All of them in one command, in order; the group's state comes back with them (None
-        before any task created the group)."""
+        before any task created the group), its unread count up to ``cap``."""
         if not messages:
             return None
-        state = await self._enqueue(keys=[self.stream], args=[self.group, *(m.encode() for m in messages)])
+        state = await self._enqueue(keys=[self.stream], args=[self.group, cap, *(m.encode() for m in messages)])
         for message in messages:
             MESSAGES_IN.labels(message.op).inc()
-        return GroupState(*state) if state else None
+        return _group_state(state)
 
-    async def group_state(self) -> GroupState | None:
+    async def group_state(self, cap: int = STATE_CAP) -> GroupState | None:
         try:
-            return self._our_group(await self.redis.xinfo_groups(self.stream))
-        except ResponseError:  # no stream yet
+            return _group_state(await self._state(keys=[self.stream], args=[self.group, cap]))
+        except ResponseError as exc:  # no stream yet
+            if "no such key" not in str(exc).lower():
+                raise
             return None
-
-    def _our_group(self, groups: list[dict]) -> GroupState | None:
-        for group in groups:
-            if _text(group["name"]) == self.group:
-                return GroupState(
-                    int(group.get("pending") or 0), int(group.get("lag") or 0), int(group.get("entries-read") or 0)
-                )
-        return None
 
     async def ensure_group(self) -> None:
         """Creates the group reading from the start, so nothing queued before a task existed is lost."""
@@ -133,9 +145,10 @@ class MessageQueue:
             await self.redis.xack(self.stream, self.group, *ids)
 
     async def backlog(self) -> tuple[int, int]:
-        """(entries read but not acknowledged, entries no consumer has read yet) of the group."""
-        state = self._our_group(await self.redis.xinfo_groups(self.stream))
-        return (state.pending, state.lag) if state else (0, 0)
+        """(entries read but not acknowledged, entries no consumer has read yet, up to
+        ``STATE_CAP``) of the group."""
+        state = await self.group_state()
+        return (state.pending, state.unread) if state else (0, 0)
 
     async def pending_count(self) -> int:
         summary = await self.redis.xpending(self.stream, self.group)
@@ -159,6 +172,10 @@ class MessageQueue:
         for consumer in await self.redis.xinfo_consumers(self.stream, self.group):
             if consumer["pending"] == 0 and consumer["idle"] > idle_ms:
                 await self.redis.xgroup_delconsumer(self.stream, self.group, _text(consumer["name"]))
+
+
+def _group_state(reply: list | None) -> GroupState | None:
+    return GroupState(int(reply[0]), int(reply[1]), _text(reply[2])) if reply else None
 
 
 def _text(value: bytes | str) -> str:

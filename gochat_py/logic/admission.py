@@ -38,7 +38,7 @@ class Admission:
         self.max_wait = max_wait
         self.stall_after = stall_after
         self.poll = poll
-        self.state = GroupState(0, 0, 0)
+        self.state = GroupState(0, 0, "")
         self._progress_at = time.monotonic()
         self._reading: asyncio.Future[GroupState] | None = None
 
@@ -46,9 +46,14 @@ class Admission:
         """Records a fresh reading (one comes back with every enqueue, at no extra round trip)."""
         if state is None:
             return
-        if (state.entries_read, state.pending) != (self.state.entries_read, self.state.pending):
+        if (state.last_read, state.pending) != (self.state.last_read, self.state.pending):
             self._progress_at = time.monotonic()
         self.state = state
+
+    @property
+    def cap(self) -> int:
+        """How far a reading needs to count unread entries: just past the limit."""
+        return self.max_backlog + 1
 
     def congested(self) -> bool:
         return self.max_backlog > 0 and self.state.backlog > self.max_backlog

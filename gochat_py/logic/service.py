@@ -226,7 +226,7 @@ class LogicService(logic_pb2_grpc.LogicServicer):
             replies.append(pb.Reply(code=OK))
         if messages:
             await self.admission.admit()
-            self.admission.observe(await self.queue.enqueue_many(messages))
+            self.admission.observe(await self.queue.enqueue_many(messages, cap=self.admission.cap))
         return replies
 
     @_guard

@@ -22,18 +22,18 @@ class Reader:
 
 
 async def test_a_push_is_admitted_at_once_below_the_limit() -> None:
-    reader = Reader(GroupState(0, 0, 0))
+    reader = Reader(GroupState(0, 0, "0-0"))
     admission = Admission(reader, max_backlog=10, max_wait=5)
-    admission.observe(GroupState(pending=4, lag=6, entries_read=100))
+    admission.observe(GroupState(4, 6, "100-0"))
     await asyncio.wait_for(admission.admit(), 0.05)
     assert reader.calls == 0
 
 
 async def test_a_push_waits_while_the_backlog_drains() -> None:
-    draining = [GroupState(20, 30, 110 + n) for n in range(5)] + [GroupState(2, 3, 200)]
+    draining = [GroupState(20, 30, f"{110 + n}-0") for n in range(5)] + [GroupState(2, 3, "200-0")]
     reader = Reader(*draining)
     admission = Admission(reader, max_backlog=10, max_wait=5, poll=0.001)
-    admission.observe(GroupState(pending=20, lag=40, entries_read=100))
+    admission.observe(GroupState(20, 40, "100-0"))
     assert admission.congested()
     await asyncio.wait_for(admission.admit(), 2)
     assert reader.calls == 6
@@ -42,9 +42,9 @@ async def test_a_push_waits_while_the_backlog_drains() -> None:
 
 async def test_a_stalled_queue_does_not_hold_pushes_back() -> None:
     """No consumer moves (task down): waiting would not help, the message waits in the queue."""
-    reader = Reader(GroupState(0, 500, 100))
+    reader = Reader(GroupState(0, 500, "100-0"))
     admission = Admission(reader, max_backlog=10, max_wait=5, stall_after=0.05, poll=0.001)
-    admission.observe(GroupState(pending=0, lag=500, entries_read=100))
+    admission.observe(GroupState(0, 500, "100-0"))
     await asyncio.wait_for(admission.admit(), 2)  # returns once the stall is seen
     assert admission.stalled()
     calls = reader.calls
@@ -53,10 +53,10 @@ async def test_a_stalled_queue_does_not_hold_pushes_back() -> None:
 
 
 async def test_a_wait_is_bounded() -> None:
-    moving = [GroupState(0, 500, n) for n in range(1, 10_000)]  # progresses but never drains
+    moving = [GroupState(0, 500, f"{n}-0") for n in range(1, 10_000)]  # progresses but never drains
     reader = Reader(*moving)
     admission = Admission(reader, max_backlog=10, max_wait=0.05, poll=0.001)
-    admission.observe(GroupState(pending=0, lag=500, entries_read=0))
+    admission.observe(GroupState(0, 500, "0-0"))
     loop = asyncio.get_running_loop()
     started = loop.time()
     await asyncio.wait_for(admission.admit(), 2)
@@ -65,16 +65,16 @@ async def test_a_wait_is_bounded() -> None:
 
 
 async def test_waiting_pushes_share_one_reading() -> None:
-    reader = Reader(GroupState(50, 50, 1), GroupState(0, 0, 2))
+    reader = Reader(GroupState(50, 50, "1-0"), GroupState(0, 0, "2-0"))
     admission = Admission(reader, max_backlog=10, max_wait=5, poll=0.001)
-    admission.observe(GroupState(pending=50, lag=50, entries_read=0))
+    admission.observe(GroupState(50, 50, "0-0"))
     await asyncio.wait_for(asyncio.gather(*(admission.admit() for _ in range(20))), 2)
     assert reader.calls <= 3
 
 
 async def test_zero_turns_it_off() -> None:
-    reader = Reader(GroupState(0, 0, 0))
+    reader = Reader(GroupState(0, 0, "0-0"))
     admission = Admission(reader, max_backlog=0, max_wait=5)
-    admission.observe(GroupState(pending=10**6, lag=10**6, entries_read=1))
+    admission.observe(GroupState(10**6, 10**6, "1-0"))
     await asyncio.wait_for(admission.admit(), 0.05)
     assert reader.calls == 0
