@@ -34,7 +34,10 @@ class GroupState:
 
     @property
     def backlog(self) -> int:
-        return self.pending + self.unread
+        """Messages waiting for a task to pick them up.  Not the pending ones: those are in a
+        task's hands, and pile up there only while a connect node is failing (then they wait for
+        its lease to end or for a retry, and holding new pushes back would not help them)."""
+        return self.unread
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,8 @@
 
 Without it a burst of pushes is accepted as fast as the api can answer, and every message then
 waits behind all the others in the Redis stream: latency becomes the length of the burst.  With
-it, logic holds a push back while the consumer group's backlog (entries read but not
-acknowledged, plus entries not read yet) is over ``max_backlog``, so at most that many messages
-wait inside the system and a client's own requests in flight carry the rest (Little's law).
+it, logic holds a push back while more than ``max_backlog`` entries wait for a task to pick them
+up, so a burst waits in the clients' own requests in flight instead (Little's law).
 
 Holding back only helps while task is draining the stream.  When no consumer makes progress
 (task stopped, restarting, or stuck on a dead node) waiting would only slow every push down, so
