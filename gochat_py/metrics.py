@@ -34,6 +34,12 @@ ADMISSION_WAIT = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,
 )
+QUEUE_TO_SOCKET = Histogram(
+    "gochat_queue_to_socket_seconds",
+    "from a message entering the queue (its stream entry id) to its frame being written, per message",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
 RPC_SECONDS = Histogram(
     "gochat_rpc_seconds",
     "duration of gRPC calls made by this process, by method",

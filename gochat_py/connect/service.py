@@ -7,13 +7,14 @@ framing adds its header, websocket needs nothing), and those same bytes go to ev
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from gochat_py.connect.dedup import RecentIds
 from gochat_py.connect.hub import Hub
 from gochat_py.logs import kv
-from gochat_py.metrics import FRAMES_OUT
+from gochat_py.metrics import FRAMES_OUT, QUEUE_TO_SOCKET
 from gochat_py.rpc import connect_pb2 as pb
 from gochat_py.rpc import connect_pb2_grpc
 
@@ -22,6 +23,14 @@ log = logging.getLogger("gochat.connect")
 
 def unchanged(body: bytes) -> bytes:
     return body
+
+
+def observe_queue_time(seq_id: str) -> None:
+    """How long the server took from queue to socket: a stream entry id starts with the Redis
+    clock's milliseconds.  Tells the server's share of an end-to-end latency from the client's."""
+    millis, dash, _ = seq_id.partition("-")
+    if dash and millis.isdigit():
+        QUEUE_TO_SOCKET.observe(max(0.0, time.time() - int(millis) / 1000))
 
 
 class ConnectService(connect_pb2_grpc.ConnectServicer):
@@ -35,6 +44,7 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
         """The bytes to write, or None for a repeat or a body the transport cannot carry."""
         if not self.recent.first_time(msg.seq_id):
             return None
+        observe_queue_time(msg.seq_id)
         try:
             return self.encode(msg.body)
         except ValueError as exc:

@@ -22,6 +22,7 @@ async def test_metrics_follow_the_traffic(cluster: Cluster) -> None:
         assert connect["gochat_joins_total"] >= 1
         assert connect['gochat_frames_out_total{op="3"}'] >= 5
         assert connect['gochat_frames_out_total{op="5"}'] >= 1
+        assert connect["gochat_queue_to_socket_seconds_count"] >= 6  # five messages and a member list
         await ws.close()
 
     logic = scrape(cluster, "logic")
