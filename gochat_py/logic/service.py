@@ -102,15 +102,18 @@ class LogicService(logic_pb2_grpc.LogicServicer):
 
     async def _user_name(self, user_id: int) -> str:
         """The user's name, or "" for no such user."""
-        name = self._names.get(user_id)
-        if name is None:
-            user = await self.users.by_id(user_id) if user_id > 0 else None
-            if user is None:
-                return ""
-            name = self._names[user_id] = user.name
-            if len(self._names) > NAME_CACHE_SIZE:
+        return (await self._user_names([user_id]))[user_id]
+
+    async def _user_names(self, user_ids: list[int]) -> dict[int, str]:
+        """Names by id ("" for no such user): the ones not cached yet in one query, so the first
+        private messages to many users cost one database round trip, not one each."""
+        missing = [uid for uid in user_ids if uid > 0 and uid not in self._names]
+        if missing:
+            for uid, name in (await self.users.names_of(missing)).items():
+                self._names[uid] = name
+            while len(self._names) > NAME_CACHE_SIZE:
                 self._names.popitem(last=False)
-        return name
+        return {uid: self._names.get(uid, "") for uid in user_ids}
 
     # -- users and sessions ---------------------------------------------------------------
 
@@ -186,7 +189,7 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         tokens = list({r.auth_token for r in requests if r.auth_token})
         targets = list({r.to_user_id for r in requests if isinstance(r, pb.PushRequest)})
         sessions, servers = await self.sessions.senders_and_targets(tokens, targets)
-        names = {user_id: await self._user_name(user_id) for user_id in targets}
+        names = await self._user_names(targets)
         stamp = create_time()
         messages: list[QueueMessage] = []
         replies: list[pb.Reply] = []

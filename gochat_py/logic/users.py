@@ -55,9 +55,13 @@ class UserStore:
             row = await session.scalar(select(UserRow).where(UserRow.user_name == name).limit(1))
             return _user(row)
 
-    async def by_id(self, user_id: int) -> User | None:
+    async def names_of(self, user_ids: list[int]) -> dict[int, str]:
+        """Names of the users that exist among ``user_ids``, in one query."""
+        if not user_ids:
+            return {}
         async with self._sessions() as session:
-            return _user(await session.get(UserRow, user_id))
+            rows = await session.execute(select(UserRow.id, UserRow.user_name).where(UserRow.id.in_(user_ids)))
+            return {user_id: name for user_id, name in rows}
 
     async def create(self, name: str, password_hash: str) -> User:
         async with self._sessions() as session:
