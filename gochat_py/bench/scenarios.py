@@ -400,6 +400,10 @@ class Coordinator:
             self._show_delivery()
         if tasks:
             await asyncio.wait(tasks, timeout=max(1.0, self.remaining()))
+        self._record_pushes(accepted, failed, push_us)
+
+    def _record_pushes(self, accepted: int, failed: int, push_us: array.array) -> None:
+        """The push phase's figures, once it is over."""
         self.push_ended_ns = time.monotonic_ns()
         push_s = (self.push_ended_ns - self.push_started_ns) / 1e9
         self.summary["push"] = {
@@ -443,16 +447,7 @@ class Coordinator:
 
         self.push_started_ns = time.monotonic_ns()
         await asyncio.gather(*(worker() for _ in range(min(opts.concurrency, max(1, len(jobs))))))
-        self.push_ended_ns = time.monotonic_ns()
-        push_s = (self.push_ended_ns - self.push_started_ns) / 1e9
-        self.summary["push"] = {
-            "requests": accepted + failed,
-            "accepted": accepted,
-            "failed": failed,
-            "time_s": round(push_s, 3),
-            "requests_per_s": rate(accepted + failed, push_s),
-            "latency_ms": summarize(sorted(push_us), 1000),
-        }
+        self._record_pushes(accepted, failed, push_us)
 
     @staticmethod
     def by_node(lists: Any) -> list[int]:
