@@ -12,7 +12,16 @@ from typing import Any
 
 import orjson
 
-SERIES = {"room": "gochat-py (api → logic → task → connect)", "floor": "floor (one process, no layers)"}
+ROOM_SERIES = "gochat-py (api → logic → task → connect)"
+
+
+def fanout_series(summary: dict[str, Any]) -> str:
+    """The line a run belongs on: gochat-py, or the floor at its frames per write (a floor that
+    writes 16 frames at once is another curve, not another point of the same one)."""
+    if summary["mode"] == "room":
+        return ROOM_SERIES
+    batch = int(summary.get("params", {}).get("floor_batch") or 1)
+    return f"floor, {batch} frame{'s' if batch > 1 else ''} per write (one process, no layers)"
 
 
 def load_summaries(paths: list[Path]) -> list[dict[str, Any]]:
@@ -49,10 +58,7 @@ def plot_fanout(summaries: list[dict[str, Any]], out: Path) -> Path | None:
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for s in summaries:
         if s.get("mode") in ("room", "floor") and s.get("deliveries_per_s") and s.get("sockets"):
-            name = (
-                "gochat-py (api → logic → task → connect)" if s["mode"] == "room" else "floor (one process, no layers)"
-            )
-            series[name].append((int(s["sockets"]), float(s["deliveries_per_s"])))
+            series[fanout_series(s)].append((int(s["sockets"]), float(s["deliveries_per_s"])))
     if not series:
         return None
     plt = _pyplot()

@@ -69,3 +69,12 @@ def test_plots(tmp_path: Path) -> None:
     assert sorted(p.name for p in made) == ["fanout.png", "latency.png"]
     for path in made:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_floors_with_other_frames_per_write_are_other_curves() -> None:
+    from gochat_py.bench.plots import ROOM_SERIES, fanout_series
+
+    assert fanout_series({"mode": "room"}) == ROOM_SERIES
+    one = fanout_series({"mode": "floor", "params": {"floor_batch": 1}})
+    sixteen = fanout_series({"mode": "floor", "params": {"floor_batch": 16}})
+    assert one != sixteen and "16 frames" in sixteen and "1 frame per write" in one
