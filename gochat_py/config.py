@@ -142,6 +142,9 @@ class TaskSettings(Section):
     block_ms: int = Field(1000, ge=1)
     claim_idle: float = Field(5.0, gt=0, description="seconds before another task takes over a message")
     trim_interval: float = Field(10.0, gt=0)
+    linger: float = Field(
+        0.005, ge=0, le=1, description="under load, seconds a partial batch waits for more entries (0 = never)"
+    )
 
 
 class ApiSettings(Section):

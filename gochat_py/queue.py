@@ -117,7 +117,8 @@ class MessageQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
+    async def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
+        """Up to ``count`` new entries, waiting up to ``block_ms`` for the first (None: not at all)."""
         try:
             reply = await self.redis.xreadgroup(self.group, consumer, {self.stream: ">"}, count=count, block=block_ms)
         except ResponseError as exc:

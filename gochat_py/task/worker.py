@@ -60,7 +60,7 @@ class Consumer:
                 if now >= next_stats:
                     next_stats = now + STATS_INTERVAL
                     self._log_stats()
-                await self._process(await self.queue.read(self.name, settings.batch_size, settings.block_ms))
+                await self._process(await self._read_batch())
                 if backoff > REDIS_RETRY_MIN:
                     log.info("redis reachable again")
                 backoff = REDIS_RETRY_MIN
@@ -70,6 +70,18 @@ class Consumer:
                 group_ready = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, REDIS_RETRY_MAX)
+
+    async def _read_batch(self) -> list[Entry]:
+        """A blocking read.  Under load (the read found more than one entry waiting) a partial
+        batch waits ``linger`` seconds for more: a busy room's messages then reach each socket in
+        fewer, larger writes, which costs the connect node and the clients less CPU per message.
+        A lone message (a quiet system) goes at once."""
+        settings = self.task_settings
+        entries = await self.queue.read(self.name, settings.batch_size, settings.block_ms)
+        if settings.linger and 1 < len(entries) < settings.batch_size:
+            await asyncio.sleep(settings.linger)
+            entries += await self.queue.read(self.name, settings.batch_size - len(entries), None)
+        return entries
 
     async def _process(self, entries: list[Entry]) -> None:
         if entries:
