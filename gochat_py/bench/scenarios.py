@@ -25,6 +25,7 @@ import random
 import secrets
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -42,6 +43,7 @@ from gochat_py.bench.stats import cdf_sample, rate, summarize
 
 SUMMARY_VERSION = 1
 MAX_ERRORS_KEPT = 10
+ROOM_INFO_EVERY = 2.0  # seconds between getRoomInfo asks while a big room is not complete
 
 
 class BenchError(RuntimeError):
@@ -276,7 +278,19 @@ class Coordinator:
                 )
         return specs
 
-    async def open_sockets(self, specs: list[SocketSpec], ws_urls: list[str], targets: list[int] | None) -> None:
+    async def open_sockets(
+        self,
+        specs: list[SocketSpec],
+        ws_urls: list[str],
+        targets: list[int] | None,
+        ask_room_info: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        """Starts the client processes and waits until every socket is in its room.
+
+        ``ask_room_info`` asks the server for the room's member list (``getRoomInfo``): a room
+        over logic's ``member_list_auto_limit`` gets no list on joins, so once every socket is
+        open the list that makes the sockets ready is asked for, every two seconds.
+        """
         opts = self.opts
         tcp = check_loopback_address(opts.tcp) if opts.transport != "ws" else ("127.0.0.1", 0)
         procs = min(opts.client_procs, max(1, len(specs)))
@@ -300,12 +314,19 @@ class Coordinator:
         if self.floor is not None:
             self.floor.send(("announce", min(120.0, self.remaining())))
         total = len(specs)
+        next_ask = time.monotonic() + ROOM_INFO_EVERY
         while not all(link.connected is not None or link.eof for link in self.links):
             if self.remaining() <= 0:
                 raise BenchError("clients did not finish connecting within --max-seconds")
             opened = sum(link.opened for link in self.links)
             ready = sum(link.ready for link in self.links)
             self.progress.update("connect", ready, total, f"opened {opened}")
+            if ask_room_info and opened == total and ready < total and time.monotonic() >= next_ask:
+                next_ask = time.monotonic() + ROOM_INFO_EVERY
+                try:
+                    await ask_room_info()
+                except Exception as exc:  # the clients' own timeout decides; this is only a nudge
+                    self._error(f"getRoomInfo: {type(exc).__name__}: {exc}")
             await asyncio.sleep(0.1)
         if any(link.connected is None for link in self.links):
             raise BenchError("a client process died while connecting")
@@ -545,7 +566,15 @@ class Coordinator:
                     targets = [user_ids[i] for i in self.target_index]
                 before_connect = procstats.snapshot(gochat)
                 specs = self.socket_specs(tokens, user_ids)
-                await self.open_sockets(specs, ws_urls, targets)
+                shared_room = tokens and opts.mode in ("room", "rate")
+                await self.open_sockets(
+                    specs,
+                    ws_urls,
+                    targets,
+                    (lambda: api.post("/push/getRoomInfo", {"authToken": tokens[0], "roomId": self.room_id}))
+                    if shared_room
+                    else None,
+                )
                 after_connect = procstats.snapshot(gochat)
                 if opts.mode == "idle":
                     if watch is not None:
