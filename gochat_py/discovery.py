@@ -38,10 +38,6 @@ CHANNEL_OPTIONS = {
 WATCH_RETRY_MAX = 2.0  # seconds between two attempts to watch again
 
 
-class EtcdUnavailable(ConnectionError):
-    """etcd did not answer when a node had to register; the node cannot start without it."""
-
-
 @dataclass(frozen=True, slots=True)
 class Node:
     """One registered instance: where to call it and which connect node (server id) it is."""
@@ -109,12 +105,19 @@ class Registration:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Registers once (failing loudly if etcd is unreachable), then keeps the lease alive."""
+        """Registers, then keeps the lease alive.  A node started while etcd is away does not
+        exit: it serves, says so, and registers as soon as etcd answers (the others see it then),
+        as it would after losing etcd later on."""
+        registered = True
         try:
             await self._register()
-        except aetcd.ClientError as exc:
-            raise EtcdUnavailable(f"etcd at {self._settings.endpoint} is unreachable: {exc}") from exc
-        self._task = asyncio.create_task(self._keep_alive(), name="etcd-keepalive")
+        except Exception as exc:
+            registered = False
+            log.warning(
+                "etcd unreachable; this node registers as soon as it answers",
+                extra=kv(endpoint=self._settings.endpoint, key=self.key.decode(), error=repr(exc)),
+            )
+        self._task = asyncio.create_task(self._keep_alive(registered), name="etcd-keepalive")
 
     async def _register(self) -> None:
         lease = await self._client.lease(self._settings.lease_ttl)
@@ -125,14 +128,13 @@ class Registration:
             extra=kv(key=self.key.decode(), server_id=self.node.server_id, ttl=self._settings.lease_ttl),
         )
 
-    async def _keep_alive(self) -> None:
+    async def _keep_alive(self, healthy: bool = True) -> None:
         interval = max(self._settings.lease_ttl / 3, 0.5)
-        healthy = True
         while True:
             # after a failure, try again soon: a lease lost while etcd was away is renewed at once
             await asyncio.sleep(interval if healthy else min(interval, 0.5))
             try:
-                reply = await self._client.refresh_lease(self._lease_id)
+                reply = None if self._lease_id is None else await self._client.refresh_lease(self._lease_id)
                 if reply is None or reply.TTL <= 0:
                     # The lease expired while etcd was away (or etcd lost its data): start again.
                     await self._register()

@@ -165,3 +165,44 @@ async def _all_registered(cluster: Cluster, keys: set[str]) -> bool:
 
 async def _count_registered(cluster: Cluster, count: int) -> bool:
     return len(await registered(cluster)) == count
+
+
+async def test_a_node_started_while_etcd_is_down_registers_when_it_comes_back(cluster: Cluster, infra: Infra) -> None:
+    """It does not exit: it serves, and the others see it once etcd answers."""
+    ws_port, rpc = free_port(), f"127.0.0.1:{free_port()}"
+    key = f"{cluster.settings.etcd.base_path}/ConnectRpc/tcp@{rpc}"
+    infra.stop_etcd()
+    try:
+        node = cluster.start_module(
+            "connect_websocket",
+            name="connect_websocket_early",
+            GOCHAT_CONNECT_WEBSOCKET__BIND=f"127.0.0.1:{ws_port}",
+            GOCHAT_CONNECT_WEBSOCKET__RPC_BIND=rpc,
+        )
+        await cluster.logged("etcd unreachable; this node registers as soon as it answers")
+        await asyncio.sleep(1)
+        assert node.running(), node.tail()
+    finally:
+        infra.start_etcd()
+    await eventually(lambda: _is_registered(cluster, key), LEASE_TTL + 20, "the early node registered")
+    task = cluster.processes("task")[0]
+    await eventually(
+        lambda: any("service nodes changed" in line and f"added={rpc}" in line for line in task.lines),
+        LEASE_TTL + 20,
+        "task seeing the early node",
+    )
+    room = random.randint(10**6, 10**9)
+    async with ApiClient(cluster.api_url) as api:
+        token = await api.register(f"early{uuid.uuid4().hex[:6]}")
+        ws = await WsClient(f"ws://127.0.0.1:{ws_port}/ws").join(token, room)
+        await ws.next_frame(op_is(5), timeout=15)
+        assert (await api.post("/push/pushRoom", {"authToken": token, "msg": "hello early", "roomId": room}))[
+            "code"
+        ] == 0
+        await ws.next_frame(op_is(3, msg="hello early"), timeout=15)
+        await ws.close()
+    assert node.running()
+
+
+async def _is_registered(cluster: Cluster, key: str) -> bool:
+    return key in await registered(cluster)
