@@ -94,6 +94,7 @@ class LogicSettings(Section):
     node_grace: float = Field(1.0, ge=0, description="seconds a dead connect node stays before purge")
     member_list_delay: float = Field(0.2, ge=0, description="seconds member-list requests for a room are gathered")
     member_list_auto_limit: int = Field(1000, ge=0, description="largest room that gets member lists on join/leave")
+    max_user_name_length: int = Field(64, ge=1, description="characters in a user name, checked at registration")
     # argon2id cost; the defaults are OWASP's minimum (19 MiB, 2 passes), about 30 ms per hash.
     password_time_cost: int = Field(2, ge=1)
     password_memory_kib: int = Field(19456, ge=1024)

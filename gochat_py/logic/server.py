@@ -49,6 +49,7 @@ async def serve(settings: Settings) -> None:
             settings.queue.max_backlog,
             settings.queue.max_wait,
         ),
+        settings.logic.max_user_name_length,
     )
 
     server = grpc.aio.server(options=SERVER_OPTIONS)

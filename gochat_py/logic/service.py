@@ -90,7 +90,9 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         passwords: Passwords,
         member_lists: MemberLists,
         admission: Admission | None = None,
+        max_name_length: int = 64,
     ):
+        self.max_name_length = max_name_length
         self.admission = admission or Admission(queue.group_state, max_backlog=0, max_wait=0)
         self.users = users
         self.sessions = sessions
@@ -121,6 +123,11 @@ class LogicService(logic_pb2_grpc.LogicServicer):
     async def Register(self, request: pb.AuthRequest, context: Any) -> pb.AuthReply:
         if not request.name or not request.password:
             return pb.AuthReply(code=FAIL, message=MSG_EMPTY)
+        if len(request.name) > self.max_name_length:
+            # every member list carries the name to every member of a room: keep it a name
+            limit = self.max_name_length
+            message = f"userName is too long: {len(request.name)} characters, at most {limit} are allowed"
+            return pb.AuthReply(code=FAIL, message=message)
         if await self.users.by_name(request.name) is not None:
             return pb.AuthReply(code=FAIL, message=MSG_USER_EXISTS)
         hashed = await asyncio.to_thread(self.passwords.hash, request.password)

@@ -43,6 +43,15 @@ async def test_register_login_and_the_original_error_messages(cluster: Cluster) 
             "message": "this user name already have , please login !!!",
         }
 
+        too_long = await api.post("/user/register", {"userName": "n" * 65, "passWord": "x"})
+        assert too_long == {
+            "code": 1,
+            "data": None,
+            "message": "userName is too long: 65 characters, at most 64 are allowed",
+        }
+        longest = ("l" + uuid.uuid4().hex * 2)[:64]
+        assert len(await api.register(longest, "x")) == 44
+
         missing = await api.post("/user/login", {})
         assert missing == {
             "code": 1,
