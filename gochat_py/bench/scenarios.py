@@ -149,6 +149,19 @@ class ChildLink:
             self.pipe.send(message)
 
 
+def start_child(context: Any, name: str, target: Any, args: tuple) -> ChildLink:
+    """A client (or floor) process started with ``target(*args, pipe)``, its end of the pipe
+    read by this event loop."""
+    parent_end, child_end = context.Pipe()
+    process = context.Process(target=target, args=(*args, child_end), name=name, daemon=True)
+    process.start()
+    child_end.close()
+    link = ChildLink(name, process, parent_end)
+    asyncio.get_running_loop().add_reader(parent_end.fileno(), link.on_readable)
+    os.set_blocking(parent_end.fileno(), True)
+    return link
+
+
 class Coordinator:
     def __init__(self, opts: BenchOptions) -> None:
         self.opts = opts
@@ -186,14 +199,7 @@ class Coordinator:
         return max(0.0, self.deadline - time.monotonic())
 
     def _start_child(self, name: str, target: Any, args: tuple) -> ChildLink:
-        parent_end, child_end = self.context.Pipe()
-        process = self.context.Process(target=target, args=(*args, child_end), name=name, daemon=True)
-        process.start()
-        child_end.close()
-        link = ChildLink(name, process, parent_end)
-        asyncio.get_running_loop().add_reader(parent_end.fileno(), link.on_readable)
-        os.set_blocking(parent_end.fileno(), True)
-        return link
+        return start_child(self.context, name, target, args)
 
     async def _stop_children(self) -> None:
         links = self.links + ([self.floor] if self.floor else [])

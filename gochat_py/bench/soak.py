@@ -43,7 +43,7 @@ from gochat_py.bench import procstats
 from gochat_py.bench.api import Api, ApiError, bounded_map, register_users
 from gochat_py.bench.options import TargetError, check_loopback_address, check_loopback_url
 from gochat_py.bench.progress import Progress
-from gochat_py.bench.scenarios import ChildLink, machine, reap_children, source_commit, spread
+from gochat_py.bench.scenarios import ChildLink, machine, reap_children, source_commit, spread, start_child
 from gochat_py.bench.soak_analysis import (
     NS_PER_S,
     ConnectionRecord,
@@ -401,14 +401,7 @@ class SoakCoordinator:
         return plans
 
     def _start_child(self, name: str, plan: SoakPlan) -> ChildLink:
-        parent_end, child_end = self.context.Pipe()
-        process = self.context.Process(target=soak_client_main, args=(plan, child_end), name=name, daemon=True)
-        process.start()
-        child_end.close()
-        link = ChildLink(name, process, parent_end)
-        asyncio.get_running_loop().add_reader(parent_end.fileno(), link.on_readable)
-        os.set_blocking(parent_end.fileno(), True)
-        return link
+        return start_child(self.context, name, soak_client_main, (plan,))
 
     async def connect(self, plans: list[SoakPlan]) -> None:
         for plan in plans:
