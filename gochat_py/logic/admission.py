@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from gochat_py.metrics import ADMISSION_WAIT
 from gochat_py.queue import GroupState
 
-StateReader = Callable[[], Awaitable[GroupState | None]]
+StateReader = Callable[[int], Awaitable[GroupState | None]]  # the cap of the unread count
 
 
 class Admission:
@@ -77,7 +77,7 @@ class Admission:
     async def _refresh(self) -> GroupState | None:
         """One XINFO at a time, shared by every push waiting in this process."""
         if self._reading is None:
-            self._reading = asyncio.ensure_future(self.read_state())
+            self._reading = asyncio.ensure_future(self.read_state(self.cap))
             self._reading.add_done_callback(self._forget_reading)
         return await asyncio.shield(self._reading)
 

@@ -14,9 +14,11 @@ class Reader:
     def __init__(self, *states: GroupState) -> None:
         self.states = list(states)
         self.calls = 0
+        self.caps: set[int] = set()
 
-    async def __call__(self) -> GroupState:
+    async def __call__(self, cap: int) -> GroupState:
         self.calls += 1
+        self.caps.add(cap)
         await asyncio.sleep(0)
         return self.states.pop(0) if len(self.states) > 1 else self.states[0]
 
@@ -37,6 +39,7 @@ async def test_a_push_waits_while_the_backlog_drains() -> None:
     assert admission.congested()
     await asyncio.wait_for(admission.admit(), 2)
     assert reader.calls == 6
+    assert reader.caps == {11}  # just past the limit: no need to count further
     assert not admission.congested()
 
 
