@@ -62,6 +62,9 @@ class QueueSettings(Section):
     max_backlog: int = Field(
         64, ge=0, description="entries waiting for task above which logic holds pushes back (0 = never)"
     )
+    max_delay: float = Field(
+        0.03, ge=0, description="seconds the oldest entry may wait for task before logic holds pushes back (0 = never)"
+    )
     max_wait: float = Field(1.0, ge=0, description="seconds a push is held back at most")
 
 

@@ -31,6 +31,7 @@ class GroupState:
     pending: int  # read by a consumer, not acknowledged yet
     unread: int  # not read by any consumer yet (counted up to the cap the caller gave)
     last_read: str  # the group's last-delivered-id: it moves while task reads
+    oldest_unread_ms: int = 0  # how long the oldest unread entry has waited (0: none waits)
 
     @property
     def backlog(self) -> int:
@@ -47,8 +48,9 @@ class Entry:
     error: str = ""
 
 
-# The group's {pending, unread, last-delivered-id}, or nil before the group exists; unread is
-# counted up to ARGV[2].  XINFO's own "lag" is not used: it comes from a counter of entries read
+# The group's {pending, unread, last-delivered-id, age of the oldest unread entry in ms (by Redis's
+# clock, which wrote its id)}, or nil before the group exists; unread is counted up to ARGV[2].
+# XINFO's own "lag" is not used: it comes from a counter of entries read
 # that can drift from the stream (seen on a live system: a lag of 22,902 with nothing unread), and
 # a wrong backlog makes logic hold back every push.
 _GROUP_STATE = """
@@ -58,8 +60,14 @@ local function group_state(stream, name, cap)
     for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
     if info['name'] == name then
       local last = info['last-delivered-id']
-      local unread = #redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', cap)
-      return {info['pending'], unread, last}
+      local entries = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', cap)
+      local age = 0
+      if #entries > 0 then
+        local now = redis.call('TIME')
+        local born = tonumber(string.match(entries[1][1], '^(%d+)'))
+        age = math.max(0, tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - born)
+      end
+      return {info['pending'], #entries, last, age}
     end
   end
   return false
@@ -179,7 +187,9 @@ class MessageQueue:
 
 
 def _group_state(reply: list | None) -> GroupState | None:
-    return GroupState(int(reply[0]), int(reply[1]), _text(reply[2])) if reply else None
+    if not reply:
+        return None
+    return GroupState(int(reply[0]), int(reply[1]), _text(reply[2]), int(reply[3]) if len(reply) > 3 else 0)
 
 
 def _text(value: bytes | str) -> str:

@@ -3,7 +3,11 @@
 Without it a burst of pushes is accepted as fast as the api can answer, and every message then
 waits behind all the others in the Redis stream: latency becomes the length of the burst.  With
 it, logic holds a push back while more than ``max_backlog`` entries wait for a task to pick them
-up, so a burst waits in the clients' own requests in flight instead (Little's law).
+up, or while the oldest of them has waited more than ``max_delay``, so a burst waits in the
+clients' own requests in flight instead (Little's law).  The count bounds memory; the delay
+bounds latency whatever a message costs to deliver: a room message to thousands of sockets
+drains far slower than a private one, and a connect node whose clients fall behind holds task
+back (connect.pacing), which shows here as entries that wait.
 
 Holding back only helps while task is draining the stream.  When no consumer makes progress
 (task stopped, restarting, or stuck on a dead node) waiting would only slow every push down, so
@@ -29,12 +33,14 @@ class Admission:
         read_state: StateReader,
         max_backlog: int,
         max_wait: float,
+        max_delay: float = 0.0,
         stall_after: float = 0.5,
         poll: float = 0.002,
     ) -> None:
         self.read_state = read_state
         self.max_backlog = max_backlog
         self.max_wait = max_wait
+        self.max_delay_ms = max_delay * 1000
         self.stall_after = stall_after
         self.poll = poll
         self.state = GroupState(0, 0, "")
@@ -55,7 +61,10 @@ class Admission:
         return self.max_backlog + 1
 
     def congested(self) -> bool:
-        return self.max_backlog > 0 and self.state.backlog > self.max_backlog
+        state = self.state
+        return (self.max_backlog > 0 and state.backlog > self.max_backlog) or (
+            self.max_delay_ms > 0 and state.oldest_unread_ms > self.max_delay_ms
+        )
 
     def stalled(self) -> bool:
         """No consumer has read or acknowledged anything for ``stall_after`` seconds."""

@@ -44,7 +44,7 @@ async def serve(settings: Settings) -> None:
         queue,
         Passwords(settings.logic.password_time_cost, settings.logic.password_memory_kib),
         member_lists,
-        Admission(queue.group_state, settings.queue.max_backlog, settings.queue.max_wait),
+        Admission(queue.group_state, settings.queue.max_backlog, settings.queue.max_wait, settings.queue.max_delay),
         settings.logic.max_user_name_length,
     )
 

@@ -60,3 +60,20 @@ async def test_nothing_unread_is_nothing_unread_whatever_xinfo_s_lag_says(queue:
     assert group["lag"] == 17  # what Redis now believes
     state = await queue.group_state()
     assert state and (state.pending, state.unread) == (0, 0)
+
+
+async def test_the_oldest_unread_entry_s_wait_is_measured_by_redis(queue: MessageQueue) -> None:
+    await queue.ensure_group()
+    state = await queue.enqueue_many(messages(3))
+    assert state and state.unread == 3 and state.oldest_unread_ms < 1000
+    # entries whose ids say they were written 5 s ago (Redis's clock, in the id) have waited 5 s
+    (now_s, now_us) = await queue.redis.time()
+    born = now_s * 1000 + now_us // 1000 - 5000
+    await queue.redis.delete(queue.stream)
+    await queue.redis.xadd(queue.stream, {"m": b"x"}, id=f"{born}-0")
+    await queue.ensure_group()
+    state = await queue.group_state()
+    assert state and state.unread == 1 and 5000 <= state.oldest_unread_ms < 6000
+    await queue.ack([e.id for e in await queue.read("c1", count=10, block_ms=10)])
+    state = await queue.group_state()
+    assert state and state.unread == 0 and state.oldest_unread_ms == 0

@@ -81,3 +81,29 @@ async def test_zero_turns_it_off() -> None:
     admission.observe(GroupState(10**6, 10**6, "1-0"))
     await asyncio.wait_for(admission.admit(), 0.05)
     assert reader.calls == 0
+
+
+async def test_a_push_waits_while_the_oldest_entry_has_waited_too_long() -> None:
+    """Few entries, but they do not move (a connect node holds task back while its clients catch
+    up): the delay bound holds pushes back where the count bound would not."""
+    reader = Reader(GroupState(0, 3, "1-0", oldest_unread_ms=80), GroupState(0, 1, "2-0", oldest_unread_ms=5))
+    admission = Admission(reader, max_backlog=64, max_wait=5, max_delay=0.03, poll=0.001)
+    admission.observe(GroupState(0, 3, "0-0", oldest_unread_ms=45))
+    assert admission.congested()
+    await asyncio.wait_for(admission.admit(), 2)
+    assert reader.calls == 2
+    assert not admission.congested()
+
+
+async def test_entries_that_have_not_waited_long_do_not_hold_pushes_back() -> None:
+    reader = Reader(GroupState(0, 0, "0-0"))
+    admission = Admission(reader, max_backlog=64, max_wait=5, max_delay=0.03)
+    admission.observe(GroupState(0, 60, "100-0", oldest_unread_ms=29))
+    await asyncio.wait_for(admission.admit(), 0.05)
+    assert reader.calls == 0
+
+
+async def test_a_delay_bound_of_zero_is_off() -> None:
+    admission = Admission(Reader(GroupState(0, 0, "0-0")), max_backlog=64, max_wait=5, max_delay=0)
+    admission.observe(GroupState(0, 1, "100-0", oldest_unread_ms=10**6))
+    assert not admission.congested()
