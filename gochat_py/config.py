@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 ENV_PREFIX = "GOCHAT_"
 # Environment variables with the prefix that choose *which* files to read, not a key inside them.
@@ -138,6 +138,11 @@ class ConnectSettings(Section):
     max_message_size: int = Field(512, ge=64)
     dedup_window: int = Field(65536, ge=0, description="recent message ids remembered per node")
     logic_concurrency: int = Field(64, ge=1, description="joins and leaves in flight to logic per node")
+    pace_lag: float = Field(
+        0.02, ge=0, description="median client lag (s) over which a websocket node holds deliveries (0 = never)"
+    )
+    pace_max_hold: float = Field(0.5, gt=0, description="seconds one delivery is held at most")
+    pace_sample: int = Field(16, ge=1, le=1024, description="sockets a node pings to measure its clients' lag")
 
 
 class TaskSettings(Section):
@@ -200,6 +205,16 @@ class Settings(Section):
     task: TaskSettings = TaskSettings()
     api: ApiSettings = ApiSettings()
     site: SiteSettings = SiteSettings()
+
+    @model_validator(mode="after")
+    def _holds_end_before_calls_time_out(self) -> Settings:
+        # a held Deliver that outlived task's deadline would be retried: every message sent twice
+        if self.connect.pace_lag and self.connect.pace_max_hold >= self.rpc.timeout:
+            raise ValueError(
+                f"connect.pace_max_hold ({self.connect.pace_max_hold} s) must be shorter than rpc.timeout"
+                f" ({self.rpc.timeout} s)"
+            )
+        return self
 
     @property
     def state_path(self) -> Path:

@@ -40,6 +40,17 @@ QUEUE_TO_SOCKET = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+PACE_LAG = Gauge(
+    "gochat_pace_lag_seconds",
+    "median lag of a sample of this node's websocket clients (ping round trip less its lowest)",
+    registry=REGISTRY,
+)
+PACE_HOLD = Histogram(
+    "gochat_pace_hold_seconds",
+    "time a delivery was held because this node's clients fell behind (connect.pace_lag)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=REGISTRY,
+)
 RPC_SECONDS = Histogram(
     "gochat_rpc_seconds",
     "duration of gRPC calls made by this process, by method",

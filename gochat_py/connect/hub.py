@@ -119,13 +119,19 @@ class Hub:
         return self.bucket(user_id).push_user(user_id, frame)
 
     def close_user(self, user_id: int, reason: str) -> int:
-        channels = list(self.bucket(user_id).users.get(user_id, ()))
+        channels = self.channels_of_user(user_id)
         for channel in channels:
             channel.close(reason)
         return len(channels)
 
     def push_room(self, room_id: int, frame: bytes) -> int:
         return sum(bucket.push_room(room_id, frame) for bucket in self.buckets)
+
+    def channels_of_user(self, user_id: int) -> list[Channel]:
+        return list(self.bucket(user_id).users.get(user_id, ()))
+
+    def channels_in_room(self, room_id: int) -> list[Channel]:
+        return [channel for bucket in self.buckets for channel in bucket.rooms.get(room_id, ())]
 
     def connection_count(self) -> int:
         return sum(len(chs) for bucket in self.buckets for chs in bucket.users.values())

@@ -19,6 +19,7 @@ from gochat_py import metrics
 from gochat_py.config import ConnectNodeSettings, Settings
 from gochat_py.connect.dedup import RecentIds
 from gochat_py.connect.hub import Channel, Hub
+from gochat_py.connect.pacing import Pacer, Probe
 from gochat_py.connect.service import ConnectService, unchanged
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
 from gochat_py.logs import kv
@@ -44,7 +45,9 @@ class ConnectNode:
         node_settings: ConnectNodeSettings,
         server_type: str,
         encode: Callable[[bytes], bytes] = unchanged,
+        probe: Probe | None = None,
     ) -> None:
+        """``probe`` pings a channel (websocket); a node without one is not paced."""
         self.settings = settings
         self.node_settings = node_settings
         self.server_type = server_type
@@ -55,9 +58,13 @@ class ConnectNode:
         self._logic_nodes = ServiceWatcher(self._etcd, etcd_settings, etcd_settings.logic_service)
         self.logic = LogicClient(self._logic_nodes, settings.rpc)
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
-        connect_pb2_grpc.add_ConnectServicer_to_server(
-            ConnectService(self.hub, RecentIds(settings.connect.dedup_window), encode), self._server
-        )
+        service = ConnectService(self.hub, RecentIds(settings.connect.dedup_window), encode)
+        cs = settings.connect
+        self.pacer: Pacer | None = None
+        if probe is not None and cs.pace_lag > 0:
+            self.pacer = Pacer(cs.pace_lag, cs.pace_max_hold, cs.pace_sample, probe, service.last_channels)
+            service.pacer = self.pacer
+        connect_pb2_grpc.add_ConnectServicer_to_server(service, self._server)
         self._registration: Registration | None = None
         # Joins and leaves come in bursts (a node restart, a network blip): a bounded number in
         # flight keeps logic and Redis answering, the rest wait their turn here.
@@ -68,6 +75,8 @@ class ConnectNode:
         await self._logic_nodes.start()
         port = self._server.add_insecure_port(self.node_settings.rpc_bind)
         await self._server.start()
+        if self.pacer is not None:
+            self.pacer.start()
         address = advertised_address(self.node_settings.rpc_bind, self.node_settings.rpc_advertise, port)
         etcd_settings = self.settings.etcd
         self._registration = Registration(
@@ -90,6 +99,8 @@ class ConnectNode:
 
     async def stop(self) -> None:
         await self.deregister()
+        if self.pacer is not None:
+            await self.pacer.stop()
         await self._server.stop(grace=2)
         await self._logic_nodes.stop()
         await self.logic.close()

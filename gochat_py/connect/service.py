@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gochat_py.connect.dedup import RecentIds
-from gochat_py.connect.hub import Hub
+from gochat_py.connect.hub import Channel, Hub
+from gochat_py.connect.pacing import Pacer
 from gochat_py.logs import kv
 from gochat_py.metrics import FRAMES_OUT, QUEUE_TO_SOCKET
 from gochat_py.rpc import connect_pb2 as pb
@@ -34,11 +35,19 @@ def observe_queue_time(seq_id: str) -> None:
 
 
 class ConnectService(connect_pb2_grpc.ConnectServicer):
-    def __init__(self, hub: Hub, recent: RecentIds, encode: Callable[[bytes], bytes] = unchanged) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        recent: RecentIds,
+        encode: Callable[[bytes], bytes] = unchanged,
+        pacer: Pacer | None = None,
+    ) -> None:
         self.hub = hub
         self.recent = recent
         self.encode = encode
+        self.pacer = pacer
         self.unencodable = 0
+        self.last_target: tuple[str, int] = ("room_id", 0)  # where the pacer's sample comes from
 
     def _frame(self, msg: pb.Msg) -> bytes | None:
         """The bytes to write, or None for a repeat or a body the transport cannot carry."""
@@ -59,7 +68,14 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
         if sockets:
             for op in ops:
                 FRAMES_OUT.labels(op).inc(sockets)
+            if self.pacer is not None:
+                self.pacer.written += sockets
+                self.last_target = (kind, target)
         return sockets
+
+    def last_channels(self) -> list[Channel]:
+        kind, target = self.last_target
+        return self.hub.channels_of_user(target) if kind == "user_id" else self.hub.channels_in_room(target)
 
     async def PushSingleMsg(self, request: pb.PushMsgRequest, context: Any) -> pb.PushReply:
         frame = self._frame(request.msg)
@@ -76,7 +92,8 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
 
     async def Deliver(self, request: pb.DeliverRequest, context: Any) -> pb.PushReply:
         """Consecutive items for the same target become one write per socket: a burst of room
-        messages costs each socket one system call, not one per message."""
+        messages costs each socket one system call, not one per message.  The reply waits while
+        the node's clients fall behind (see connect.pacing): that is what slows task down."""
         sockets = 0
         run: tuple[str, int] | None = None
         frames: list[bytes] = []
@@ -102,4 +119,6 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
             ops.append(item.msg.op)
         if frames and run is not None:
             sockets += self._push(*run, frames, ops)
+        if self.pacer is not None:
+            await self.pacer.hold()
         return pb.PushReply(sockets=sockets)

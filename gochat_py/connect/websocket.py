@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from http import HTTPStatus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -138,13 +139,20 @@ class WsChannel(Channel):
         return not self.closed and self.connection.protocol.state is State.OPEN
 
 
+async def ping(channel: object) -> Awaitable[float]:
+    """The pacer's probe: a ping behind the frames already written (see connect.pacing)."""
+    if not isinstance(channel, WsChannel) or not channel.writable():
+        raise ConnectionError("not an open websocket")
+    return await channel.connection.ping()
+
+
 def _peer(ws: ServerConnection) -> str:
     address = ws.remote_address
     return f"{address[0]}:{address[1]}" if address else "?"
 
 
 async def serve_websocket(settings: Settings) -> None:
-    node = ConnectNode(settings, settings.connect_websocket, "ws", encode=text_frame)
+    node = ConnectNode(settings, settings.connect_websocket, "ws", encode=text_frame, probe=ping)
     await node.start()
     front = WebsocketFrontEnd(node, settings)
     port = await front.start()

@@ -113,6 +113,15 @@ def test_invalid_values_are_config_errors(tmp_path: Path, text: str) -> None:
         load(tmp_path)
 
 
+def test_a_delivery_may_not_be_held_past_task_s_deadline(tmp_path: Path) -> None:
+    """A held Deliver that outlives task's deadline would be sent again: every message twice."""
+    write(tmp_path, "common", "[rpc]\ntimeout = 0.5\n")
+    write(tmp_path, "connect", "[connect]\npace_max_hold = 0.5\n")
+    with pytest.raises(ConfigError, match="pace_max_hold"):
+        load(tmp_path)
+    assert load(tmp_path, GOCHAT_CONNECT__PACE_LAG="0").connect.pace_max_hold == 0.5  # pacing off: no matter
+
+
 def test_missing_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "nope")

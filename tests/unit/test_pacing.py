@@ -1,0 +1,170 @@
+"""Pacing's arithmetic and its hold (pure logic: the probe is a fake that answers when told)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gochat_py.connect import pacing
+from gochat_py.connect.pacing import LagSample, Pacer
+
+
+def test_a_member_s_first_answer_sets_its_floor_and_shows_no_lag() -> None:
+    sample = LagSample(4)
+    sample.add("a")
+    sample.sent("a", now=10.0)
+    sample.answered("a", rtt=0.080)  # a far client: 80 ms is its network, not lag
+    assert sample.lag(now=10.1) == 0.0
+    sample.sent("a", now=11.0)
+    sample.answered("a", rtt=0.130)
+    assert sample.lag(now=11.2) == pytest.approx(0.050)
+
+
+def test_a_ping_in_flight_counts_with_its_age_so_far() -> None:
+    sample = LagSample(4)
+    sample.add("a")
+    sample.sent("a", now=0.0)
+    sample.answered("a", rtt=0.010)
+    sample.sent("a", now=1.0)
+    assert sample.lag(now=1.005) == 0.0  # younger than the floor: nothing known yet
+    assert sample.lag(now=1.310) == pytest.approx(0.300)  # unanswered for 310 ms: at least 300 behind
+
+
+def test_the_median_ignores_a_few_slow_clients() -> None:
+    sample = LagSample(5)
+    for key, rtt in zip("abcde", (0.001, 0.002, 0.001, 0.003, 0.001), strict=True):
+        sample.add(key)
+        sample.sent(key, now=0.0)
+        sample.answered(key, rtt)
+    for key in "ab":  # two stop reading
+        sample.sent(key, now=1.0)
+    for key in "cde":
+        sample.sent(key, now=1.0)
+        sample.answered(key, 0.002)
+    assert sample.lag(now=3.0) <= 0.001
+    sample.sent("c", now=3.0)  # a third one stops: now the median is behind
+    assert sample.lag(now=4.0) == pytest.approx(0.999)
+
+
+def test_members_never_answered_do_not_count_and_the_sample_is_bounded() -> None:
+    sample = LagSample(2)
+    for key in "abc":
+        sample.add(key)
+    assert set(sample.members) == {"a", "b"}
+    assert sample.wanted() == 0
+    sample.sent("a", now=0.0)
+    assert sample.lag(now=9.0) == 0.0  # no floor yet: its age says nothing about lag
+    sample.drop("a")
+    sample.answered("a", 1.0)  # an answer from a dropped member is ignored
+    assert sample.wanted() == 1 and sample.to_ping() == ["b"]
+
+
+class Chan:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class FakeProbe:
+    """Pings that are answered only when the test says so, with a round trip it chooses."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[Chan, asyncio.Future[float]] = {}
+        self.sent = 0
+
+    async def __call__(self, channel: object) -> asyncio.Future[float]:
+        assert isinstance(channel, Chan)
+        if channel.closed:
+            raise ConnectionError("closed")
+        self.sent += 1
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiting[channel] = future
+        return future
+
+    def answer(self, rtt: float) -> None:
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_result(rtt)
+        self.waiting.clear()
+
+
+async def ticks(n: int) -> None:
+    await asyncio.sleep(pacing.PROBE_INTERVAL * n + 0.01)
+
+
+async def test_an_idle_node_sends_no_ping() -> None:
+    probe = FakeProbe()
+    pacer = Pacer(0.02, 0.5, 4, probe, lambda: [Chan("a"), Chan("b")])
+    pacer.start()
+    await ticks(3)
+    await pacer.stop()
+    assert probe.sent == 0
+
+
+async def test_deliveries_are_held_while_clients_lag_and_go_once_they_catch_up() -> None:
+    channels = [Chan(n) for n in "abcdef"]
+    probe = FakeProbe()
+    pacer = Pacer(0.02, 5.0, 4, probe, lambda: channels)
+    pacer.start()
+    try:
+        pacer.written = 100
+        await ticks(1)
+        assert probe.sent == 4  # a sample of 4 of the sockets written to
+        probe.answer(0.001)  # floors: 1 ms
+        await asyncio.wait_for(pacer.hold(), 0.05)  # nobody behind: no wait
+        pacer.written = 100
+        await ticks(1)  # pinged again; the clients now stop reading
+        await asyncio.sleep(0.05)
+        held = asyncio.ensure_future(pacer.hold())
+        await ticks(2)
+        assert not held.done()  # pings unanswered for 50+ ms: held
+        probe.answer(0.002)
+        await asyncio.wait_for(held, 0.5)  # released by the answers, not by max_hold
+    finally:
+        await pacer.stop()
+
+
+async def test_a_hold_is_bounded_and_stopping_releases_every_hold() -> None:
+    channels = [Chan(n) for n in "abc"]
+    probe = FakeProbe()
+    pacer = Pacer(0.02, 0.1, 3, probe, lambda: channels)
+    pacer.start()
+    try:
+        pacer.written = 1
+        await ticks(1)
+        probe.answer(0.001)
+        pacer.written = 1
+        await ticks(1)
+        await asyncio.sleep(0.05)  # unanswered: behind
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(pacer.hold(), 1)
+        assert loop.time() - started >= 0.1
+        held = asyncio.ensure_future(pacer.hold())
+        await asyncio.sleep(0.01)
+    finally:
+        await pacer.stop()
+    await asyncio.wait_for(held, 0.05)
+
+
+async def test_closed_sockets_leave_the_sample_and_others_take_their_place() -> None:
+    channels = [Chan(n) for n in "abcd"]
+    probe = FakeProbe()
+    pacer = Pacer(0.02, 0.5, 2, probe, lambda: channels)
+    pacer.start()
+    try:
+        pacer.written = 1
+        await ticks(1)
+        first = set(pacer.sample.members)
+        assert len(first) == 2
+        for channel in first:
+            channel.closed = True
+        pacer.written = 1
+        await ticks(1)
+        assert set(pacer.sample.members) == {c for c in channels if not c.closed}
+    finally:
+        await pacer.stop()
