@@ -9,7 +9,7 @@ harmless, and a user may hold several channels (tabs, devices).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import mmh3
@@ -130,8 +130,12 @@ class Hub:
     def channels_of_user(self, user_id: int) -> list[Channel]:
         return list(self.bucket(user_id).users.get(user_id, ()))
 
-    def channels_in_room(self, room_id: int) -> list[Channel]:
-        return [channel for bucket in self.buckets for channel in bucket.rooms.get(room_id, ())]
+    def iter_room(self, room_id: int, start: int = 0) -> Iterator[Channel]:
+        """The room's channels, bucket by bucket from bucket ``start`` on (lazily: a caller that
+        wants a few of a huge room reads only those)."""
+        count = len(self.buckets)
+        for n in range(count):
+            yield from self.buckets[(start + n) % count].rooms.get(room_id, ())
 
     def connection_count(self) -> int:
         return sum(len(chs) for bucket in self.buckets for chs in bucket.users.values())

@@ -31,6 +31,7 @@ import random
 import statistics
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 
 from gochat_py.logs import kv
 from gochat_py.metrics import PACE_HOLD, PACE_LAG
@@ -39,6 +40,9 @@ log = logging.getLogger("gochat.connect")
 
 PROBE_INTERVAL = 0.02  # seconds between two pings to the same socket, at most
 ROTATE_TICKS = 50  # while busy, one member of the sample is swapped for a fresh one this often
+STUCK = 5.0  # seconds a ping may go unanswered before its socket leaves the sample (gone, or about
+# to be closed by the keepalive): a client stalled in a room that went quiet must not hold the node
+CANDIDATES = 256  # sockets looked at to fill the sample: a huge room costs no more than a small one
 SPELL_QUIET = 5.0  # seconds without a hold that end a spell of holding (one log line each way)
 
 
@@ -65,6 +69,10 @@ class LagSample:
 
     def drop(self, key: Hashable) -> None:
         self.members.pop(key, None)
+
+    def stuck(self, now: float, after: float) -> list[Hashable]:
+        """Members whose ping has gone unanswered for more than ``after`` seconds."""
+        return [key for key, m in self.members.items() if m.sent_at is not None and now - m.sent_at > after]
 
     def to_ping(self) -> list[Hashable]:
         """Members without a ping in flight."""
@@ -106,7 +114,8 @@ Probe = Callable[[object], Awaitable[Awaitable[float]]]
 class Pacer:
     """Holds Deliver calls while the clients of this node fall behind (see the module's text).
 
-    ``targets()`` names the channels the node last wrote to (where new sample members come from);
+    ``targets()`` names the channels the node last wrote to (where new sample members come from;
+    only the first CANDIDATES are looked at, so it should start at a random place);
     ``probe(channel)`` pings one.  Channels must have ``closed`` (True once gone).
     """
 
@@ -194,7 +203,7 @@ class Pacer:
                 )
                 self._spell_holds, self._spell_held = 0, 0.0
             return
-        self._refresh()
+        self._refresh(now)
         for channel in self.sample.to_ping():
             try:
                 answer = await self.probe(channel)
@@ -217,15 +226,20 @@ class Pacer:
         if lag <= self.limit:
             self._calm.set()
 
-    def _refresh(self) -> None:
-        """Drops closed members, swaps one now and then, and fills up from the latest targets."""
-        for channel in [ch for ch in self.sample.members if getattr(ch, "closed", True)]:
+    def _refresh(self, now: float) -> None:
+        """Drops closed and stuck members, swaps one now and then, and fills up from the latest
+        targets (at most CANDIDATES of them looked at)."""
+        gone = [ch for ch in self.sample.members if getattr(ch, "closed", True)]
+        for channel in gone + self.sample.stuck(now, STUCK):
             self.sample.drop(channel)
         self._ticks += 1
         if self._ticks % ROTATE_TICKS == 0 and self.sample.members:
             self.sample.drop(random.choice(list(self.sample.members)))
         wanted = self.sample.wanted()
         if wanted:
-            fresh = [ch for ch in self.targets() if ch not in self.sample.members and not getattr(ch, "closed", True)]
+            members = self.sample.members
+            fresh = [
+                ch for ch in islice(self.targets(), CANDIDATES) if ch not in members and not getattr(ch, "closed", True)
+            ]
             for channel in random.sample(fresh, min(wanted, len(fresh))):
                 self.sample.add(channel)

@@ -7,8 +7,9 @@ framing adds its header, websocket needs nothing), and those same bytes go to ev
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gochat_py.connect.dedup import RecentIds
@@ -73,9 +74,12 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
                 self.last_target = (kind, target)
         return sockets
 
-    def last_channels(self) -> list[Channel]:
+    def last_channels(self) -> Iterator[Channel]:
+        """The sockets of the latest target, from a random bucket on (the pacer looks at a few)."""
         kind, target = self.last_target
-        return self.hub.channels_of_user(target) if kind == "user_id" else self.hub.channels_in_room(target)
+        if kind == "user_id":
+            return iter(self.hub.channels_of_user(target))
+        return self.hub.iter_room(target, start=random.randrange(len(self.hub.buckets)))
 
     async def PushSingleMsg(self, request: pb.PushMsgRequest, context: Any) -> pb.PushReply:
         frame = self._frame(request.msg)

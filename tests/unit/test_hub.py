@@ -233,3 +233,16 @@ async def test_close_user_asks_every_socket_of_the_user_to_close() -> None:
     assert hub.close_user(1, "logged out") == 3
     assert sorted(closed) == [(0, "logged out"), (1, "logged out"), (2, "logged out")]
     assert hub.close_user(99, "logged out") == 0
+
+
+async def test_a_room_s_channels_can_be_read_from_any_bucket_on_and_lazily() -> None:
+    hub = Hub(4)
+    members = [chan(user_id, f"u{user_id}", 7) for user_id in range(1, 41)]
+    for channel in members:
+        hub.put(channel)
+    hub.put(chan(99, "elsewhere", 8))
+    for start in range(4):
+        got = list(hub.iter_room(7, start=start))
+        assert sorted(c.user_id for c in got) == list(range(1, 41))  # each member once, from any start
+        assert got[0] in hub.buckets[start].rooms[7]
+    assert list(hub.iter_room(12345)) == []

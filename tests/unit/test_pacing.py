@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 
@@ -58,6 +59,16 @@ def test_members_never_answered_do_not_count_and_the_sample_is_bounded() -> None
     sample.drop("a")
     sample.answered("a", 1.0)  # an answer from a dropped member is ignored
     assert sample.wanted() == 1 and sample.to_ping() == ["b"]
+
+
+def test_a_ping_unanswered_for_long_marks_its_member_stuck() -> None:
+    sample = LagSample(3)
+    for key in "ab":
+        sample.add(key)
+        sample.sent(key, now=0.0)
+    sample.answered("b", 0.001)
+    assert sample.stuck(now=4.0, after=5.0) == []
+    assert sample.stuck(now=6.0, after=5.0) == ["a"]
 
 
 class Chan:
@@ -166,5 +177,49 @@ async def test_closed_sockets_leave_the_sample_and_others_take_their_place() -> 
         pacer.written = 1
         await ticks(1)
         assert set(pacer.sample.members) == {c for c in channels if not c.closed}
+    finally:
+        await pacer.stop()
+
+
+async def test_a_stuck_member_leaves_the_sample_and_a_fresh_one_takes_its_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client stalled in a room that went quiet must not hold the node for ever."""
+    monkeypatch.setattr(pacing, "STUCK", 0.1)
+    channels = [Chan(n) for n in "abc"]
+    probe = FakeProbe()
+    pacer = Pacer(0.02, 0.5, 2, probe, lambda: channels)
+    pacer.start()
+    try:
+        pacer.written = 1
+        await ticks(1)
+        first = set(pacer.sample.members)
+        assert len(first) == 2
+        pacer.written = 1
+        await ticks(8)  # unanswered for longer than STUCK
+        pacer.written = 1
+        await ticks(1)
+        assert pacer.sample.members and set(pacer.sample.members) != first
+    finally:
+        await pacer.stop()
+
+
+async def test_only_a_bounded_number_of_candidates_is_looked_at() -> None:
+    looked = 0
+
+    def many() -> Iterator[Chan]:
+        nonlocal looked
+        for n in range(100_000):
+            looked += 1
+            yield Chan(str(n))
+
+    probe = FakeProbe()
+    pacer = Pacer(0.02, 0.5, 4, probe, many)
+    pacer.start()
+    try:
+        pacer.written = 1
+        await ticks(1)
+        assert len(pacer.sample.members) == 4
+        assert looked <= pacing.CANDIDATES
     finally:
         await pacer.stop()
