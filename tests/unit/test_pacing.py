@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 import pytest
 
@@ -107,49 +108,56 @@ async def ticks(n: int) -> None:
     await asyncio.sleep(pacing.PROBE_INTERVAL * n + 0.01)
 
 
-async def test_an_idle_node_sends_no_ping() -> None:
+@contextlib.asynccontextmanager
+async def running(
+    targets: Callable[[], Iterable[object]], sample: int, max_hold: float = 0.5
+) -> AsyncIterator[tuple[Pacer, FakeProbe]]:
+    """A started pacer (limit 20 ms) with a fake probe; stopped on the way out."""
     probe = FakeProbe()
-    pacer = Pacer(0.02, 0.5, 4, probe, lambda: [Chan("a"), Chan("b")])
+    pacer = Pacer(0.02, max_hold, sample, probe, targets)
     pacer.start()
-    await ticks(3)
-    await pacer.stop()
+    try:
+        yield pacer, probe
+    finally:
+        await pacer.stop()
+
+
+async def busy(pacer: Pacer, n: int = 1) -> None:
+    """Frames flow for ``n`` ticks."""
+    for _ in range(n):
+        pacer.written = 100
+        await asyncio.sleep(pacing.PROBE_INTERVAL)
+    await asyncio.sleep(0.01)
+
+
+async def test_an_idle_node_sends_no_ping() -> None:
+    async with running(lambda: [Chan("a"), Chan("b")], sample=4) as (_, probe):
+        await ticks(3)
     assert probe.sent == 0
 
 
 async def test_deliveries_are_held_while_clients_lag_and_go_once_they_catch_up() -> None:
     channels = [Chan(n) for n in "abcdef"]
-    probe = FakeProbe()
-    pacer = Pacer(0.02, 5.0, 4, probe, lambda: channels)
-    pacer.start()
-    try:
-        pacer.written = 100
-        await ticks(1)
+    async with running(lambda: channels, sample=4, max_hold=5.0) as (pacer, probe):
+        await busy(pacer)
         assert probe.sent == 4  # a sample of 4 of the sockets written to
         probe.answer(0.001)  # floors: 1 ms
         await asyncio.wait_for(pacer.hold(), 0.05)  # nobody behind: no wait
-        pacer.written = 100
-        await ticks(1)  # pinged again; the clients now stop reading
+        await busy(pacer)  # pinged again; the clients now stop reading
         await asyncio.sleep(0.05)
         held = asyncio.ensure_future(pacer.hold())
         await ticks(2)
         assert not held.done()  # pings unanswered for 50+ ms: held
         probe.answer(0.002)
         await asyncio.wait_for(held, 0.5)  # released by the answers, not by max_hold
-    finally:
-        await pacer.stop()
 
 
 async def test_a_hold_is_bounded_and_stopping_releases_every_hold() -> None:
     channels = [Chan(n) for n in "abc"]
-    probe = FakeProbe()
-    pacer = Pacer(0.02, 0.1, 3, probe, lambda: channels)
-    pacer.start()
-    try:
-        pacer.written = 1
-        await ticks(1)
+    async with running(lambda: channels, sample=3, max_hold=0.1) as (pacer, probe):
+        await busy(pacer)
         probe.answer(0.001)
-        pacer.written = 1
-        await ticks(1)
+        await busy(pacer)
         await asyncio.sleep(0.05)  # unanswered: behind
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -157,28 +165,19 @@ async def test_a_hold_is_bounded_and_stopping_releases_every_hold() -> None:
         assert loop.time() - started >= 0.1
         held = asyncio.ensure_future(pacer.hold())
         await asyncio.sleep(0.01)
-    finally:
-        await pacer.stop()
     await asyncio.wait_for(held, 0.05)
 
 
 async def test_closed_sockets_leave_the_sample_and_others_take_their_place() -> None:
     channels = [Chan(n) for n in "abcd"]
-    probe = FakeProbe()
-    pacer = Pacer(0.02, 0.5, 2, probe, lambda: channels)
-    pacer.start()
-    try:
-        pacer.written = 1
-        await ticks(1)
+    async with running(lambda: channels, sample=2) as (pacer, _):
+        await busy(pacer)
         first = set(pacer.sample.members)
         assert len(first) == 2
         for channel in first:
             channel.closed = True
-        pacer.written = 1
-        await ticks(1)
+        await busy(pacer)
         assert set(pacer.sample.members) == {c for c in channels if not c.closed}
-    finally:
-        await pacer.stop()
 
 
 async def test_a_stuck_member_leaves_the_sample_and_a_fresh_one_takes_its_place(
@@ -186,22 +185,16 @@ async def test_a_stuck_member_leaves_the_sample_and_a_fresh_one_takes_its_place(
 ) -> None:
     """A client stalled in a room that went quiet must not hold the node for ever."""
     monkeypatch.setattr(pacing, "STUCK", 0.1)
-    channels = [Chan(n) for n in "abc"]
-    probe = FakeProbe()
-    pacer = Pacer(0.02, 0.5, 2, probe, lambda: channels)
-    pacer.start()
-    try:
-        pacer.written = 1
-        await ticks(1)
-        first = set(pacer.sample.members)
-        assert len(first) == 2
-        pacer.written = 1
-        await ticks(8)  # unanswered for longer than STUCK
-        pacer.written = 1
-        await ticks(1)
-        assert pacer.sample.members and set(pacer.sample.members) != first
-    finally:
-        await pacer.stop()
+    quiet, busy_room = [Chan("a"), Chan("b")], [Chan("c"), Chan("d")]
+    targets = [quiet]
+    async with running(lambda: targets[0], sample=2) as (pacer, _):
+        await busy(pacer)
+        assert set(pacer.sample.members) == set(quiet)  # pinged, and they never answer
+        targets[0] = busy_room  # the traffic moves to another room
+        await busy(pacer, 2)
+        assert set(pacer.sample.members) == set(quiet)  # not yet stuck
+        await busy(pacer, 6)  # unanswered for longer than STUCK
+        assert set(pacer.sample.members) == set(busy_room)
 
 
 async def test_only_a_bounded_number_of_candidates_is_looked_at() -> None:
@@ -213,13 +206,7 @@ async def test_only_a_bounded_number_of_candidates_is_looked_at() -> None:
             looked += 1
             yield Chan(str(n))
 
-    probe = FakeProbe()
-    pacer = Pacer(0.02, 0.5, 4, probe, many)
-    pacer.start()
-    try:
-        pacer.written = 1
-        await ticks(1)
+    async with running(many, sample=4) as (pacer, _):
+        await busy(pacer)
         assert len(pacer.sample.members) == 4
         assert looked <= pacing.CANDIDATES
-    finally:
-        await pacer.stop()
