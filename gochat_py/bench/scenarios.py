@@ -759,6 +759,7 @@ class Coordinator:
                 "push_requests_per_s": summary["push"].get("requests_per_s"),
                 "latency_ms": summarize(latencies, 1000),
                 "latency_cdf_ms": cdf_sample(latencies, 201, 1000),
+                "latency_by_client_ms": [{"client": n, **_p50_p99(r["latencies_us"])} for n, r in enumerate(results)],
             }
         )
         if self.opts.ws_urls and self.opts.transport != "tcp":
@@ -820,3 +821,11 @@ class Coordinator:
 
 async def run_bench(opts: BenchOptions) -> dict[str, Any]:
     return await Coordinator(opts).run()
+
+
+def _p50_p99(latencies_us: bytes) -> dict[str, float | int | None]:
+    """One client process's share: when one process's p99 stands far above the others', the lag
+    is on the client side (that process waited for a core), not in the server."""
+    values = sorted(array.array("q", latencies_us))
+    figures = summarize(values, 1000)
+    return {"count": len(values), "p50": figures["p50"], "p99": figures["p99"], "max": figures["max"]}

@@ -58,6 +58,9 @@ def test_room_fan_out(cluster: Cluster, metrics_urls: str) -> None:
     for key in ("p50", "p99", "max"):
         assert s["latency_ms"][key] is not None
     assert s["latency_ms"]["count"] == 400
+    by_client = s["latency_by_client_ms"]  # 10 sockets each, every message on each
+    assert [row["client"] for row in by_client] == [0, 1] and [row["count"] for row in by_client] == [200, 200]
+    assert max(row["max"] for row in by_client) == s["latency_ms"]["max"]
     assert s["connect"]["opened"] == 20 and s["connect"]["failed"] == 0
     assert s["connect"]["time_s"] >= 0
     names = {p["name"] for p in s["processes"]}
