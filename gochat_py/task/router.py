@@ -34,6 +34,12 @@ from gochat_py.rpc.client import ConnectClients
 
 log = logging.getLogger("gochat.task")
 MSG_VERSION = 1
+# One Deliver call carries at most this much frame data (several calls in order when a batch holds
+# more, e.g. member lists of big rooms): far below gRPC's 16 MiB message limit, whose excess would
+# fail the call, and with it every message of the batch, on every retry.
+MAX_CALL_BYTES = 4 * 1024 * 1024
+MAX_FRAME_BYTES = 15 * 1024 * 1024  # a frame this large cannot go in any call: dropped, and said
+ITEM_OVERHEAD = 64  # a Delivery's bytes besides its body (ids, op, protobuf tags), roughly
 
 
 @dataclass
@@ -43,6 +49,7 @@ class RouteStats:
     delivered: int = 0
     offline: int = 0
     undecodable: int = 0
+    too_large: int = 0
     failed_calls: int = 0
     by_op: dict[int, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -84,6 +91,14 @@ class Router:
                 log.warning("dropping queue entry", extra=kv(id=entry.id, error=reason))
                 targets[entry.id] = set()
                 continue
+            if len(body) > MAX_FRAME_BYTES:
+                self.stats.too_large += 1
+                log.warning(
+                    "dropping queue entry: its frame is too large to deliver",
+                    extra=kv(id=entry.id, op=message.op, room_id=message.room_id, bytes=len(body)),
+                )
+                targets[entry.id] = set()
+                continue
             self.stats.by_op[message.op] += 1
             msg = pb.Msg(ver=MSG_VERSION, op=message.op, seq_id=entry.id, body=body)
             if message.op == OP_DISCONNECT_USER:
@@ -120,16 +135,30 @@ class Router:
         batches, targets = self.plan(entries, nodes)
         server_ids = list(batches)
         results = await asyncio.gather(
-            *(self._call(sid, nodes[sid], batches[sid]) for sid in server_ids), return_exceptions=True
+            *(self._send(sid, nodes[sid], batches[sid]) for sid in server_ids), return_exceptions=True
         )
-        failed = {sid for sid, ok in zip(server_ids, results, strict=True) if ok is not True}
-        done = [entry_id for entry_id, need in targets.items() if not (need & failed)]
+        taken = {
+            sid: result if isinstance(result, set) else set() for sid, result in zip(server_ids, results, strict=True)
+        }
+        done = [entry_id for entry_id, need in targets.items() if all(entry_id in taken[sid] for sid in need)]
         self.stats.delivered += len(done)
         ops = {entry.id: entry.message.op for entry in entries if entry.message}
         for entry_id in done:
             if entry_id in ops:
                 DELIVERED.labels(ops[entry_id]).inc()
         return done
+
+    async def _send(self, server_id: str, address: str, items: list[pb.Delivery]) -> set[str]:
+        """The node's items in calls of at most MAX_CALL_BYTES, in order; the ids it took.  After a
+        failed call the rest of this batch is not sent either: it would overtake the messages that
+        failed, which are delivered again later (later batches can still overtake them, as before:
+        a node that fails calls is either gone soon, by its lease, or back soon)."""
+        taken: set[str] = set()
+        for chunk in call_chunks(items):
+            if not await self._call(server_id, address, chunk):
+                break
+            taken.update(item.msg.seq_id for item in chunk)
+        return taken
 
     async def _call(self, server_id: str, address: str, items: list[pb.Delivery]) -> bool:
         try:
@@ -150,3 +179,17 @@ class Router:
                 extra=kv(server_id=server_id, failed_calls=self._failing.pop(server_id)),
             )
         return True
+
+
+def call_chunks(items: list[pb.Delivery]) -> list[list[pb.Delivery]]:
+    """Consecutive runs of items of at most MAX_CALL_BYTES each (an item larger than that alone)."""
+    chunks: list[list[pb.Delivery]] = [[]]
+    size = 0
+    for item in items:
+        cost = len(item.msg.body) + ITEM_OVERHEAD
+        if chunks[-1] and size + cost > MAX_CALL_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += cost
+    return chunks if chunks[0] else []

@@ -95,6 +95,7 @@ class Consumer:
                 delivered=stats.delivered,
                 offline_targets=stats.offline,
                 undecodable=stats.undecodable,
+                too_large=stats.too_large,
                 failed_calls=stats.failed_calls,
                 nodes=len(self.router.clients.watcher.nodes),
             ),

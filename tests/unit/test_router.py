@@ -10,7 +10,8 @@ import pytest
 from gochat_py.protocol.queue_message import QueueMessage
 from gochat_py.queue import Entry
 from gochat_py.rpc import connect_pb2 as pb
-from gochat_py.task.router import MSG_VERSION, Router, frame_body
+from gochat_py.task import router as router_module
+from gochat_py.task.router import MSG_VERSION, Router, call_chunks, frame_body
 
 NODES = {"ws-a": "10.0.0.1:6912", "ws-b": "10.0.0.2:6912", "tcp-c": "10.0.0.3:6914"}
 
@@ -217,3 +218,74 @@ async def test_deliver_with_nothing_to_send_makes_no_call() -> None:
     r = router(NODES)
     assert await r.deliver([entry("1-0", op=2, server_id="ws-x", user_id=1)]) == ["1-0"]
     assert r.clients.calls == []  # type: ignore[attr-defined]
+
+
+class RefusingClients(FakeClients):
+    """Every node refuses a call that carries entry ``refused``."""
+
+    def __init__(self, nodes: dict[str, str], refused: str) -> None:
+        super().__init__(nodes)
+        self.refused = refused
+
+    def stub(self, address: str) -> Any:
+        clients = self
+
+        class Stub:
+            async def Deliver(self, request: pb.DeliverRequest, timeout: float) -> pb.PushReply:
+                clients.calls.append((address, request, timeout))
+                if any(item.msg.seq_id == clients.refused for item in request.items):
+                    raise grpc.aio.AioRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, details="too big")
+                return pb.PushReply(code=0)
+
+        return Stub()
+
+
+def big(ident: str, size: int) -> Entry:
+    return entry(ident, op=3, room_id=1, msg=b"x" * size)
+
+
+async def test_a_batch_larger_than_one_call_goes_in_several_calls_in_order() -> None:
+    """Member lists of big rooms can make a batch larger than gRPC takes in one message; one
+    oversize call would fail the whole batch on every retry."""
+    one = {"ws-a": NODES["ws-a"]}
+    r = router(one)
+    mib = 1024 * 1024
+    entries = [big(f"{n}-0", mib) for n in range(1, 11)]  # 10 MiB in all
+    assert sorted(await r.deliver(entries)) == sorted(e.id for e in entries)
+    calls = [[item.msg.seq_id for item in request.items] for _, request, _ in r.clients.calls]  # type: ignore[attr-defined]
+    assert len(calls) == 4 and all(
+        sum(len(e.message.msg or b"") for e in entries if e.id in c) <= 4 * mib for c in calls
+    )
+    assert [seq for call in calls for seq in call] == [e.id for e in entries]  # in order, each once
+
+
+async def test_after_a_failed_call_the_rest_of_the_node_s_batch_waits_too() -> None:
+    """Sending later messages after earlier ones failed would put them first once those are retried."""
+    one = {"ws-a": NODES["ws-a"]}
+    r = Router(RefusingClients(one, refused="5-0"), timeout=2.5)  # type: ignore[arg-type]
+    mib = 1024 * 1024
+    entries = [big(f"{n}-0", mib) for n in range(1, 11)]
+    done = await r.deliver(entries)
+    assert done == ["1-0", "2-0", "3-0"]  # the first call; the second held 5-0; the third never went
+    assert len(r.clients.calls) == 2  # type: ignore[attr-defined]
+    assert r.stats.failed_calls == 1
+
+
+async def test_a_frame_too_large_for_any_call_is_dropped_and_counted() -> None:
+    r = router(NODES)
+    entries = [entry("1-0", op=3, room_id=1, msg=b"a"), big("2-0", 16 * 1024 * 1024), entry("3-0", op=3, msg=b"c")]
+    assert sorted(await r.deliver(entries)) == ["1-0", "2-0", "3-0"]  # 2-0 is done with: never retried
+    sent = {item.msg.seq_id for _, request, _ in r.clients.calls for item in request.items}  # type: ignore[attr-defined]
+    assert sent == {"1-0", "3-0"}
+    assert r.stats.too_large == 1
+
+
+def test_call_chunks_keep_order_and_put_an_item_over_the_limit_alone() -> None:
+    limit = router_module.MAX_CALL_BYTES
+    items = [
+        pb.Delivery(room_id=1, msg=pb.Msg(seq_id=str(n), body=b"x" * size))
+        for n, size in enumerate((10, limit, 10, 10))
+    ]
+    chunks = call_chunks(items)
+    assert [[i.msg.seq_id for i in chunk] for chunk in chunks] == [["0"], ["1"], ["2", "3"]]
+    assert call_chunks([]) == []
