@@ -36,6 +36,7 @@ CHANNEL_OPTIONS = {
     "grpc.max_reconnect_backoff_ms": 2000,
 }
 WATCH_RETRY_MAX = 2.0  # seconds between two attempts to watch again
+TOKEN_RENEWAL_MIN = 2.0  # seconds between two renewals of the auth token: every loop sees one refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +48,29 @@ class Node:
     server_type: str
 
 
-def make_etcd_client(settings: EtcdSettings) -> aetcd.Client:
+class EtcdClient(aetcd.Client):
+    """aetcd's client, which authenticates (user and password set) once per connection: the
+    token it gets then is refused for ever once etcd has restarted (its tokens live in memory),
+    and the node would drop out of discovery when its lease ran out.  Every loop of this module
+    hands its errors to :meth:`renew_token_if_refused`, which reconnects, and so authenticates
+    again, once for the refusals all the loops see."""
+
+    _token_renewed_at = float("-inf")
+
+    async def renew_token_if_refused(self, exc: BaseException) -> None:
+        if not isinstance(exc, aetcd.exceptions.UnauthenticatedError) or self._username is None:
+            return
+        now = time.monotonic()
+        if now - self._token_renewed_at < TOKEN_RENEWAL_MIN:
+            return
+        self._token_renewed_at = now
+        log.info("etcd refused the auth token (restarted?); authenticating again", extra=kv(error=str(exc)))
+        await self.close()  # the next call connects, and authenticates
+
+
+def make_etcd_client(settings: EtcdSettings) -> EtcdClient:
     host, port = split_host_port(settings.endpoint)
-    return aetcd.Client(
+    return EtcdClient(
         host=host,
         port=port,
         username=settings.username or None,
@@ -95,7 +116,7 @@ def parse_node(key: bytes, value: bytes, prefix: str) -> Node | None:
 class Registration:
     """Keeps one instance key alive in etcd for the life of the process."""
 
-    def __init__(self, client: aetcd.Client, settings: EtcdSettings, service: str, node: Node) -> None:
+    def __init__(self, client: EtcdClient, settings: EtcdSettings, service: str, node: Node) -> None:
         self._client = client
         self._settings = settings
         self.node = node
@@ -145,6 +166,7 @@ class Registration:
                 if healthy:
                     log.warning("etcd keep-alive failed", extra=kv(key=self.key.decode(), error=repr(exc)))
                 healthy = False
+                await self._client.renew_token_if_refused(exc)
 
     async def stop(self) -> None:
         if self._task:
@@ -162,7 +184,7 @@ class Registration:
 class ServiceWatcher:
     """The live set of a service's nodes, kept current from etcd."""
 
-    def __init__(self, client: aetcd.Client, settings: EtcdSettings, service: str) -> None:
+    def __init__(self, client: EtcdClient, settings: EtcdSettings, service: str) -> None:
         self._client = client
         self._settings = settings
         self.service = service
@@ -224,6 +246,7 @@ class ServiceWatcher:
             raise
         except Exception as exc:
             self._lost_etcd(exc)
+            await self._client.renew_token_if_refused(exc)
             raise
         now = time.monotonic()
         term, revision = (result.header.raft_term, result.header.revision) if result.header else (0, 0)
@@ -272,6 +295,7 @@ class ServiceWatcher:
             except Exception as exc:
                 if not self._outage:  # while etcd is away, one line said so already
                     log.warning("etcd watch failed", extra=kv(service=self.service, error=repr(exc)))
+                await self._client.renew_token_if_refused(exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, WATCH_RETRY_MAX)
 

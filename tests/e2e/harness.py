@@ -27,6 +27,7 @@ import redis
 import websockets
 
 from gochat_py.config import load_settings
+from gochat_py.discovery import make_etcd_client
 from gochat_py.launcher import MODULE_ORDER, ManagedProcess, System, etcd_process, redis_process
 
 _cluster_numbers = itertools.count(1)
@@ -201,6 +202,17 @@ class Cluster:
 
 
 _METRICS_SERVED = re.compile(r'msg="metrics served" address=127\.0\.0\.1:(\d+)')
+
+
+async def registered(cluster: Cluster) -> set[str]:
+    """The keys under the cluster's etcd base path: one per logic and connect process."""
+    client = make_etcd_client(cluster.settings.etcd)
+    try:
+        return {item.key.decode() for item in await client.get_prefix(cluster.settings.etcd.base_path.encode())}
+    except Exception:
+        return set()  # etcd not answering (yet)
+    finally:
+        await client.close()
 
 
 def scrape(cluster: Cluster, module: str) -> dict[str, float]:

@@ -17,8 +17,17 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from gochat_py.discovery import make_etcd_client
-from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, eventually, free_port, op_is, running_infra
+from tests.e2e.harness import (
+    ApiClient,
+    Cluster,
+    Infra,
+    WsClient,
+    eventually,
+    free_port,
+    op_is,
+    registered,
+    running_infra,
+)
 
 LEASE_TTL = 3
 CLUSTER_ENV = {"GOCHAT_ETCD__LEASE_TTL": str(LEASE_TTL), "GOCHAT_TASK__CLAIM_IDLE": "1"}
@@ -30,17 +39,6 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     """This module's own Redis and etcd (the ``cluster`` fixture picks this one up)."""
     with running_infra(tmp_path_factory, "infra_etcd_faults") as running:
         yield running
-
-
-async def registered(cluster: Cluster) -> set[str]:
-    """The keys under the cluster's base path: one per logic and connect process."""
-    client = make_etcd_client(cluster.settings.etcd)
-    try:
-        return {item.key.decode() for item in await client.get_prefix(cluster.settings.etcd.base_path.encode())}
-    except Exception:
-        return set()  # etcd not answering (yet)
-    finally:
-        await client.close()
 
 
 def _texts(ws: WsClient, op: int) -> list[str]:

@@ -1,0 +1,89 @@
+"""etcd with authentication: nodes register and find each other with a user and a password, and
+still do after etcd restarts, which makes every auth token it gave out worthless.
+
+This module runs on its own Redis and etcd (auth turned on), so it disturbs no other test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Iterator
+
+import aetcd
+import grpc
+import pytest
+from aetcd import rpc
+
+from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, free_port, op_is, registered, running_infra
+
+LEASE_TTL = 3
+USER, PASSWORD = "root", "gochat-test-secret"
+CLUSTER_ENV = {
+    "GOCHAT_ETCD__LEASE_TTL": str(LEASE_TTL),
+    "GOCHAT_ETCD__USERNAME": USER,
+    "GOCHAT_ETCD__PASSWORD": PASSWORD,
+}
+CLUSTER_MODULES = ("logic", "connect_websocket", "task", "api")
+
+
+async def _enable_auth(address: str) -> None:
+    """A root user, then authentication on (etcd's own API, as etcdctl would)."""
+    channel = grpc.aio.insecure_channel(address)
+    try:
+        auth = rpc.AuthStub(channel)
+        await auth.UserAdd(rpc.AuthUserAddRequest(name=USER, password=PASSWORD), timeout=10)
+        await auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user=USER, role="root"), timeout=10)
+        await auth.AuthEnable(rpc.AuthEnableRequest(), timeout=10)
+    finally:
+        await channel.close()
+
+
+@pytest.fixture(scope="module")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    """This module's own Redis and etcd, with authentication (the ``cluster`` fixture picks it up)."""
+    with running_infra(tmp_path_factory, "infra_etcd_auth") as running:
+        asyncio.run(_enable_auth(running.etcd_address))
+        yield running
+
+
+async def test_nodes_stay_registered_and_are_found_after_an_authenticated_etcd_restarts(
+    cluster: Cluster, infra: Infra
+) -> None:
+    before = await registered(cluster)
+    assert len(before) == 2, before  # logic and connect_websocket, registered with the password
+    host, port = infra.etcd_address.split(":")
+    async with aetcd.Client(host=host, port=int(port), timeout=5) as anonymous:
+        with pytest.raises(aetcd.exceptions.ClientError):  # authentication is really on
+            await anonymous.get_prefix(cluster.settings.etcd.base_path.encode())
+
+    infra.stop_etcd()
+    infra.start_etcd()  # same data (users, leases, keys); the tokens it gave out are unknown now
+    await asyncio.sleep(3 * LEASE_TTL)  # the leases would have run out without working keep-alives
+    assert await registered(cluster) == before
+    await cluster.logged("etcd refused the auth token (restarted?); authenticating again")
+
+    # modules started now find the others through the same etcd, and a message goes through them
+    api_2_port, ws_2_port, ws_2_rpc = free_port(), free_port(), f"127.0.0.1:{free_port()}"
+    cluster.start_module("api", name="api_2", GOCHAT_API__BIND=f"127.0.0.1:{api_2_port}")
+    cluster.start_module(
+        "connect_websocket",
+        name="connect_websocket_2",
+        GOCHAT_CONNECT_WEBSOCKET__BIND=f"127.0.0.1:{ws_2_port}",
+        GOCHAT_CONNECT_WEBSOCKET__RPC_BIND=ws_2_rpc,
+    )
+    room = random.randint(10**6, 10**9)
+    tag = uuid.uuid4().hex[:6]
+    async with ApiClient(cluster.api_url) as api, ApiClient(f"http://127.0.0.1:{api_2_port}") as api_2:
+        old_node = await WsClient(cluster.ws_url).join(await api.register(f"olga{tag}"), room)
+        sender = await api_2.register(f"nick{tag}")
+        new_node = await WsClient(f"ws://127.0.0.1:{ws_2_port}/ws").join(sender, room)
+        await new_node.next_frame(op_is(5, count=2), timeout=15)
+        reply = await api_2.post("/push/pushRoom", {"authToken": sender, "msg": "after restart", "roomId": room})
+        assert reply["code"] == 0, reply
+        for client in (old_node, new_node):  # task found the new node, and still knows the old one
+            await client.next_frame(op_is(3, msg="after restart"), timeout=15)
+            await client.close()
+    crashed = [p.name for p in cluster.system.modules if not p.running()]
+    assert not crashed, cluster.tails()
