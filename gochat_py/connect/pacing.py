@@ -14,7 +14,9 @@ The node pings a small sample of the sockets it writes to.  While the sample's m
 max_backlog``, and logic holds new pushes back.  A burst then waits in the senders' requests,
 where it costs nothing, instead of in socket buffers, where every later message waits behind it.
 A few slow clients do not slow the node (the median ignores them); they fill their own send
-buffers and are closed as too slow, as before.
+buffers and are closed as too slow, as before.  Nor do clients that stay behind for good: a node
+holds for at most HOLD_SHARE of any HOLD_WINDOW seconds, since every task waits for every node
+and one node's slow clients would otherwise set the pace of the whole cluster.
 
 The sample follows the traffic (it is filled from the sockets the node last wrote to), and
 sockets are pinged only while frames flow, at most one ping in flight per socket and one per
@@ -29,6 +31,7 @@ import contextlib
 import logging
 import random
 import statistics
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from itertools import islice
@@ -43,6 +46,13 @@ ROTATE_TICKS = 50  # while busy, one member of the sample is swapped for a fresh
 STUCK = 5.0  # seconds a ping may go unanswered before its socket leaves the sample (gone, or about
 # to be closed by the keepalive): a client stalled in a room that went quiet must not hold the node
 CANDIDATES = 256  # sockets looked at to fill the sample: a huge room costs no more than a small one
+# Holding absorbs bursts; it must not become a permanent brake.  A node holds deliveries at most
+# HOLD_SHARE of any HOLD_WINDOW seconds: clients that stay behind longer are structurally too slow
+# for the traffic, and slowing the whole cluster (task waits for every node) to their pace would
+# be worse than what happens then, as without pacing: their send buffers take the backlog, and
+# those that overflow them are closed as too slow.
+HOLD_WINDOW = 10.0
+HOLD_SHARE = 0.5
 SPELL_QUIET = 5.0  # seconds without a hold that end a spell of holding (one log line each way)
 
 
@@ -136,6 +146,9 @@ class Pacer:
         self._calm = asyncio.Event()
         self._calm.set()
         self._holding = 0
+        self._held_since = 0.0  # when the current stretch of holding (one hold or more) began
+        self._held_spans: deque[tuple[float, float]] = deque()  # (start, end) of recent stretches
+        self._gave_up = False  # this spell used up the holding budget
         self._ticks = 0
         self._spell_started = 0.0
         self._last_hold = 0.0
@@ -154,12 +167,24 @@ class Pacer:
         self._calm.set()  # nothing may stay held by a node that stops
 
     async def hold(self) -> None:
-        """Returns at once while clients keep up; otherwise once they do, or after max_hold."""
+        """Returns at once while clients keep up; otherwise once they do, or after max_hold, or
+        at once when this node has held for HOLD_SHARE of the last HOLD_WINDOW seconds."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         if self.sample.lag(now) <= self.limit:
             return
+        if self._budget_spent(now):
+            if not self._gave_up:
+                self._gave_up = True
+                log.warning(
+                    "clients stay behind; deliveries are no longer held (slow clients are closed when"
+                    " their send buffers fill)",
+                    extra=kv(lag_ms=round(self.sample.lag(now) * 1000), window_s=HOLD_WINDOW, share=HOLD_SHARE),
+                )
+            return
         self._calm.clear()
+        if not self._holding:
+            self._held_since = now
         self._holding += 1
         if not self._spell_holds:
             self._spell_started = now
@@ -171,12 +196,24 @@ class Pacer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._calm.wait(), self.max_hold)
         finally:
+            end = loop.time()
             self._holding -= 1
-            held = loop.time() - now
-            PACE_HOLD.observe(held)
+            if not self._holding:
+                self._held_spans.append((self._held_since, end))
+            PACE_HOLD.observe(end - now)
             self._spell_holds += 1
-            self._spell_held += held
-            self._last_hold = loop.time()
+            self._spell_held += end - now
+            self._last_hold = end
+
+    def _budget_spent(self, now: float) -> bool:
+        """Held (any hold in progress counts) for HOLD_SHARE of the last HOLD_WINDOW seconds."""
+        spans = self._held_spans
+        while spans and spans[0][1] < now - HOLD_WINDOW:
+            spans.popleft()
+        held = sum(end - max(start, now - HOLD_WINDOW) for start, end in spans)
+        if self._holding:
+            held += now - self._held_since
+        return held >= HOLD_SHARE * HOLD_WINDOW
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -201,7 +238,7 @@ class Pacer:
                         spell_s=round(self._last_hold - self._spell_started, 3),
                     ),
                 )
-                self._spell_holds, self._spell_held = 0, 0.0
+                self._spell_holds, self._spell_held, self._gave_up = 0, 0.0, False
             return
         self._refresh(now)
         for channel in self.sample.to_ping():

@@ -210,3 +210,30 @@ async def test_only_a_bounded_number_of_candidates_is_looked_at() -> None:
         await busy(pacer)
         assert len(pacer.sample.members) == 4
         assert looked <= pacing.CANDIDATES
+
+
+async def test_holding_stops_once_a_node_has_held_for_its_share_of_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients that stay behind must not slow the whole cluster for ever: past the budget the node
+    stops holding (its slow clients then overflow their send buffers and are closed, as before)."""
+    monkeypatch.setattr(pacing, "HOLD_WINDOW", 0.6)
+    monkeypatch.setattr(pacing, "HOLD_SHARE", 0.5)  # 0.3 s of holding per 0.6 s
+    channels = [Chan(n) for n in "abc"]
+    async with running(lambda: channels, sample=3, max_hold=0.1) as (pacer, probe):
+        await busy(pacer)
+        probe.answer(0.001)
+        await busy(pacer)
+        await asyncio.sleep(0.05)  # they stop answering: behind for good
+        loop = asyncio.get_running_loop()
+        took = []
+        for _ in range(8):
+            started = loop.time()
+            await pacer.hold()
+            took.append(loop.time() - started)
+        first_free = next(n for n, t in enumerate(took) if t < 0.05)  # StopIteration: never stopped
+        assert sum(took[:first_free]) >= 0.3  # held for the whole budget first (max_hold at a time)
+        assert all(t >= 0.1 for t in took[:first_free])
+        assert took[first_free + 1] < 0.05  # and then not at all
+        await asyncio.sleep(0.7)  # a window later the budget is back
+        started = loop.time()
+        await pacer.hold()
+        assert loop.time() - started >= 0.1
