@@ -185,6 +185,19 @@ class Cluster:
         process.wait_ready(60)
         return process
 
+    def start_second_api_and_websocket_node(self) -> tuple[int, int, str]:
+        """Another api and another connect_websocket on ports of their own, as modules started
+        later would be: (api port, websocket port, the websocket node's RPC address)."""
+        api_port, ws_port, ws_rpc = free_port(), free_port(), f"127.0.0.1:{free_port()}"
+        self.start_module("api", name="api_2", GOCHAT_API__BIND=f"127.0.0.1:{api_port}")
+        self.start_module(
+            "connect_websocket",
+            name="connect_websocket_2",
+            GOCHAT_CONNECT_WEBSOCKET__BIND=f"127.0.0.1:{ws_port}",
+            GOCHAT_CONNECT_WEBSOCKET__RPC_BIND=ws_rpc,
+        )
+        return api_port, ws_port, ws_rpc
+
     def processes(self, name: str) -> list[ManagedProcess]:
         return [p for p in self.system.modules if p.name == name]
 

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from aetcd import rpc
 
-from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, free_port, op_is, registered, running_infra
+from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, op_is, registered, running_infra
 
 LEASE_TTL = 3
 USER, PASSWORD = "root", "gochat-test-secret"
@@ -65,14 +65,8 @@ async def test_nodes_stay_registered_and_are_found_after_an_authenticated_etcd_r
     await cluster.logged("etcd refused the auth token (restarted?); authenticating again")
 
     # modules started now find the others through the same etcd, and a message goes through them
-    api_2_port, ws_2_port, ws_2_rpc = free_port(), free_port(), f"127.0.0.1:{free_port()}"
-    cluster.start_module("api", name="api_2", GOCHAT_API__BIND=f"127.0.0.1:{api_2_port}")
-    cluster.start_module(
-        "connect_websocket",
-        name="connect_websocket_2",
-        GOCHAT_CONNECT_WEBSOCKET__BIND=f"127.0.0.1:{ws_2_port}",
-        GOCHAT_CONNECT_WEBSOCKET__RPC_BIND=ws_2_rpc,
-    )
+    api_2_port, ws_2_port, ws_2_rpc = cluster.start_second_api_and_websocket_node()
+    assert f"{cluster.settings.etcd.base_path}/ConnectRpc/tcp@{ws_2_rpc}" in await registered(cluster)
     room = random.randint(10**6, 10**9)
     tag = uuid.uuid4().hex[:6]
     async with ApiClient(cluster.api_url) as api, ApiClient(f"http://127.0.0.1:{api_2_port}") as api_2:

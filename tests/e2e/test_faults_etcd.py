@@ -79,14 +79,7 @@ async def test_etcd_restart_keeps_traffic_flowing_and_every_node_registers_again
         print(f"{len(sent)} messages while etcd was down; all nodes registered {took:.1f} s after its restart")
 
         # modules started after the restart find the others: a second api and a second websocket node
-        api_2_port, ws_2_port, ws_2_rpc = free_port(), free_port(), f"127.0.0.1:{free_port()}"
-        cluster.start_module("api", name="api_2", GOCHAT_API__BIND=f"127.0.0.1:{api_2_port}")
-        cluster.start_module(
-            "connect_websocket",
-            name="connect_websocket_2",
-            GOCHAT_CONNECT_WEBSOCKET__BIND=f"127.0.0.1:{ws_2_port}",
-            GOCHAT_CONNECT_WEBSOCKET__RPC_BIND=ws_2_rpc,
-        )
+        api_2_port, ws_2_port, ws_2_rpc = cluster.start_second_api_and_websocket_node()
         assert f"{cluster.settings.etcd.base_path}/ConnectRpc/tcp@{ws_2_rpc}" in await registered(cluster)
         task = cluster.processes("task")[0]
         took = await eventually(
