@@ -52,20 +52,30 @@ class EtcdClient(aetcd.Client):
     """aetcd's client, which authenticates (user and password set) once per connection: the
     token it gets then is refused for ever once etcd has restarted (its tokens live in memory),
     and the node would drop out of discovery when its lease ran out.  Every loop of this module
-    hands its errors to :meth:`renew_token_if_refused`, which reconnects, and so authenticates
-    again, once for the refusals all the loops see."""
+    hands its errors to :meth:`renew_token_if_refused`, which logs in again on the same channel
+    (closing it would cancel the other loops' calls in flight), once for the refusals all the
+    loops see."""
 
     _token_renewed_at = float("-inf")
 
     async def renew_token_if_refused(self, exc: BaseException) -> None:
-        if not isinstance(exc, aetcd.exceptions.UnauthenticatedError) or self._username is None:
+        """Never raises: it runs in the callers' error handling."""
+        if not isinstance(exc, aetcd.exceptions.UnauthenticatedError) or self.auth_stub is None:
             return
         now = time.monotonic()
         if now - self._token_renewed_at < TOKEN_RENEWAL_MIN:
             return
         self._token_renewed_at = now
-        log.info("etcd refused the auth token (restarted?); authenticating again", extra=kv(error=str(exc)))
-        await self.close()  # the next call connects, and authenticates
+        request = aetcd.rpc.AuthenticateRequest(name=self._username, password=self._password)
+        try:
+            reply = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+        except Exception as err:  # etcd not ready yet: the next refusal tries again
+            log.warning("etcd authentication failed", extra=kv(error=repr(err)))
+            return
+        self.metadata = (("token", reply.token),)
+        if self._watcher is not None:
+            self._watcher._metadata = self.metadata  # its own copy, used for the next watch stream
+        log.info("etcd refused the auth token (restarted?); logged in again", extra=kv(error=str(exc)))
 
 
 def make_etcd_client(settings: EtcdSettings) -> EtcdClient:

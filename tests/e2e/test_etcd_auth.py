@@ -62,7 +62,7 @@ async def test_nodes_stay_registered_and_are_found_after_an_authenticated_etcd_r
     infra.start_etcd()  # same data (users, leases, keys); the tokens it gave out are unknown now
     await asyncio.sleep(3 * LEASE_TTL)  # the leases would have run out without working keep-alives
     assert await registered(cluster) == before
-    await cluster.logged("etcd refused the auth token (restarted?); authenticating again")
+    await cluster.logged("etcd refused the auth token (restarted?); logged in again")
 
     # modules started now find the others through the same etcd, and a message goes through them
     api_2_port, ws_2_port, ws_2_rpc = cluster.start_second_api_and_websocket_node()

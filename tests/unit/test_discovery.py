@@ -6,10 +6,12 @@ import asyncio
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+import aetcd
+import aetcd.watcher
 import pytest
 
 from gochat_py.config import EtcdSettings
-from gochat_py.discovery import Node, ServiceWatcher, encode_value
+from gochat_py.discovery import EtcdClient, Node, ServiceWatcher, encode_value
 from gochat_py.logic.reaper import reap_dead_nodes
 
 SETTINGS = EtcdSettings(lease_ttl=8)
@@ -34,6 +36,9 @@ class FakeEtcd:
     def delete(self, address: str) -> None:
         del self.keys[address]
         self.revision += 1
+
+    async def renew_token_if_refused(self, exc: BaseException) -> None:
+        """No authentication here (EtcdClient's renewal has tests of its own)."""
 
     async def get_prefix(self, prefix: bytes) -> Listing:
         if not self.up:
@@ -152,3 +157,51 @@ async def test_the_reaper_purges_a_missing_node_after_the_grace_and_never_while_
         assert 0.15 <= loop.time() - start < 1.0
     finally:
         reaper.cancel()
+
+
+class FakeAuth:
+    """etcd's Auth service: each login hands out a new token, or fails while ``down``."""
+
+    def __init__(self) -> None:
+        self.logins = 0
+        self.down = False
+
+    async def Authenticate(self, request: object, timeout: float) -> SimpleNamespace:
+        if self.down:
+            raise ConnectionError("etcd is starting")
+        self.logins += 1
+        return SimpleNamespace(token=f"token-{self.logins}")
+
+
+def authenticated_client() -> tuple[EtcdClient, FakeAuth]:
+    client = EtcdClient(host="127.0.0.1", port=1, username="gochat", password="secret")
+    auth = FakeAuth()
+    client.auth_stub = auth
+    client.metadata = (("token", "token-0"),)
+    client._watcher = aetcd.watcher.Watcher(None, metadata=client.metadata)  # the real class
+    return client, auth
+
+
+async def test_a_refused_token_is_renewed_once_for_every_loop_that_saw_the_refusal() -> None:
+    client, auth = authenticated_client()
+    refused = aetcd.exceptions.UnauthenticatedError("etcdserver: invalid auth token")
+    for _ in range(3):  # the keep-alive and two watchers, all refused at once
+        await client.renew_token_if_refused(refused)
+    assert auth.logins == 1
+    assert client.metadata == (("token", "token-1"),)
+    assert client._watcher._metadata == client.metadata  # the next watch stream uses it too
+
+
+async def test_other_errors_and_failed_logins_leave_the_token_and_never_raise() -> None:
+    client, auth = authenticated_client()
+    await client.renew_token_if_refused(ConnectionError("etcd is down"))
+    assert auth.logins == 0 and client.metadata == (("token", "token-0"),)
+    auth.down = True
+    await client.renew_token_if_refused(aetcd.exceptions.UnauthenticatedError("invalid auth token"))
+    assert client.metadata == (("token", "token-0"),)
+
+
+async def test_a_client_without_credentials_never_logs_in() -> None:
+    client = EtcdClient(host="127.0.0.1", port=1)
+    await client.renew_token_if_refused(aetcd.exceptions.UnauthenticatedError("user name is empty"))
+    assert client.metadata is None
