@@ -36,17 +36,12 @@ def observe_queue_time(seq_id: str) -> None:
 
 
 class ConnectService(connect_pb2_grpc.ConnectServicer):
-    def __init__(
-        self,
-        hub: Hub,
-        recent: RecentIds,
-        encode: Callable[[bytes], bytes] = unchanged,
-        pacer: Pacer | None = None,
-    ) -> None:
+    def __init__(self, hub: Hub, recent: RecentIds, encode: Callable[[bytes], bytes] = unchanged) -> None:
         self.hub = hub
         self.recent = recent
         self.encode = encode
-        self.pacer = pacer
+        # set by the node when it paces (the pacer samples this service's last targets)
+        self.pacer: Pacer | None = None
         self.unencodable = 0
         self.last_target: tuple[str, int] = ("room_id", 0)  # where the pacer's sample comes from
 
