@@ -90,14 +90,6 @@ def _finish(proc: subprocess.Popen[str], lines: list[str]) -> str:
     return "".join(lines)
 
 
-def test_unknown_module_is_a_clear_error() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "gochat_py", "--module", "nope"], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 2
-    assert "unknown module 'nope'" in result.stderr and "connect_websocket" in result.stderr
-
-
 def test_up_starts_everything_and_sigterm_stops_everything(tmp_path: Path) -> None:
     proc, ports, lines = _start_up(tmp_path)
     try:

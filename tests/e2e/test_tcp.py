@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from gochat_py.client.tcp import TcpClient
-from gochat_py.protocol.tcp_frame import FrameDecoder, encode_client_message, encode_frame
+from gochat_py.protocol.tcp_frame import encode_client_message, encode_frame
 from tests.e2e.harness import ApiClient, Cluster, WsClient, op_is
 
 CLUSTER_ENV = {"GOCHAT_CONNECT__AUTH_TIMEOUT": "2", "GOCHAT_CONNECT__PING_INTERVAL": "1"}
@@ -233,11 +233,6 @@ async def test_the_command_line_client_joins_prints_and_sends(cluster: Cluster) 
                 proc.kill()
             await ws.close()
         assert token
-
-
-def test_decoder_sanity() -> None:
-    """The fixture-free part: the client-side decoder reads the server's ping frame."""
-    assert FrameDecoder().feed(bytes.fromhex("7631000c70696e67206d7367")) == [b"ping msg"]
 
 
 async def test_logout_closes_the_users_websocket_and_tcp_connections(cluster: Cluster) -> None:
