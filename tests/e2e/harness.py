@@ -26,6 +26,7 @@ import aiohttp
 import redis
 import websockets
 
+from gochat_py.client.tcp import TcpClient
 from gochat_py.config import load_settings
 from gochat_py.discovery import make_etcd_client
 from gochat_py.launcher import MODULE_ORDER, ManagedProcess, System, etcd_process, redis_process
@@ -342,6 +343,37 @@ class WsClient:
             await self.ws.close()
         if self._reader:
             await self._reader
+
+
+class TcpReader:
+    """Collects a TCP client's payloads in the background."""
+
+    def __init__(self, client: TcpClient) -> None:
+        self.client = client
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for payload in self.client.payloads():
+                await self.queue.put(payload)
+        except (ConnectionError, OSError):
+            pass
+        await self.queue.put(None)  # connection ended
+
+    async def next(self, predicate: Callable[[bytes], bool], timeout: float = 10) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            payload = await asyncio.wait_for(self.queue.get(), max(deadline - time.monotonic(), 0.01))
+            assert payload is not None, "connection closed"
+            if predicate(payload):
+                return payload
+
+    async def closed(self, timeout: float = 10) -> None:
+        """Waits for the server to end the connection (frames before that are skipped)."""
+        deadline = time.monotonic() + timeout
+        while await asyncio.wait_for(self.queue.get(), max(deadline - time.monotonic(), 0.01)) is not None:
+            pass
 
 
 async def eventually(

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.e2e.harness import Cluster, Infra, free_port
 
@@ -41,7 +42,7 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-def _start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, int], list[str]]:
+def _start_up(tmp_path: Path, **extra_env: str) -> tuple[subprocess.Popen[str], dict[str, int], list[str]]:
     ports = {name: free_port() for name in ("api", "ws", "tcp1", "tcp2", "site", "redis")}
     ports["etcd"] = free_port(span=2)  # etcd's peer listener takes etcd + 1
     env = {
@@ -59,6 +60,7 @@ def _start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, int], li
         "GOCHAT_LOGIC__PASSWORD_TIME_COST": "1",
         **{f"GOCHAT_METRICS__{m}": "127.0.0.1:0" for m in ("LOGIC", "API", "CONNECT_WEBSOCKET", "CONNECT_TCP", "TASK")},
         "GOCHAT_LOGIC__PASSWORD_MEMORY_KIB": "8192",
+        **extra_env,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gochat_py", "up"],
@@ -90,14 +92,6 @@ def _finish(proc: subprocess.Popen[str], lines: list[str]) -> str:
     return "".join(lines)
 
 
-def test_unknown_module_is_a_clear_error() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "gochat_py", "--module", "nope"], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 2
-    assert "unknown module 'nope'" in result.stderr and "connect_websocket" in result.stderr
-
-
 def test_up_starts_everything_and_sigterm_stops_everything(tmp_path: Path) -> None:
     proc, ports, lines = _start_up(tmp_path)
     try:
@@ -118,6 +112,39 @@ def test_up_starts_everything_and_sigterm_stops_everything(tmp_path: Path) -> No
     assert proc.returncode == 0, output[-3000:]
     assert not [pid for pid in children if _alive(pid)]
     assert "msg=stopped" in output
+
+
+def test_up_reuses_a_redis_and_an_etcd_that_already_run(infra: Infra, tmp_path: Path) -> None:
+    """README: `gochat-py up` starts Redis and etcd only when none answers; the ones it found it
+    uses, and leaves running when it stops."""
+    db, base = 13, f"/gochat_up_reuse_{os.getpid()}"
+    running = redis.Redis.from_url(f"redis://{infra.redis_address}/{db}")
+    running.flushdb()
+    proc, ports, lines = _start_up(
+        tmp_path,
+        GOCHAT_REDIS__ADDRESS=infra.redis_address,
+        GOCHAT_REDIS__DB=str(db),
+        GOCHAT_ETCD__ENDPOINT=infra.etcd_address,
+        GOCHAT_ETCD__BASE_PATH=base,
+    )
+    try:
+        children = _children(proc.pid)
+        commands = [Path(f"/proc/{pid}/cmdline").read_text() for pid in children]
+        assert len(children) == 6, commands  # the six modules, nothing else
+        assert all("--module" in command for command in commands), commands
+        reply = _post(f"http://127.0.0.1:{ports['api']}/user/register", {"userName": "reuser", "passWord": "pw"})
+        assert reply["code"] == 0, reply
+        assert running.exists(f"sess_{reply['data']}")  # the session is in the Redis that was running
+        assert not (tmp_path / "state" / "redis").exists()
+        assert not (tmp_path / "state" / "etcd").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = _finish(proc, lines)
+    assert proc.returncode == 0, output[-3000:]
+    assert f"key={base}/LogicRpc/" in output  # registered in the etcd that was running
+    assert infra.redis.running() and infra.etcd.running()  # and both still run
+    assert running.ping()
+    running.flushdb()
 
 
 def test_up_reports_a_module_that_dies(tmp_path: Path) -> None:

@@ -9,46 +9,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 
 from gochat_py.client.tcp import TcpClient
-from gochat_py.protocol.tcp_frame import FrameDecoder, encode_client_message, encode_frame
-from tests.e2e.harness import ApiClient, Cluster, WsClient, op_is
+from gochat_py.protocol.tcp_frame import encode_client_message, encode_frame
+from tests.e2e.harness import ApiClient, Cluster, TcpReader, WsClient, op_is
 
 CLUSTER_ENV = {"GOCHAT_CONNECT__AUTH_TIMEOUT": "2", "GOCHAT_CONNECT__PING_INTERVAL": "1"}
-
-
-class TcpReader:
-    """Collects a TCP client's payloads in the background."""
-
-    def __init__(self, client: TcpClient) -> None:
-        self.client = client
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        try:
-            async for payload in self.client.payloads():
-                await self.queue.put(payload)
-        except (ConnectionError, OSError):
-            pass
-        await self.queue.put(None)  # connection ended
-
-    async def next(self, predicate: Callable[[bytes], bool], timeout: float = 10) -> bytes:
-        deadline = time.monotonic() + timeout
-        while True:
-            payload = await asyncio.wait_for(self.queue.get(), max(deadline - time.monotonic(), 0.01))
-            assert payload is not None, "connection closed"
-            if predicate(payload):
-                return payload
-
-    async def closed(self, timeout: float = 10) -> None:
-        """Waits for the server to end the connection (frames before that are skipped)."""
-        deadline = time.monotonic() + timeout
-        while await asyncio.wait_for(self.queue.get(), max(deadline - time.monotonic(), 0.01)) is not None:
-            pass
 
 
 def unique(prefix: str) -> str:
@@ -233,11 +201,6 @@ async def test_the_command_line_client_joins_prints_and_sends(cluster: Cluster) 
                 proc.kill()
             await ws.close()
         assert token
-
-
-def test_decoder_sanity() -> None:
-    """The fixture-free part: the client-side decoder reads the server's ping frame."""
-    assert FrameDecoder().feed(bytes.fromhex("7631000c70696e67206d7367")) == [b"ping msg"]
 
 
 async def test_logout_closes_the_users_websocket_and_tcp_connections(cluster: Cluster) -> None:

@@ -1,11 +1,10 @@
-"""The sweep's table and the plots, from made-up summaries (plots only where matplotlib is installed)."""
+"""The sweep's table and the plots, from made-up summaries (matplotlib comes with the test extra)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import orjson
-import pytest
 
 from gochat_py.bench.plots import load_summaries, run_label
 from gochat_py.bench.sweep import summary_table
@@ -61,7 +60,6 @@ def test_summary_table() -> None:
 
 
 def test_plots(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     from gochat_py.bench.plots import plot_summaries
 
     runs = [summary("room", n, 1000.0 * n) for n in (10, 20)] + [summary("floor", 10, 50000.0)]

@@ -14,6 +14,7 @@ from gochat_py.config import (
     load_settings,
     split_host_port,
 )
+from gochat_py.logic.reaper import SWEEP_INTERVAL
 
 
 def write(directory: Path, name: str, text: str) -> None:
@@ -301,3 +302,14 @@ def test_default_directory_prefers_the_working_directory(tmp_path: Path, monkeyp
     write(tmp_path / "config" / "dev", "api", '[api]\nbind = "5.5.5.5:5"\n')
     monkeypatch.chdir(tmp_path)
     assert load_settings(environ={}).api.bind == "5.5.5.5:5"
+
+
+def test_the_default_configuration_forgets_a_dead_connect_node_within_10_s() -> None:
+    """Lease expiry + grace + one reaper sweep (README: about 10 s in all), with the files of every
+    environment and with no file."""
+    for env in ("dev", "prod"):
+        settings = load_settings(env=env, environ={})
+        worst = settings.etcd.lease_ttl + settings.logic.node_grace + SWEEP_INTERVAL
+        assert worst <= 10, (env, settings.etcd.lease_ttl, settings.logic.node_grace)
+    defaults = Settings()
+    assert defaults.etcd.lease_ttl + defaults.logic.node_grace + SWEEP_INTERVAL <= 10

@@ -24,6 +24,7 @@ payloads = st.binary(max_size=MAX_FRAME_SIZE - 4)
 
 def test_the_ping_frame_is_the_originals() -> None:
     assert bytes.fromhex("7631000c70696e67206d7367") == PING_FRAME
+    assert FrameDecoder().feed(PING_FRAME) == [b"ping msg"]  # what a client's decoder makes of it
 
 
 def test_an_auth_frame_starts_like_the_originals() -> None:
