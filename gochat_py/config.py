@@ -75,9 +75,7 @@ class HistorySettings(Section):
     size: int = Field(
         1000, ge=1, description="messages kept in Redis per room, per user inbox and per private conversation"
     )
-    ttl: int = Field(
-        7 * 86400, ge=60, description="seconds a conversation's Redis store lives after its last message"
-    )
+    ttl: int = Field(7 * 86400, ge=60, description="seconds a conversation's Redis store lives after its last message")
     retention_days: float = Field(0, ge=0, description="days the database keeps a message (0 = for ever)")
     group: str = "gochat_history"
     batch_size: int = Field(512, ge=1, description="messages written to the database per transaction at most")

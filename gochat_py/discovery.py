@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import aetcd
@@ -58,11 +59,15 @@ class EtcdClient(aetcd.Client):
 
     _token_renewed_at = float("-inf")
 
+    def __init__(self, *args: Any, clock: Callable[[], float] = time.monotonic, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock = clock
+
     async def renew_token_if_refused(self, exc: BaseException) -> None:
         """Never raises: it runs in the callers' error handling."""
         if not isinstance(exc, aetcd.exceptions.UnauthenticatedError) or self.auth_stub is None:
             return
-        now = time.monotonic()
+        now = self.clock()
         if now - self._token_renewed_at < TOKEN_RENEWAL_MIN:
             return
         self._token_renewed_at = now
@@ -194,8 +199,11 @@ class Registration:
 class ServiceWatcher:
     """The live set of a service's nodes, kept current from etcd."""
 
-    def __init__(self, client: EtcdClient, settings: EtcdSettings, service: str) -> None:
+    def __init__(
+        self, client: EtcdClient, settings: EtcdSettings, service: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._client = client
+        self.clock = clock
         self._settings = settings
         self.service = service
         self.prefix = service_prefix(settings, service)
@@ -238,7 +246,7 @@ class ServiceWatcher:
         """True when ``nodes`` is etcd's current view: etcd answers, and every live node has had a
         lease time to register again since etcd last came back.  Only then does a node missing
         from ``nodes`` mean that it is gone."""
-        return not self._outage and self.ready.is_set() and time.monotonic() >= self._settle_until
+        return not self._outage and self.ready.is_set() and self.clock() >= self._settle_until
 
     def _lost_etcd(self, exc: Exception) -> None:
         if not self._outage:
@@ -258,7 +266,7 @@ class ServiceWatcher:
             self._lost_etcd(exc)
             await self._client.renew_token_if_refused(exc)
             raise
-        now = time.monotonic()
+        now = self.clock()
         term, revision = (result.header.raft_term, result.header.revision) if result.header else (0, 0)
         # a new term: etcd restarted or changed leader; an older revision: etcd lost its data
         restarted = (self._raft_term and term != self._raft_term) or revision < self._revision
@@ -287,7 +295,7 @@ class ServiceWatcher:
             for listener in self._listeners:
                 listener(nodes)
             self._changed.set()
-        self.last_sync = time.monotonic()
+        self.last_sync = self.clock()
         self.ready.set()
         return result.header.revision if result.header else 0
 
@@ -313,7 +321,7 @@ class ServiceWatcher:
         """Safety net against a watch that hangs without an error; also ends a settling time."""
         period = max(self._settings.lease_ttl / 2, 1.0)
         while True:
-            settling = self._settle_until - time.monotonic()
+            settling = self._settle_until - self.clock()
             await asyncio.sleep(min(period, settling + 0.05) if settling > 0 else period)
             with contextlib.suppress(Exception):
                 await self._relist()

@@ -136,8 +136,11 @@ class Pacer:
         sample_size: int,
         probe: Probe,
         targets: Callable[[], Iterable[object]],
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.limit = limit
+        # seconds, monotonic; by default the event loop's own clock (the one its timers run on)
+        self._clock = clock
         self.max_hold = max_hold
         self.sample = LagSample(sample_size)
         self.probe = probe
@@ -156,6 +159,9 @@ class Pacer:
         self._spell_held = 0.0
         self._loop_task: asyncio.Task[None] | None = None
 
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="pacer")
 
@@ -169,8 +175,7 @@ class Pacer:
     async def hold(self) -> None:
         """Returns at once while clients keep up; otherwise once they do, or after max_hold, or
         at once when this node has held for HOLD_SHARE of the last HOLD_WINDOW seconds."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self._now()
         if self.sample.lag(now) <= self.limit:
             return
         if self._budget_spent(now):
@@ -196,7 +201,7 @@ class Pacer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._calm.wait(), self.max_hold)
         finally:
-            end = loop.time()
+            end = self._now()
             self._holding -= 1
             if not self._holding:
                 self._held_spans.append((self._held_since, end))
@@ -216,11 +221,10 @@ class Pacer:
         return held >= HOLD_SHARE * HOLD_WINDOW
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
             try:
-                await self._tick(loop.time())
+                await self._tick(self._now())
             except Exception:  # a bug here must not end pacing for the node's lifetime
                 log.exception("pacing tick failed")
 
@@ -255,7 +259,7 @@ class Pacer:
             self.sample.drop(channel)  # the connection closed before answering
         else:
             self.sample.answered(channel, done.result())
-        self._settle(asyncio.get_running_loop().time())
+        self._settle(self._now())
 
     def _settle(self, now: float) -> None:
         lag = self.sample.lag(now)

@@ -36,6 +36,7 @@ class Admission:
         max_delay: float = 0.0,
         stall_after: float = 0.5,
         poll: float = 0.002,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.read_state = read_state
         self.max_backlog = max_backlog
@@ -43,8 +44,9 @@ class Admission:
         self.max_delay_ms = max_delay * 1000
         self.stall_after = stall_after
         self.poll = poll
+        self.clock = clock
         self.state = GroupState(0, 0, "")
-        self._progress_at = time.monotonic()
+        self._progress_at = self.clock()
         self._reading: asyncio.Future[GroupState] | None = None
 
     def observe(self, state: GroupState | None) -> None:
@@ -52,7 +54,7 @@ class Admission:
         if state is None:
             return
         if (state.last_read, state.pending) != (self.state.last_read, self.state.pending):
-            self._progress_at = time.monotonic()
+            self._progress_at = self.clock()
         self.state = state
 
     @property
@@ -68,20 +70,20 @@ class Admission:
 
     def stalled(self) -> bool:
         """No consumer has read or acknowledged anything for ``stall_after`` seconds."""
-        return time.monotonic() - self._progress_at > self.stall_after
+        return self.clock() - self._progress_at > self.stall_after
 
     async def admit(self) -> None:
         """Returns when a push may be enqueued."""
         if not self.congested() or self.stalled():
             return
-        started = time.monotonic()
+        started = self.clock()
         deadline = started + self.max_wait
         while True:
             await asyncio.sleep(self.poll)
             self.observe(await self._refresh())
-            if not self.congested() or self.stalled() or time.monotonic() >= deadline:
+            if not self.congested() or self.stalled() or self.clock() >= deadline:
                 break
-        ADMISSION_WAIT.observe(time.monotonic() - started)
+        ADMISSION_WAIT.observe(self.clock() - started)
 
     async def _refresh(self) -> GroupState | None:
         """One XINFO at a time, shared by every push waiting in this process."""

@@ -9,6 +9,7 @@ import socket
 import struct
 import time
 import uuid
+from pathlib import Path
 
 import websockets
 
@@ -52,8 +53,36 @@ async def test_a_socket_that_never_joins_is_closed_after_the_auth_deadline(clust
     assert 1.0 < time.monotonic() - started < 8
 
 
+def _server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """The (opcode, payload) of each whole websocket frame a server sent (unmasked)."""
+    frames, at = [], 0
+    while at + 2 <= len(data):
+        opcode, length, head = data[at] & 0x0F, data[at + 1] & 0x7F, 2
+        if length == 126:
+            (length,), head = struct.unpack_from("!H", data, at + 2), 4
+        elif length == 127:
+            (length,), head = struct.unpack_from("!Q", data, at + 2), 10
+        if at + head + length > len(data):
+            break  # cut off
+        frames.append((opcode, data[at + head : at + head + length]))
+        at += head + length
+    return frames
+
+
+def _backed_up(server_port: int, client_port: int) -> bool:
+    """The server's end of that loopback connection has bytes the client has not taken (its
+    kernel send queue is not empty): writing to it would wait."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, queues = fields[1], fields[2], fields[4]
+        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+            return int(queues.split(":")[0], 16) > 0
+    return False
+
+
 async def test_a_slow_client_is_dropped_and_never_holds_up_the_others(cluster: Cluster) -> None:
     room = random.randint(10**6, 10**9)
+    filler = "x" * 4000
     async with ApiClient(cluster.api_url) as api:
         fast_token = await api.register(f"fast{uuid.uuid4().hex[:8]}")
         slow_token = await api.register(f"slow{uuid.uuid4().hex[:8]}")
@@ -61,17 +90,33 @@ async def test_a_slow_client_is_dropped_and_never_holds_up_the_others(cluster: C
         slow = await asyncio.to_thread(_raw_join, cluster.ws_port, slow_token, room)
         try:
             await fast.next_frame(op_is(5, count=2))
-            filler = "x" * 4000
+            # 1. The slow client reads nothing and its connection is backed up; the other one
+            # still gets every message (well within the slow one's send queue: it stays joined).
+            first = [f"a{n}:{filler}" for n in range(100)]
+            await api.push_room_many(fast_token, room, first, concurrency=16)
+            got = [json.loads(await fast.next_frame(op_is(3), timeout=30))["msg"] for _ in first]
+            assert sorted(got) == sorted(first)
+            assert _backed_up(cluster.ws_port, slow.getsockname()[1]), "the slow client is not behind: nothing tested"
+            await api.post("/push/count", {"authToken": fast_token, "roomId": room})
+            assert await fast.next_frame(op_is(4)) == b'{"count":2,"op":4}'  # still there
+
+            # 2. Its send queue overflows: it is closed and told why, the other one misses nothing.
             texts = [f"{n}:{filler}" for n in range(2000)]
             await api.push_room_many(fast_token, room, texts, concurrency=16)
             got = [json.loads(await fast.next_frame(op_is(3), timeout=30))["msg"] for _ in texts]
             assert sorted(got) == sorted(texts)  # every one, once (senders run concurrently: any order)
-            # the slow one was cut off: its socket ends (after whatever the kernel had buffered)
             slow.settimeout(20)
-            received = 0
-            while chunk := await asyncio.to_thread(slow.recv, 65536):
-                received += len(chunk)
-            assert received < len(texts) * len(filler)
+            data = b""
+            while chunk := await asyncio.to_thread(slow.recv, 65536):  # up to the end of the stream
+                data += chunk
+            frames = _server_frames(data)
+            assert frames and frames[-1][0] == 0x8, f"no close frame at the end: {frames[-1:]!r}"
+            code, reason = struct.unpack("!H", frames[-1][1][:2])[0], frames[-1][1][2:].decode()
+            assert (code, reason) == (1008, "too slow: send queue full")
+            # before it, whole text frames (and the pings pacing sends) only
+            assert {opcode for opcode, _ in frames[:-1]} <= {0x1, 0x9}, {opcode for opcode, _ in frames}
+            delivered = [payload for opcode, payload in frames[:-1] if opcode == 0x1]
+            assert sum(payload.count(b'"op":3') for payload in delivered) < len(first) + len(texts)
             # and the room noticed it left
             await fast.next_frame(op_is(5, count=1), timeout=10)
         finally:

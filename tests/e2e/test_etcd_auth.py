@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ import grpc
 import pytest
 from aetcd import rpc
 
+from gochat_py.discovery import make_etcd_client
 from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, op_is, registered, running_infra
 
 LEASE_TTL = 3
@@ -40,6 +42,26 @@ async def _enable_auth(address: str) -> None:
         await channel.close()
 
 
+async def _leases(cluster: Cluster) -> dict[str, tuple[int, int]]:
+    """Each registered key with its lease and the revision that created it: a node whose lease
+    ran out comes back under a new lease (and a new key), which its key's name does not show."""
+    client = make_etcd_client(cluster.settings.etcd)  # with the cluster's user and password
+    try:
+        items = await client.get_prefix(cluster.settings.etcd.base_path.encode())
+        return {item.key.decode(): (item.lease, item.create_revision) for item in items}
+    finally:
+        await client.close()
+
+
+def _node_changes(cluster: Cluster) -> list[str]:
+    return [line for line in cluster.log_path.read_text().splitlines() if 'msg="service nodes changed"' in line]
+
+
+def _removed(line: str) -> list[str]:
+    match = re.search(r'removed=(?:"([^"]*)"|(\S+))', line)
+    return [a for a in (match.group(1) or match.group(2) or "").split(",") if a] if match else []
+
+
 @pytest.fixture(scope="module")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     """This module's own Redis and etcd, with authentication (the ``cluster`` fixture picks it up)."""
@@ -58,11 +80,17 @@ async def test_nodes_stay_registered_and_are_found_after_an_authenticated_etcd_r
         with pytest.raises(aetcd.exceptions.ClientError):  # authentication is really on
             await anonymous.get_prefix(cluster.settings.etcd.base_path.encode())
 
+    leases = await _leases(cluster)
+    assert set(leases) == before
     infra.stop_etcd()
     infra.start_etcd()  # same data (users, leases, keys); the tokens it gave out are unknown now
     await asyncio.sleep(3 * LEASE_TTL)  # the leases would have run out without working keep-alives
-    assert await registered(cluster) == before
     await cluster.logged("etcd refused the auth token (restarted?); logged in again")
+    # the same keys on the same leases: kept alive, not expired and registered again
+    assert await _leases(cluster) == leases
+    addresses = {key.rpartition("@")[2] for key in before}
+    seen_removed = [line for line in _node_changes(cluster) if addresses & set(_removed(line))]
+    assert not seen_removed, seen_removed  # and no watcher saw a node go away meanwhile
 
     # modules started now find the others through the same etcd, and a message goes through them
     api_2_port, ws_2_port, ws_2_rpc = cluster.start_second_api_and_websocket_node()

@@ -21,7 +21,7 @@ import redis
 
 from gochat_py.client.tcp import TcpClient
 from gochat_py.launcher import ManagedProcess
-from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, eventually, free_port, op_is
+from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, eventually, free_port, op_is, scrape
 
 CLUSTER_ENV = {"GOCHAT_ETCD__LEASE_TTL": "3", "GOCHAT_TASK__CLAIM_IDLE": "1"}
 CLUSTER_MODULES = ("logic", "connect_websocket", "connect_tcp", "task", "api")
@@ -129,6 +129,8 @@ async def test_sigterm_of_one_of_two_logic_processes_under_load(cluster: Cluster
 
         load = asyncio.create_task(_load(request, 8, until))
         await eventually(lambda: len(_texts(ws)) >= 100, 30, "load running")
+        # the api spreads calls over both: the stopping one is serving its share
+        await eventually(lambda: _accepted(cluster, "logic_2") > 0, 30, "logic_2 accepting pushes")
         stopping.signal(signal.SIGTERM)
         code = await asyncio.to_thread(stopping.proc.wait, 15)
         done_at.append(time.monotonic() + 1.0)  # and a second more on the remaining logic process
@@ -137,12 +139,18 @@ async def test_sigterm_of_one_of_two_logic_processes_under_load(cluster: Cluster
         await _settle(api, db, token, room, [ws])
         await ws.close()
     failed = [(n, reply) for n, reply, _ in results if reply["code"] != 0]
-    assert all(reply["code"] == 1 and reply["message"] for _, reply in failed), failed
     accepted = [f"l{n}" for n, reply, _ in results if reply["code"] == 0 and n % 3 != 2]
     slowest = max(seconds for *_, seconds in results)
     print(f"logic SIGTERM: {len(results)} requests, {len(failed)} failed {failed}, slowest {slowest:.2f} s")
-    assert len(failed) <= 8, failed  # at most the ones in flight at the moment it stopped
+    # A stopping module finishes what it is doing (README): unlike a SIGKILL, which may fail the
+    # requests in flight, a graceful stop fails none, and every push it accepted is delivered.
+    assert not failed, failed
     _exactly_once(_texts(ws), accepted)
+
+
+def _accepted(cluster: Cluster, name: str) -> float:
+    """Messages the logic process ``name`` has put on the queue."""
+    return sum(v for k, v in scrape(cluster, name).items() if k.startswith("gochat_messages_in_total"))
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -42,7 +42,9 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-def _start_up(tmp_path: Path, **extra_env: str) -> tuple[subprocess.Popen[str], dict[str, int], list[str]]:
+def _start_up(
+    tmp_path: Path, **extra_env: str
+) -> tuple[subprocess.Popen[str], dict[str, int], list[str], threading.Thread]:
     ports = {name: free_port() for name in ("api", "ws", "tcp1", "tcp2", "site", "redis")}
     ports["etcd"] = free_port(span=2)  # etcd's peer listener takes etcd + 1
     env = {
@@ -76,24 +78,26 @@ def _start_up(tmp_path: Path, **extra_env: str) -> tuple[subprocess.Popen[str], 
         for line in proc.stdout:
             lines.append(line)
 
-    threading.Thread(target=drain, daemon=True).start()
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None:
         if any(UP_BANNER in line for line in lines):
-            return proc, ports, lines
+            return proc, ports, lines, drainer
         time.sleep(0.05)
     proc.kill()
     pytest.fail("gochat-py up did not come up:\n" + "".join(lines[-60:]))
 
 
-def _finish(proc: subprocess.Popen[str], lines: list[str]) -> str:
+def _finish(proc: subprocess.Popen[str], lines: list[str], drainer: threading.Thread) -> str:
     proc.wait(timeout=60)
-    time.sleep(0.2)  # let the drain thread read the last lines
+    drainer.join(30)  # it has read the last lines once the pipe ends (every child has exited)
+    assert not drainer.is_alive(), "the launcher's output did not end"
     return "".join(lines)
 
 
 def test_up_starts_everything_and_sigterm_stops_everything(tmp_path: Path) -> None:
-    proc, ports, lines = _start_up(tmp_path)
+    proc, ports, lines, drainer = _start_up(tmp_path)
     try:
         children = _children(proc.pid)
         # six modules plus the Redis and etcd it had to start (none was reachable)
@@ -108,7 +112,7 @@ def test_up_starts_everything_and_sigterm_stops_everything(tmp_path: Path) -> No
         assert (tmp_path / "state" / "redis" / "appendonlydir").is_dir()  # append-only file on
     finally:
         proc.send_signal(signal.SIGTERM)
-        output = _finish(proc, lines)
+        output = _finish(proc, lines, drainer)
     assert proc.returncode == 0, output[-3000:]
     assert not [pid for pid in children if _alive(pid)]
     assert "msg=stopped" in output
@@ -120,7 +124,7 @@ def test_up_reuses_a_redis_and_an_etcd_that_already_run(infra: Infra, tmp_path: 
     db, base = 13, f"/gochat_up_reuse_{os.getpid()}"
     running = redis.Redis.from_url(f"redis://{infra.redis_address}/{db}")
     running.flushdb()
-    proc, ports, lines = _start_up(
+    proc, ports, lines, drainer = _start_up(
         tmp_path,
         GOCHAT_REDIS__ADDRESS=infra.redis_address,
         GOCHAT_REDIS__DB=str(db),
@@ -139,7 +143,7 @@ def test_up_reuses_a_redis_and_an_etcd_that_already_run(infra: Infra, tmp_path: 
         assert not (tmp_path / "state" / "etcd").exists()
     finally:
         proc.send_signal(signal.SIGTERM)
-        output = _finish(proc, lines)
+        output = _finish(proc, lines, drainer)
     assert proc.returncode == 0, output[-3000:]
     assert f"key={base}/LogicRpc/" in output  # registered in the etcd that was running
     assert infra.redis.running() and infra.etcd.running()  # and both still run
@@ -148,12 +152,12 @@ def test_up_reuses_a_redis_and_an_etcd_that_already_run(infra: Infra, tmp_path: 
 
 
 def test_up_reports_a_module_that_dies(tmp_path: Path) -> None:
-    proc, _ports, lines = _start_up(tmp_path)
+    proc, _ports, lines, drainer = _start_up(tmp_path)
     try:
         children = _children(proc.pid)
         task = next(pid for pid in children if "--module\x00task" in Path(f"/proc/{pid}/cmdline").read_text())
         os.kill(task, signal.SIGKILL)
-        output = _finish(proc, lines)
+        output = _finish(proc, lines, drainer)
     finally:
         if proc.poll() is None:
             proc.kill()

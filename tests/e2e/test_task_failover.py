@@ -7,38 +7,68 @@ import asyncio
 import json
 import random
 import signal
+import socket
 import uuid
 
 import redis
 
-from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, op_is, scrape
+from gochat_py.launcher import ManagedProcess
+from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, eventually, op_is, scrape
 
 # A small backlog limit: every test here also runs with logic holding pushes back.
 CLUSTER_ENV = {"GOCHAT_QUEUE__MAX_BACKLOG": "5"}
 
 
-async def _collect(ws: WsClient, expected: set[str], timeout: float) -> list[str]:
-    received: list[str] = []
+STREAM, GROUP = "gochat_stream", "gochat_task"
+
+
+def _drained(db: redis.Redis) -> bool:
+    """Every entry of the stream has been read and acknowledged (a task acknowledges an entry
+    once it has delivered it): nothing is pending, so no redelivery can follow."""
+    (group,) = [g for g in db.xinfo_groups(STREAM) if g["name"] == GROUP.encode()]
+    last = db.xinfo_stream(STREAM)["last-generated-id"]
+    return group["pending"] == 0 and group["last-delivered-id"] == last
+
+
+async def _collect(api: ApiClient, db: redis.Redis, token: str, room: int, ws: WsClient) -> list[str]:
+    """The room messages ``ws`` received, once the queue has drained and a marker pushed after
+    everything else has arrived (every delivery and redelivery came before it)."""
+    await eventually(lambda: _drained(db), 60, "queue drained")
+    marker = f"marker{uuid.uuid4().hex[:8]}"
+    assert (await api.post("/push/pushRoom", {"authToken": token, "msg": marker, "roomId": room}))["code"] == 0
+    await ws.next_frame(op_is(3, msg=marker), timeout=30)
+    return [m for m in _texts(ws) if m != marker]
+
+
+def _texts(ws: WsClient) -> list[str]:
+    return [body["msg"] for body in (json.loads(f) for f in ws.seen if f) if body.get("op") == 3]
+
+
+def _held_by(db: redis.Redis, consumer: str) -> int:
+    """Entries ``consumer`` has read and not acknowledged."""
+    return sum(c["pending"] for c in db.xinfo_consumers(STREAM, GROUP) if c["name"] == consumer.encode())
+
+
+async def _kill_while_holding_entries(process: ManagedProcess, db: redis.Redis) -> int:
+    """SIGKILL at a moment the task holds unacknowledged entries (read, being delivered): it is
+    stopped, looked at, and killed if it holds some, let go on if not.  Returns how many it held."""
+    consumer = f"{socket.gethostname()}-{process.pid}"  # the task's default consumer name
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not expected.issubset(received) and loop.time() < deadline:
-        try:
-            frame = await asyncio.wait_for(ws.frames.get(), max(deadline - loop.time(), 0.01))
-        except TimeoutError:
-            break
-        body = json.loads(frame) if frame else {}
-        if body.get("op") == 3:
-            received.append(body["msg"])
-    await asyncio.sleep(1.5)  # repeats would come after a claim_idle (1 s here): wait for them too
-    while not ws.frames.empty():
-        body = json.loads(ws.frames.get_nowait() or b"{}")
-        if body.get("op") == 3:
-            received.append(body["msg"])
-    return received
+    deadline = loop.time() + 30
+    while loop.time() < deadline:
+        process.signal(signal.SIGSTOP)
+        held = _held_by(db, consumer)
+        if held:
+            process.kill()
+            return held
+        process.signal(signal.SIGCONT)
+        await asyncio.sleep(random.uniform(0.005, 0.03))
+    raise AssertionError(f"task {consumer} never held an unacknowledged entry: the kill would prove nothing")
 
 
-async def test_kill_9_one_of_two_task_processes_mid_stream(cluster: Cluster) -> None:
+async def test_kill_9_one_of_two_task_processes_mid_stream(cluster: Cluster, infra: Infra) -> None:
     cluster.start_module("task", name="task_2")
+    db = redis.Redis.from_url(f"redis://{infra.redis_address}/{cluster.db}")
     room = random.randint(10**6, 10**9)
     async with ApiClient(cluster.api_url) as api:
         token = await api.register(f"flow{uuid.uuid4().hex[:8]}")
@@ -46,12 +76,13 @@ async def test_kill_9_one_of_two_task_processes_mid_stream(cluster: Cluster) -> 
         await ws.next_frame(op_is(5))
         texts = [f"m{n}" for n in range(600)]
         sender = asyncio.create_task(api.push_room_many(token, room, texts, concurrency=8))
-        await asyncio.sleep(0.4)
+        await eventually(lambda: len(_texts(ws)) >= 100, 30, "messages flowing")
         victim = cluster.processes("task")[0]
-        victim.kill()
+        held = await _kill_while_holding_entries(victim, db)
         await sender
-        received = await _collect(ws, set(texts), timeout=30)
+        received = await _collect(api, db, token, room, ws)
         await ws.close()
+    print(f"task SIGKILL: it held {held} unacknowledged entries")
     missing = set(texts) - set(received)
     assert not missing, f"{len(missing)} lost, e.g. {sorted(missing)[:5]}"
     assert len(received) == len(texts), f"{len(received) - len(texts)} duplicates"
@@ -80,17 +111,20 @@ async def test_messages_a_dead_consumer_held_are_taken_over(cluster: Cluster, in
         finally:
             for process in tasks:
                 process.signal(signal.SIGCONT)
-        received = await _collect(ws, set(texts), timeout=20)
+        received = await _collect(api, db, token, room, ws)
         await ws.close()
     assert sorted(received) == sorted(texts)
-    pending = db.xpending("gochat_stream", "gochat_task")
+    pending = db.xpending(STREAM, GROUP)
     assert pending["pending"] == 0, pending
 
 
-async def test_pushes_are_held_back_while_task_drains_and_queued_while_it_is_stopped(cluster: Cluster) -> None:
+async def test_pushes_are_held_back_while_task_drains_and_queued_while_it_is_stopped(
+    cluster: Cluster, infra: Infra
+) -> None:
     """Backpressure: over the backlog limit a push waits for task; with task stopped it does not
     wait (that would only slow every sender down): the messages wait in the queue instead."""
     tasks = [p for p in cluster.system.modules if p.name.startswith("task") and p.running()]
+    db = redis.Redis.from_url(f"redis://{infra.redis_address}/{cluster.db}")
     room = random.randint(10**6, 10**9)
     async with ApiClient(cluster.api_url) as api:
         token = await api.register(f"held{uuid.uuid4().hex[:8]}")
@@ -109,6 +143,6 @@ async def test_pushes_are_held_back_while_task_drains_and_queued_while_it_is_sto
             for process in tasks:
                 process.signal(signal.SIGCONT)
         texts = burst + stopped
-        received = await _collect(ws, set(texts), timeout=30)
+        received = await _collect(api, db, token, room, ws)
         await ws.close()
     assert sorted(received) == sorted(texts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -11,7 +12,8 @@ import aetcd.watcher
 import pytest
 
 from gochat_py.config import EtcdSettings
-from gochat_py.discovery import EtcdClient, Node, ServiceWatcher, encode_value
+from gochat_py.discovery import TOKEN_RENEWAL_MIN, EtcdClient, Node, ServiceWatcher, encode_value
+from gochat_py.logic import reaper
 from gochat_py.logic.reaper import reap_dead_nodes
 
 SETTINGS = EtcdSettings(lease_ttl=8)
@@ -49,8 +51,31 @@ class FakeEtcd:
         return listing
 
 
-def watcher_on(etcd: FakeEtcd) -> ServiceWatcher:
-    return ServiceWatcher(etcd, SETTINGS, "ConnectRpc")  # type: ignore[arg-type]
+class Clock:
+    """A fake monotonic clock: it moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def watcher_on(etcd: FakeEtcd, clock: Clock | None = None) -> ServiceWatcher:
+    return ServiceWatcher(etcd, SETTINGS, "ConnectRpc", clock=clock or Clock())  # type: ignore[arg-type]
+
+
+async def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    """Waits for ``condition`` (an event the code under test causes), with a generous deadline."""
+
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(poll(), timeout)
 
 
 async def test_a_node_that_leaves_while_etcd_is_healthy_is_dropped_at_once() -> None:
@@ -66,9 +91,9 @@ async def test_a_node_that_leaves_while_etcd_is_healthy_is_dropped_at_once() -> 
 
 
 async def test_nodes_are_kept_while_etcd_is_away_and_for_a_lease_after_it_comes_back_empty() -> None:
-    etcd = FakeEtcd()
+    etcd, clock = FakeEtcd(), Clock()
     etcd.put("10.0.0.1:1", "ws-a")
-    watcher = watcher_on(etcd)
+    watcher = watcher_on(etcd, clock)
     await watcher._relist()
     etcd.up = False
     with pytest.raises(ConnectionError):
@@ -84,7 +109,10 @@ async def test_nodes_are_kept_while_etcd_is_away_and_for_a_lease_after_it_comes_
     await watcher._relist()
     assert set(watcher.nodes) == {"10.0.0.1:1", "10.0.0.3:1"}
 
-    watcher._settle_until -= SETTINGS.lease_ttl  # a lease later: what etcd does not list is gone
+    clock.advance(SETTINGS.lease_ttl - 0.1)  # not yet a lease later: still kept
+    await watcher._relist()
+    assert set(watcher.nodes) == {"10.0.0.1:1", "10.0.0.3:1"} and not watcher.settled()
+    clock.advance(0.1)  # a lease later: what etcd does not list is gone
     await watcher._relist()
     assert set(watcher.nodes) == {"10.0.0.3:1"} and watcher.settled()
 
@@ -109,8 +137,10 @@ async def test_an_etcd_restart_seen_only_in_the_reply_header_starts_a_settling_t
 class FakeSessions:
     def __init__(self, holding: set[str]) -> None:
         self.holding = holding
+        self.calls = 0
 
     async def nodes_with_members(self) -> set[str]:
+        self.calls += 1
         return set(self.holding)
 
 
@@ -118,11 +148,13 @@ class FakeWatcher:
     def __init__(self, nodes: dict[str, Node], settled: bool) -> None:
         self.nodes = nodes
         self.is_settled = settled
+        self.checks = 0
         self.ready = asyncio.Event()
         self.ready.set()
         self.listeners: list = []
 
     def settled(self) -> bool:
+        self.checks += 1
         return self.is_settled
 
     def on_change(self, listener) -> None:  # type: ignore[no-untyped-def]
@@ -134,7 +166,11 @@ class FakeWatcher:
             listener(nodes)
 
 
-async def test_the_reaper_purges_a_missing_node_after_the_grace_and_never_while_unsettled() -> None:
+async def test_the_reaper_purges_a_missing_node_after_the_grace_and_never_while_unsettled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(reaper, "time", SimpleNamespace(monotonic=clock))  # the reaper's clock only
     live = {"10.0.0.1:1": Node("10.0.0.1:1", "ws-a", "ws")}
     watcher = FakeWatcher({**live, "10.0.0.2:1": Node("10.0.0.2:1", "ws-b", "ws")}, settled=False)
     purged: list[str] = []
@@ -143,20 +179,26 @@ async def test_the_reaper_purges_a_missing_node_after_the_grace_and_never_while_
         purged.append(server_id)
 
     sessions = FakeSessions({"ws-a", "ws-b"})
-    reaper = asyncio.create_task(reap_dead_nodes(watcher, sessions, purge, grace=0.2, interval=0.05))  # type: ignore[arg-type]
+    sweeping = asyncio.create_task(reap_dead_nodes(watcher, sessions, purge, grace=5.0, interval=0.005))  # type: ignore[arg-type]
     try:
         watcher.change(live)  # ws-b vanished, but etcd just came back: it may register again
-        await asyncio.sleep(0.5)
-        assert purged == []
+        for _ in range(3):  # sweeps that find the view unsettled, however long it stays so
+            clock.advance(60)
+            checks = watcher.checks
+            await until(lambda: watcher.checks > checks)  # noqa: B023 (used at once)
+        assert purged == [] and sessions.calls == 0
+
         watcher.is_settled = True
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        while not purged and loop.time() - start < 5:
-            await asyncio.sleep(0.01)
+        await until(lambda: sessions.calls >= 1)  # ws-b is missing from now on
+        clock.advance(4.9)
+        calls = sessions.calls
+        await until(lambda: sessions.calls >= calls + 3)  # sweeps within the grace
+        assert purged == []
+        clock.advance(0.2)
+        await until(lambda: purged)
         assert purged == ["ws-b"]
-        assert 0.15 <= loop.time() - start < 1.0
     finally:
-        reaper.cancel()
+        sweeping.cancel()
 
 
 class FakeAuth:
@@ -173,8 +215,8 @@ class FakeAuth:
         return SimpleNamespace(token=f"token-{self.logins}")
 
 
-def authenticated_client() -> tuple[EtcdClient, FakeAuth]:
-    client = EtcdClient(host="127.0.0.1", port=1, username="gochat", password="secret")
+def authenticated_client(clock: Clock | None = None) -> tuple[EtcdClient, FakeAuth]:
+    client = EtcdClient(host="127.0.0.1", port=1, username="gochat", password="secret", clock=clock or Clock())
     auth = FakeAuth()
     client.auth_stub = auth
     client.metadata = (("token", "token-0"),)
@@ -183,13 +225,18 @@ def authenticated_client() -> tuple[EtcdClient, FakeAuth]:
 
 
 async def test_a_refused_token_is_renewed_once_for_every_loop_that_saw_the_refusal() -> None:
-    client, auth = authenticated_client()
+    clock = Clock()
+    client, auth = authenticated_client(clock)
     refused = aetcd.exceptions.UnauthenticatedError("etcdserver: invalid auth token")
     for _ in range(3):  # the keep-alive and two watchers, all refused at once
         await client.renew_token_if_refused(refused)
+        clock.advance(TOKEN_RENEWAL_MIN / 4)
     assert auth.logins == 1
     assert client.metadata == (("token", "token-1"),)
     assert client._watcher._metadata == client.metadata  # the next watch stream uses it too
+    clock.advance(TOKEN_RENEWAL_MIN)  # a refusal later on (etcd restarted again): a new login
+    await client.renew_token_if_refused(refused)
+    assert auth.logins == 2 and client.metadata == (("token", "token-2"),)
 
 
 async def test_other_errors_and_failed_logins_leave_the_token_and_never_raise() -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from typing import Any
 
 import pytest
 
@@ -104,97 +104,156 @@ class FakeProbe:
         self.waiting.clear()
 
 
-async def ticks(n: int) -> None:
-    await asyncio.sleep(pacing.PROBE_INTERVAL * n + 0.01)
+class Clock:
+    """A fake monotonic clock: it moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
-@contextlib.asynccontextmanager
-async def running(
-    targets: Callable[[], Iterable[object]], sample: int, max_hold: float = 0.5
-) -> AsyncIterator[tuple[Pacer, FakeProbe]]:
-    """A started pacer (limit 20 ms) with a fake probe; stopped on the way out."""
+LIMIT = 0.02
+
+
+def pacer_on(
+    targets: Callable[[], Iterable[object]], sample: int, max_hold: float = 60.0
+) -> tuple[Pacer, FakeProbe, Clock]:
+    """A pacer (limit 20 ms) on a fake clock with a fake probe, not started: the test turns its
+    loop (a long max_hold by default, so only the clients' answers end a hold)."""
+    probe, clock = FakeProbe(), Clock()
+    return Pacer(LIMIT, max_hold, sample, probe, targets, clock=clock), probe, clock
+
+
+async def tick(pacer: Pacer, clock: Clock, busy: bool = True, seconds: float = pacing.PROBE_INTERVAL) -> None:
+    """One turn of the pacer's loop, ``seconds`` after the last; frames flowed meanwhile if ``busy``."""
+    clock.advance(seconds)
+    if busy:
+        pacer.written = 100
+    await pacer._tick(clock())
+    await asyncio.sleep(0)  # whatever the turn woke runs
+
+
+async def answer(probe: FakeProbe, rtt: float) -> None:
+    probe.answer(rtt)
+    await asyncio.sleep(0)  # the answers' callbacks run
+
+
+def returns_at_once(call: Coroutine[Any, Any, None]) -> bool:
+    """True if the call finishes without waiting for anything (it never suspends)."""
+    try:
+        call.send(None)
+    except StopIteration:
+        return True
+    call.close()
+    return False
+
+
+async def behind(pacer: Pacer, probe: FakeProbe, clock: Clock) -> None:
+    """Pinged and answered in 1 ms (the floors), pinged again, and 50 ms later still unanswered:
+    the clients have stopped reading, their lag is over the limit."""
+    await tick(pacer, clock)
+    await answer(probe, 0.001)
+    await tick(pacer, clock)
+    clock.advance(0.05)
+    assert pacer.sample.lag(clock()) > LIMIT
+
+
+async def eventually(condition: Callable[[], bool], timeout: float) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_an_idle_node_sends_no_ping() -> None:
+    pacer, probe, clock = pacer_on(lambda: [Chan("a"), Chan("b")], sample=4)
+    for _ in range(3):
+        await tick(pacer, clock, busy=False)
+    assert probe.sent == 0
+    await tick(pacer, clock)  # frames flow: now it pings
+    assert probe.sent == 2
+
+
+async def test_a_started_pacer_turns_its_loop_by_itself() -> None:
     probe = FakeProbe()
-    pacer = Pacer(0.02, max_hold, sample, probe, targets)
+    pacer = Pacer(LIMIT, 60.0, 2, probe, lambda: [Chan("a"), Chan("b")])
     pacer.start()
     try:
-        yield pacer, probe
+        pacer.written = 100
+        await eventually(lambda: probe.sent == 2, 10)
     finally:
         await pacer.stop()
 
 
-async def busy(pacer: Pacer, n: int = 1) -> None:
-    """Frames flow for ``n`` ticks."""
-    for _ in range(n):
-        pacer.written = 100
-        await asyncio.sleep(pacing.PROBE_INTERVAL)
-    await asyncio.sleep(0.01)
-
-
-async def test_an_idle_node_sends_no_ping() -> None:
-    async with running(lambda: [Chan("a"), Chan("b")], sample=4) as (_, probe):
-        await ticks(3)
-    assert probe.sent == 0
-
-
 async def test_deliveries_are_held_while_clients_lag_and_go_once_they_catch_up() -> None:
     channels = [Chan(n) for n in "abcdef"]
-    async with running(lambda: channels, sample=4, max_hold=5.0) as (pacer, probe):
-        await busy(pacer)
-        assert probe.sent == 4  # a sample of 4 of the sockets written to
-        probe.answer(0.001)  # floors: 1 ms
-        await asyncio.wait_for(pacer.hold(), 0.05)  # nobody behind: no wait
-        await busy(pacer)  # pinged again; the clients now stop reading
-        await asyncio.sleep(0.05)
-        held = asyncio.ensure_future(pacer.hold())
-        await ticks(2)
-        assert not held.done()  # pings unanswered for 50+ ms: held
-        probe.answer(0.002)
-        await asyncio.wait_for(held, 0.5)  # released by the answers, not by max_hold
+    pacer, probe, clock = pacer_on(lambda: channels, sample=4)
+    await tick(pacer, clock)
+    assert probe.sent == 4  # a sample of 4 of the sockets written to
+    await answer(probe, 0.001)  # floors: 1 ms
+    assert returns_at_once(pacer.hold())  # nobody behind: no wait
+    await tick(pacer, clock)  # pinged again; the clients now stop reading
+    clock.advance(0.05)
+    held = asyncio.ensure_future(pacer.hold())
+    await tick(pacer, clock)
+    await tick(pacer, clock)
+    assert not held.done()  # pings unanswered for 50+ ms: held
+    await answer(probe, 0.002)
+    await asyncio.wait_for(held, 10)  # released by the answers (max_hold is 60 s)
 
 
-async def test_a_hold_is_bounded_and_stopping_releases_every_hold() -> None:
+async def test_a_hold_is_bounded_by_max_hold() -> None:
     channels = [Chan(n) for n in "abc"]
-    async with running(lambda: channels, sample=3, max_hold=0.1) as (pacer, probe):
-        await busy(pacer)
-        probe.answer(0.001)
-        await busy(pacer)
-        await asyncio.sleep(0.05)  # unanswered: behind
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await asyncio.wait_for(pacer.hold(), 1)
-        assert loop.time() - started >= 0.1
-        held = asyncio.ensure_future(pacer.hold())
-        await asyncio.sleep(0.01)
-    await asyncio.wait_for(held, 0.05)
+    pacer, probe, clock = pacer_on(lambda: channels, sample=3, max_hold=0.1)
+    await behind(pacer, probe, clock)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(pacer.hold(), 10)  # nothing answers: only max_hold ends it
+    assert loop.time() - started >= 0.099  # (the event loop may fire a timer a clock tick early)
+    assert pacer.sample.lag(clock()) > LIMIT
+
+
+async def test_stopping_releases_every_hold() -> None:
+    channels = [Chan(n) for n in "abc"]
+    pacer, probe, clock = pacer_on(lambda: channels, sample=3)
+    await behind(pacer, probe, clock)
+    held = [asyncio.ensure_future(pacer.hold()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(h.done() for h in held)
+    await pacer.stop()
+    await asyncio.wait_for(asyncio.gather(*held), 10)  # by the stop, not by max_hold (60 s)
 
 
 async def test_closed_sockets_leave_the_sample_and_others_take_their_place() -> None:
     channels = [Chan(n) for n in "abcd"]
-    async with running(lambda: channels, sample=2) as (pacer, _):
-        await busy(pacer)
-        first = set(pacer.sample.members)
-        assert len(first) == 2
-        for channel in first:
-            channel.closed = True
-        await busy(pacer)
-        assert set(pacer.sample.members) == {c for c in channels if not c.closed}
+    pacer, _, clock = pacer_on(lambda: channels, sample=2)
+    await tick(pacer, clock)
+    first = set(pacer.sample.members)
+    assert len(first) == 2
+    for channel in first:
+        channel.closed = True
+    await tick(pacer, clock)
+    assert set(pacer.sample.members) == {c for c in channels if not c.closed}
 
 
-async def test_a_stuck_member_leaves_the_sample_and_a_fresh_one_takes_its_place(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_stuck_member_leaves_the_sample_and_a_fresh_one_takes_its_place() -> None:
     """A client stalled in a room that went quiet must not hold the node for ever."""
-    monkeypatch.setattr(pacing, "STUCK", 0.1)
     quiet, busy_room = [Chan("a"), Chan("b")], [Chan("c"), Chan("d")]
     targets = [quiet]
-    async with running(lambda: targets[0], sample=2) as (pacer, _):
-        await busy(pacer)
-        assert set(pacer.sample.members) == set(quiet)  # pinged, and they never answer
-        targets[0] = busy_room  # the traffic moves to another room
-        await busy(pacer, 2)
-        assert set(pacer.sample.members) == set(quiet)  # not yet stuck
-        await busy(pacer, 6)  # unanswered for longer than STUCK
-        assert set(pacer.sample.members) == set(busy_room)
+    pacer, _, clock = pacer_on(lambda: targets[0], sample=2)
+    await tick(pacer, clock)
+    assert set(pacer.sample.members) == set(quiet)  # pinged, and they never answer
+    targets[0] = busy_room  # the traffic moves to another room
+    await tick(pacer, clock, seconds=pacing.STUCK - 0.1)
+    assert set(pacer.sample.members) == set(quiet)  # not yet stuck
+    await tick(pacer, clock, seconds=0.2)  # unanswered for longer than STUCK
+    assert set(pacer.sample.members) == set(busy_room)
 
 
 async def test_only_a_bounded_number_of_candidates_is_looked_at() -> None:
@@ -206,34 +265,31 @@ async def test_only_a_bounded_number_of_candidates_is_looked_at() -> None:
             looked += 1
             yield Chan(str(n))
 
-    async with running(many, sample=4) as (pacer, _):
-        await busy(pacer)
-        assert len(pacer.sample.members) == 4
-        assert looked <= pacing.CANDIDATES
+    pacer, _, clock = pacer_on(many, sample=4)
+    await tick(pacer, clock)
+    assert len(pacer.sample.members) == 4
+    assert looked <= pacing.CANDIDATES
 
 
-async def test_holding_stops_once_a_node_has_held_for_its_share_of_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_holding_stops_once_a_node_has_held_for_its_share_of_the_window() -> None:
     """Clients that stay behind must not slow the whole cluster for ever: past the budget the node
     stops holding (its slow clients then overflow their send buffers and are closed, as before)."""
-    monkeypatch.setattr(pacing, "HOLD_WINDOW", 0.6)
-    monkeypatch.setattr(pacing, "HOLD_SHARE", 0.5)  # 0.3 s of holding per 0.6 s
     channels = [Chan(n) for n in "abc"]
-    async with running(lambda: channels, sample=3, max_hold=0.1) as (pacer, probe):
-        await busy(pacer)
-        probe.answer(0.001)
-        await busy(pacer)
-        await asyncio.sleep(0.05)  # they stop answering: behind for good
-        loop = asyncio.get_running_loop()
-        took = []
-        for _ in range(8):
-            started = loop.time()
-            await pacer.hold()
-            took.append(loop.time() - started)
-        first_free = next(n for n, t in enumerate(took) if t < 0.05)  # StopIteration: never stopped
-        assert sum(took[:first_free]) >= 0.3  # held for the whole budget first (max_hold at a time)
-        assert all(t >= 0.1 for t in took[:first_free])
-        assert took[first_free + 1] < 0.05  # and then not at all
-        await asyncio.sleep(0.7)  # a window later the budget is back
-        started = loop.time()
-        await pacer.hold()
-        assert loop.time() - started >= 0.1
+    pacer, probe, clock = pacer_on(lambda: channels, sample=3, max_hold=0.01)
+    await behind(pacer, probe, clock)  # and they never answer again: behind for good
+    budget = pacing.HOLD_SHARE * pacing.HOLD_WINDOW
+    step = budget / 4  # each hold lasts this long on the clock (max_hold ends it)
+
+    async def hold() -> float:
+        started = clock()
+        held = asyncio.ensure_future(pacer.hold())
+        await asyncio.sleep(0)  # it checks and starts waiting (max_hold cannot end it before this)
+        if not held.done():
+            clock.advance(step)
+        await asyncio.wait_for(held, 10)
+        return clock() - started
+
+    took = [await hold() for _ in range(7)]
+    assert took == pytest.approx([step] * 4 + [0.0] * 3)  # held for the whole budget, then not at all
+    clock.advance(pacing.HOLD_WINDOW)  # a window later the budget is back
+    assert await hold() == pytest.approx(step)
