@@ -65,6 +65,7 @@ class Outgoing:
     holders_key: str = ""  # a Redis hash whose field names (server ids) become the entry's "s"
     keep_in: tuple[str, ...] = ()  # conversation stores (Redis streams) that get the body too
     body: bytes = b""  # what the stores keep: the frame body
+    mark_key: str = ""  # set to "0-0" unless it exists (a private message's target: its inbox cursor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +105,16 @@ end
 
 # KEYS[1]: the stream; ARGV[1]: the group; ARGV[2]: cap of the unread count; ARGV[3], [4], [5]:
 # size and ttl of the hot stores and the key marking where they begin; then per message, in
-# order: the queue entry, the holders hash ('' = none), the body to keep, how many stores keep it,
-# and those stores.  One command for a whole batch (redis-py costs tens of microseconds per command
-# of a pipeline), and the group's state comes back with it.
+# order: the queue entry, the holders hash ('' = none), the key to mark ('' = none), the body to
+# keep, how many stores keep it, and those stores.  One command for a whole batch (redis-py costs
+# tens of microseconds per command of a pipeline), and the group's state comes back with it.
 _ENQUEUE = (
     _GROUP_STATE
     + """
 local size, ttl, since_key = ARGV[3], ARGV[4], ARGV[5]
 local i = 6
 while i <= #ARGV do
-  local entry, holders, body, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local entry, holders, mark, body, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
   local id
   if holders ~= '' then
     local nodes = redis.call('HKEYS', holders)
@@ -121,13 +122,14 @@ while i <= #ARGV do
   else
     id = redis.call('XADD', KEYS[1], '*', 'm', entry)
   end
+  if mark ~= '' then redis.call('SET', mark, '0-0', 'NX') end
   for k = 1, n do
-    local store = ARGV[i + 3 + k]
+    local store = ARGV[i + 4 + k]
     redis.call('XADD', store, 'MAXLEN', '~', size, id, 'm', body)
     redis.call('EXPIRE', store, ttl)
   end
   if n > 0 then redis.call('SET', since_key, id, 'NX') end
-  i = i + 4 + n
+  i = i + 5 + n
 end
 return group_state(KEYS[1], ARGV[1], ARGV[2])
 """
@@ -160,9 +162,10 @@ class MessageQueue:
         args: list[str | bytes | int] = [self.group, cap, keeping.size, keeping.ttl, keeping.since_key]
         for item in messages:
             if isinstance(item, QueueMessage):
-                args += [item.encode(), "", b"", 0]
+                args += [item.encode(), "", "", b"", 0]
             else:
-                args += [item.message.encode(), item.holders_key, item.body, len(item.keep_in), *item.keep_in]
+                message = item.message.encode()
+                args += [message, item.holders_key, item.mark_key, item.body, len(item.keep_in), *item.keep_in]
         state = await self._enqueue(keys=[self.stream], args=args)
         for item in messages:
             MESSAGES_IN.labels(item.op if isinstance(item, QueueMessage) else item.message.op).inc()
@@ -176,13 +179,15 @@ class MessageQueue:
                 raise
             return None
 
-    async def ensure_group(self) -> None:
-        """Creates the group reading from the start, so nothing queued before a task existed is lost."""
-        try:
-            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+    async def ensure_group(self, *others: str) -> None:
+        """Creates the group (and the groups named in ``others``) reading from the start, so
+        nothing queued before a task existed is lost."""
+        for group in (self.group, *others):
+            try:
+                await self.redis.xgroup_create(self.stream, group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     async def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
         """Up to ``count`` new entries, waiting up to ``block_ms`` for the first (None: not at all)."""

@@ -98,15 +98,16 @@ def inbox_start(since: str | None, was_offline: bool, cursor: str) -> str | None
     """Where a joining socket's private backlog starts: an id, "" for the first kept, None for none.
 
     A socket that resumes gets the private messages after its ``since``; a user who had no socket
-    open also gets the ones never delivered (after the inbox cursor), with or without ``since``.
-    A ``since`` that is not an id gets what is kept.
+    open also gets the ones never delivered (after the inbox cursor: "0-0" once a private message
+    was sent to them, absent while none was), with or without ``since``.  A ``since`` that is not
+    an id gets what is kept.
     """
     after = parse_id(since) if since else None
     if since and after is None:
         return ""
-    if not was_offline:
+    delivered = parse_id(cursor) if was_offline else None
+    if delivered is None:
         return since if after is not None else None
-    delivered = parse_id(cursor)
-    if after is None or delivered is None:
-        return cursor if delivered is not None else ""
+    if after is None:
+        return cursor
     return cursor if delivered < after else since

@@ -8,6 +8,7 @@ import logging
 import uuid
 
 import grpc
+from redis.exceptions import RedisError
 
 from gochat_py.config import Settings
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
@@ -45,7 +46,13 @@ async def serve(settings: Settings) -> None:
     if hs.enabled:
         archive = Archive(users.engine)
         await archive.create_schema()
-        history = HistoryReader(HotHistory(redis), archive, hs.size)
+        hot = HotHistory(redis, hs.ttl)
+        if await archive.is_empty():
+            try:
+                await hot.mark_complete()  # so reads below the hot stores need not ask the database
+            except RedisError as exc:  # only an optimisation: Redis may come later
+                log.warning("redis unavailable at start", extra=kv(error=repr(exc)))
+        history = HistoryReader(hot, archive, hs.size)
     member_lists = MemberLists(sessions, queue, settings.logic.member_list_delay, settings.logic.member_list_auto_limit)
     service = LogicService(
         users,

@@ -24,7 +24,7 @@ from gochat_py.logic.admission import Admission
 from gochat_py.logic.history import HistoryReader, inbox_start
 from gochat_py.logic.member_lists import MemberLists
 from gochat_py.logic.passwords import Passwords
-from gochat_py.logic.sessions import NO_ROOM, Session, SessionStore, user_nodes_key
+from gochat_py.logic.sessions import NO_ROOM, Session, SessionStore, inbox_cursor_key, user_nodes_key
 from gochat_py.logic.users import DuplicateUserError, UserStore
 from gochat_py.logs import kv
 from gochat_py.protocol.frames import (
@@ -236,6 +236,8 @@ class LogicService(logic_pb2_grpc.LogicServicer):
                         holders_key=user_nodes_key(request.to_user_id),
                         keep_in=tuple(c.hot_key for c in stores) if keep else (),
                         body=body,
+                        # a user with no cursor has never been sent one: a join needs no inbox read
+                        mark_key=inbox_cursor_key(request.to_user_id) if keep else "",
                     )
                 )
             else:

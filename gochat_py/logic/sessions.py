@@ -149,6 +149,11 @@ class Joined:
     queue_end: str  # the queue's last id: everything up to it is backlog, everything after live
 
 
+def inbox_cursor_key(user_id: int) -> str:
+    """The newest private message delivered to the user; "0-0" once one was sent, none before."""
+    return f"gochat_inbox_cursor_{user_id}"
+
+
 def user_nodes_key(user_id: int) -> str:
     """Hash of server id -> the user's sockets there: where a private message goes."""
     return f"gochat_user_nodes_{user_id}"
@@ -208,7 +213,7 @@ class SessionStore:
             user_nodes_key(user_id),
             user_server_key(user_id),
             NODES_KEY,
-            f"gochat_inbox_cursor_{user_id}",
+            inbox_cursor_key(user_id),
             self.stream,
         ]
 

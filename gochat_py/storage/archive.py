@@ -138,6 +138,10 @@ class Archive:
         async with self.engine.connect() as conn:
             return [(row.id, bytes(row.body)) for row in await conn.execute(query)]
 
+    async def is_empty(self) -> bool:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(messages.c.id).limit(1))).first() is None
+
     async def forget_older_than(self, days: float) -> int:
         """Retention: deletes messages older than ``days``; returns how many."""
         cutoff_ms = int((time.time() - days * 86400) * 1000)

@@ -7,13 +7,16 @@ served from here; what is not here any more (trimmed to ``[history] size``, expi
 ``ttl``, or lost with Redis's data) is read from the database (:mod:`gochat_py.storage.archive`).
 
 Where the hot store of a conversation begins is its *floor*: every message of the conversation with
-an id at or above it is in the stream.  A stream that was trimmed begins at its first entry; and
-``gochat_hist_since`` holds the first id kept since Redis last lost its data, below which nothing
-is known to be here.
+an id at or above it is in the stream, so the database is asked only below it.  A stream that was
+trimmed begins at its first entry.  ``gochat_hist_since`` holds the first id kept since Redis last
+lost its data (below it, anything may be in the database only), unless ``gochat_hist_complete``
+says that Redis has kept everything since the database was empty (logic sets it at start then).
+A conversation without a stream had no message for ``ttl``: it holds nothing newer than that.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -21,6 +24,8 @@ from redis.asyncio import Redis
 from gochat_py.protocol.message_id import ZERO, format_id, parse_id
 
 SINCE_KEY = "gochat_hist_since"
+COMPLETE_KEY = "gochat_hist_complete"
+CLOCK_MARGIN_MS = 60_000  # between this host's clock and Redis's, which stamps the ids
 Key = tuple[int, int]  # a parsed message id
 
 
@@ -56,23 +61,27 @@ class HotRead:
     floor: Key | None  # None: the hot store holds nothing of this conversation
 
 
-# KEYS[1]: the conversation's stream, KEYS[2]: SINCE_KEY; ARGV: XREVRANGE's end, start and count.
-# Returns the entries, then (if the stream exists) the since marker and, when the stream has been
-# trimmed, its first entry's id.
+# KEYS: the conversation's stream, SINCE_KEY, COMPLETE_KEY; ARGV: XREVRANGE's end, start and
+# count.  Returns the entries, whether the stream exists, the since marker ('' = none), whether the
+# complete flag is set, and the stream's first entry if it has been trimmed ('' = not trimmed).
 _READ = """
 local entries = redis.call('XREVRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
-if redis.call('EXISTS', KEYS[1]) == 0 then return {entries} end
+local since = redis.call('GET', KEYS[2]) or ''
+local complete = redis.call('EXISTS', KEYS[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {entries, 0, since, complete, ''} end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local t = {}
 for i = 1, #info, 2 do t[info[i]] = info[i + 1] end
 local first = ''
 if tonumber(t['entries-added']) > tonumber(t['length']) then first = t['recorded-first-entry-id'] end
-return {entries, redis.call('GET', KEYS[2]) or '0-0', first}
+return {entries, 1, since, complete, first}
 """
 
 
 class HotHistory:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, ttl: int) -> None:
+        self.redis = redis
+        self.ttl = ttl
         self._read = redis.register_script(_READ)
 
     async def newest(self, conversation: Conversation, below: Key | None, above: Key | None, count: int) -> HotRead:
@@ -80,15 +89,23 @@ class HotHistory:
         bound), newest first, and where the stream's coverage begins."""
         high = "+" if below is None else f"({format_id(below)}"
         low = "-" if above is None else f"({format_id(above)}"
-        reply = await self._read(keys=[conversation.hot_key, SINCE_KEY], args=[high, low, count])
+        reply = await self._read(keys=[conversation.hot_key, SINCE_KEY, COMPLETE_KEY], args=[high, low, count])
         entries = [(_text(entry_id), fields[1]) for entry_id, fields in reply[0] if len(fields) >= 2]
-        if len(reply) < 3:
-            return HotRead(entries, None)
-        floor = parse_id(_text(reply[1])) or ZERO
-        first = parse_id(_text(reply[2]))
+        exists, since, complete, first = reply[1], parse_id(_text(reply[2])), reply[3], parse_id(_text(reply[4]))
+        base = ZERO if complete else since
+        if not exists:
+            if base is None:
+                return HotRead(entries, None)
+            idle = (int(time.time() * 1000) - self.ttl * 1000 + CLOCK_MARGIN_MS, 0)
+            return HotRead(entries, max(base, idle))
+        floor = base or ZERO
         if first is not None and first > floor:
             floor = first
         return HotRead(entries, floor)
+
+    async def mark_complete(self) -> None:
+        """Says that Redis holds every kept message: call it only while the database has none."""
+        await self.redis.set(COMPLETE_KEY, "1", nx=True)
 
 
 def _text(value: bytes | str) -> str:

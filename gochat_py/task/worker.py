@@ -44,15 +44,14 @@ class Consumer:
         """Loops until :attr:`stopping` is set; the batch in hand is always finished first."""
         settings = self.task_settings
         claim_idle_ms = int(settings.claim_idle * 1000)
-        next_claim = next_stats = 0.0
-        # the first trim waits a round, so that the history writer has made its group by then
-        next_trim = time.monotonic() + settings.trim_interval
+        next_claim = next_trim = next_stats = 0.0
         backoff = REDIS_RETRY_MIN
         group_ready = False
         while not self.stopping.is_set():
             try:
                 if not group_ready:
-                    await self.queue.ensure_group()
+                    # the history writer's group too: a trim before it existed would drop its entries
+                    await self.queue.ensure_group(*self.groups[1:])
                     group_ready = True
                 now = time.monotonic()
                 if now >= next_claim:

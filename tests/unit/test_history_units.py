@@ -44,13 +44,15 @@ def test_join_since_is_opt_in_and_bad_values_are_kept_as_unknown() -> None:
     [
         (None, False, "5-0", None),  # a v1 socket beside another one: nothing
         (None, True, "5-0", "5-0"),  # a v1 socket, user was away: what was not delivered
-        (None, True, "", ""),  # ...never delivered anything: all that is kept
+        (None, True, "0-0", "0-0"),  # ...never delivered anything: all that is kept
+        (None, True, "", None),  # ...never sent a private message: nothing to read
         ("", False, "5-0", None),  # ids from now on
         ("", True, "5-0", "5-0"),  # ids from now on, and what waited while away
         ("9-0", False, "5-0", "9-0"),  # resume
         ("9-0", True, "5-0", "5-0"),  # resume, and the undelivered ones before since too
         ("3-0", True, "5-0", "3-0"),
-        ("9-0", True, "", ""),
+        ("9-0", True, "", "9-0"),
+        ("", True, "", None),
         ("garbage", False, "5-0", ""),  # unknown: what is kept
         (BAD_SINCE, True, "5-0", ""),
     ],

@@ -59,8 +59,9 @@ class Queue:
         self.group_errors: list[Exception] = []
         self.backlog_reply = (3, 5)
 
-    async def ensure_group(self) -> None:
+    async def ensure_group(self, *others: str) -> None:
         self.calls.append(("ensure_group",))
+        self.other_groups = others
         if self.group_errors:
             raise self.group_errors.pop(0)
 
@@ -72,8 +73,9 @@ class Queue:
         self.calls.append(("backlog",))
         return self.backlog_reply
 
-    async def trim(self) -> None:
+    async def trim(self, groups: list[str] | None = None) -> None:
         self.calls.append(("trim",))
+        self.trimmed_for = groups
 
     async def forget_idle_consumers(self, idle_ms: int) -> None:
         self.calls.append(("forget_idle_consumers", idle_ms))
@@ -177,6 +179,9 @@ async def test_the_stream_is_trimmed_on_its_own_schedule(clock: Clock) -> None:
     queue = Queue([[], later(TRIM_INTERVAL - 1), [], later(1), [], []])
     await run(make(queue, Router()))
     assert queue.count("trim") == 2  # at the start and TRIM_INTERVAL later, not on every read
+    # not past what the history writer has still to read: its group exists before the first trim
+    assert queue.other_groups == ("gochat_history",)
+    assert queue.trimmed_for == ["gochat_task", "gochat_history"]
     assert queue.calls.count(("forget_idle_consumers", 3_600_000)) == 2
 
 
