@@ -453,7 +453,7 @@ function handleFrame(data) {
       case 3: receiveRoom(frame); break;
       case 4: setOnlineCount(frame.count); break;
       case 5: applyRoomInfo(frame); break;
-      case 7: onHistoryGap(); break;
+      case 7: onHistoryGap(frame); break;
       default: break; // unknown ops are ignored by design
     }
   } catch (err) {
@@ -821,7 +821,13 @@ async function loadOlder(log, asked = false) {
 
 // op 7: the server could not resume from our `since` (unknown, or older than it keeps). What it
 // kept follows on the socket; the latest page over HTTP is merged in as well.
-function onHistoryGap() {
+function onHistoryGap(frame) {
+  // Not an id of the server's (say a stored one from another deployment): forget it, or every
+  // later join would ask for it again, since noteId only ever moves lastId forward.
+  if (frame.reason === 'unknown') {
+    if (state.readMark === state.lastId) state.readMark = ''; // the stored one: no mark at all
+    state.lastId = '';
+  }
   loadNewest(state.roomLog);
   if (state.view.kind === 'private') {
     const conv = state.privates.get(state.view.userId);
