@@ -965,7 +965,9 @@ function emptyText(log) {
     : 'No messages yet. Messages sent to this room while you are here appear below.';
 }
 
-// Above the messages: older ones being fetched, or a button to fetch them (scrolling up does too).
+// Above the messages: older ones being fetched, or a button to fetch them. Scrolling up to the top
+// fetches them too; the button is for the keyboard, and for phones, where the page scrolls rather
+// than the list.
 function olderNode(log) {
   if (log.olderBusy) return el('p', 'older-status', 'Loading older messages…');
   if (!log.more) return null;
@@ -987,13 +989,6 @@ function renderMessages(scroll = 'bottom') {
   if (older) nodes.unshift(older);
   list.replaceChildren(...nodes);
   list.scrollTop = follow ? list.scrollHeight : list.scrollHeight - fromBottom;
-  if (log) fillView(log);
-}
-
-// With no scroll bar there is no scrolling up: fetch older pages until there is one.
-function fillView(log) {
-  const list = $('messages');
-  if (log.more && list.scrollHeight <= list.clientHeight) loadOlder(log);
 }
 
 function onMessagesScroll() {
