@@ -68,6 +68,21 @@ class QueueSettings(Section):
     max_wait: float = Field(1.0, ge=0, description="seconds a push is held back at most")
 
 
+class HistorySettings(Section):
+    """Kept messages: a hot store in Redis per conversation, and every message in the database."""
+
+    enabled: bool = Field(True, description="keep messages; off = online-only delivery, as the original")
+    size: int = Field(
+        1000, ge=1, description="messages kept in Redis per room, per user inbox and per private conversation"
+    )
+    ttl: int = Field(
+        7 * 86400, ge=60, description="seconds a conversation's Redis store lives after its last message"
+    )
+    retention_days: float = Field(0, ge=0, description="days the database keeps a message (0 = for ever)")
+    group: str = "gochat_history"
+    batch_size: int = Field(512, ge=1, description="messages written to the database per transaction at most")
+
+
 class MetricsSettings(Section):
     """Where each module serves Prometheus metrics (/metrics); empty = not served; port 0 = any."""
 
@@ -194,6 +209,7 @@ class Settings(Section):
     etcd: EtcdSettings = EtcdSettings()
     redis: RedisSettings = RedisSettings()
     queue: QueueSettings = QueueSettings()
+    history: HistorySettings = HistorySettings()
     log: LogSettings = LogSettings()
     rpc: RpcSettings = RpcSettings()
     metrics: MetricsSettings = MetricsSettings()

@@ -28,6 +28,10 @@ MESSAGES_IN = Counter("gochat_messages_in", "messages accepted onto the queue, b
 DELIVERED = Counter("gochat_queue_delivered", "queue entries delivered by task, by op", ["op"], registry=REGISTRY)
 QUEUE_PENDING = Gauge("gochat_queue_pending", "entries read by task but not acknowledged", registry=REGISTRY)
 QUEUE_LAG = Gauge("gochat_queue_lag", "entries in the queue no task has read yet", registry=REGISTRY)
+ARCHIVED = Counter("gochat_history_archived", "messages written to the database by task", registry=REGISTRY)
+BACKLOG_SENT = Counter(
+    "gochat_backlog_frames", "kept messages sent to joining sockets (resume, offline delivery)", registry=REGISTRY
+)
 ADMISSION_WAIT = Histogram(
     "gochat_admission_wait_seconds",
     "time logic held pushes back because the queue's backlog was over queue.max_backlog",

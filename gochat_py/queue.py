@@ -4,7 +4,13 @@ Logic appends with XADD.  Task processes read with XREADGROUP and acknowledge wi
 after delivery, so a task killed mid-message leaves it pending; any live task process takes it
 over with XAUTOCLAIM once it has been idle for ``claim_idle``.  The stream is trimmed up to the
 oldest entry still pending, never past an unacknowledged one.  The entry id is the message id
-that connect nodes use to drop repeats.
+that connect nodes use to drop repeats, and the id clients see (protocol.message_id).
+
+A message can also be *kept*: the same command that queues it appends its frame body, under the
+same id, to the hot stores of its conversations (storage.history), so a message is in both or in
+neither.  A private message's entry also records, in the field ``s``, the connect nodes holding a
+socket of its target at that moment, read in that same command: a socket that joins afterwards is
+already on a node in the list, one that joined before finds the message in its backlog.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from redis.exceptions import ResponseError
 from gochat_py.config import QueueSettings
 from gochat_py.logs import kv
 from gochat_py.metrics import MESSAGES_IN
+from gochat_py.protocol.message_id import format_id, parse_id
 from gochat_py.protocol.queue_message import QueueMessage, QueueMessageError
 
 log = logging.getLogger("gochat.queue")
 FIELD = b"m"
+SERVERS_FIELD = b"s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,26 @@ class Entry:
     id: str
     message: QueueMessage | None
     error: str = ""
+    servers: str | None = None  # the field "s": comma-separated server ids, when logic recorded them
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to queue, and what else the queuing command does with it."""
+
+    message: QueueMessage
+    holders_key: str = ""  # a Redis hash whose field names (server ids) become the entry's "s"
+    keep_in: tuple[str, ...] = ()  # conversation stores (Redis streams) that get the body too
+    body: bytes = b""  # what the stores keep: the frame body
+
+
+@dataclass(frozen=True, slots=True)
+class Keeping:
+    """How the hot stores are bounded (storage.history)."""
+
+    size: int
+    ttl: int
+    since_key: str  # set to the first id kept after Redis lost its data (or on a new install)
 
 
 # The group's {pending, unread, last-delivered-id, age of the oldest unread entry in ms (by Redis's
@@ -74,13 +102,33 @@ local function group_state(stream, name, cap)
 end
 """
 
-# KEYS[1]: the stream; ARGV[1]: the group; ARGV[2]: cap of the unread count; ARGV[3..]: the
-# messages, appended in order.  One command for a whole batch (redis-py costs tens of
-# microseconds per command of a pipeline), and the group's state comes back with it.
+# KEYS[1]: the stream; ARGV[1]: the group; ARGV[2]: cap of the unread count; ARGV[3], [4], [5]:
+# size and ttl of the hot stores and the key marking where they begin; then per message, in
+# order: the queue entry, the holders hash ('' = none), the body to keep, how many stores keep it,
+# and those stores.  One command for a whole batch (redis-py costs tens of microseconds per command
+# of a pipeline), and the group's state comes back with it.
 _ENQUEUE = (
     _GROUP_STATE
     + """
-for i = 3, #ARGV do redis.call('XADD', KEYS[1], '*', 'm', ARGV[i]) end
+local size, ttl, since_key = ARGV[3], ARGV[4], ARGV[5]
+local i = 6
+while i <= #ARGV do
+  local entry, holders, body, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local id
+  if holders ~= '' then
+    local nodes = redis.call('HKEYS', holders)
+    id = redis.call('XADD', KEYS[1], '*', 'm', entry, 's', table.concat(nodes, ','))
+  else
+    id = redis.call('XADD', KEYS[1], '*', 'm', entry)
+  end
+  for k = 1, n do
+    local store = ARGV[i + 3 + k]
+    redis.call('XADD', store, 'MAXLEN', '~', size, id, 'm', body)
+    redis.call('EXPIRE', store, ttl)
+  end
+  if n > 0 then redis.call('SET', since_key, id, 'NX') end
+  i = i + 4 + n
+end
 return group_state(KEYS[1], ARGV[1], ARGV[2])
 """
 )
@@ -89,24 +137,35 @@ STATE_CAP = 10_000  # entries counted at most as unread (the count reads that ma
 
 
 class MessageQueue:
-    def __init__(self, redis: Redis, settings: QueueSettings) -> None:
+    def __init__(
+        self, redis: Redis, settings: QueueSettings, keeping: Keeping | None = None, group: str | None = None
+    ) -> None:
+        """``group``: the consumer group this process reads in (task's by default)."""
         self.redis = redis
         self.stream = settings.stream
-        self.group = settings.group
+        self.group = group or settings.group
+        self.keeping = keeping or Keeping(1, 60, "")
         self._enqueue = redis.register_script(_ENQUEUE)
         self._state = redis.register_script(_STATE)
 
     async def enqueue(self, message: QueueMessage) -> GroupState | None:
         return await self.enqueue_many([message])
 
-    async def enqueue_many(self, messages: list[QueueMessage], cap: int = STATE_CAP) -> GroupState | None:
+    async def enqueue_many(self, messages: list[QueueMessage | Outgoing], cap: int = STATE_CAP) -> GroupState | None:
         """All of them in one command, in order; the group's state comes back with them (None
         before any task created the group), its unread count up to ``cap``."""
         if not messages:
             return None
-        state = await self._enqueue(keys=[self.stream], args=[self.group, cap, *(m.encode() for m in messages)])
-        for message in messages:
-            MESSAGES_IN.labels(message.op).inc()
+        keeping = self.keeping
+        args: list[str | bytes | int] = [self.group, cap, keeping.size, keeping.ttl, keeping.since_key]
+        for item in messages:
+            if isinstance(item, QueueMessage):
+                args += [item.encode(), "", b"", 0]
+            else:
+                args += [item.message.encode(), item.holders_key, item.body, len(item.keep_in), *item.keep_in]
+        state = await self._enqueue(keys=[self.stream], args=args)
+        for item in messages:
+            MESSAGES_IN.labels(item.op if isinstance(item, QueueMessage) else item.message.op).inc()
         return _group_state(state)
 
     async def group_state(self, cap: int = STATE_CAP) -> GroupState | None:
@@ -166,18 +225,26 @@ class MessageQueue:
         summary = await self.redis.xpending(self.stream, self.group)
         return int(summary["pending"])
 
-    async def trim(self) -> None:
-        """Drops entries every consumer is done with: older than the oldest pending one."""
-        summary = await self.redis.xpending(self.stream, self.group)
-        if summary["pending"]:
-            min_id = summary["min"]
-        else:
-            groups = await self.redis.xinfo_groups(self.stream)
-            mine = [g for g in groups if _text(g["name"]) == self.group]
-            if not mine:
-                return
-            min_id = mine[0]["last-delivered-id"]
-        await self.redis.xtrim(self.stream, minid=_text(min_id))
+    async def trim(self, groups: list[str] | None = None) -> None:
+        """Drops entries every group of ``groups`` (default: this one) is done with: older than the
+        oldest entry that any of them has pending or not read yet.  Other groups on the stream
+        (left from an earlier configuration) hold nothing back."""
+        names = set(groups or [self.group])
+        keep: tuple[int, int] | None = None
+        for group in await self.redis.xinfo_groups(self.stream):
+            if _text(group["name"]) not in names:
+                continue
+            if group["pending"]:
+                summary = await self.redis.xpending(self.stream, _text(group["name"]))
+                oldest = parse_id(_text(summary["min"])) if summary["pending"] else None
+            else:
+                oldest = None
+            if oldest is None:
+                oldest = parse_id(_text(group["last-delivered-id"]))
+            if oldest is not None and (keep is None or oldest < keep):
+                keep = oldest
+        if keep is not None:
+            await self.redis.xtrim(self.stream, minid=format_id(keep))
 
     async def forget_idle_consumers(self, idle_ms: int) -> None:
         """Removes consumer names of task processes that are gone and hold nothing."""
@@ -201,8 +268,9 @@ def _entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Entry:
     data = fields.get(FIELD)
     if data is None:
         return Entry(ident, None, "entry has no 'm' field")
+    servers = fields.get(SERVERS_FIELD)
     try:
-        return Entry(ident, QueueMessage.decode(data))
+        return Entry(ident, QueueMessage.decode(data), servers=None if servers is None else _text(servers))
     except QueueMessageError as exc:
         log.warning("undecodable queue entry", extra=kv(id=ident, error=str(exc)))
         return Entry(ident, None, str(exc))

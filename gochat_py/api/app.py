@@ -24,7 +24,9 @@ from aiohttp import web
 from gochat_py.api.forms import (
     FORM_AUTH,
     FORM_COUNT,
+    FORM_HISTORY,
     FORM_LOGIN,
+    FORM_PRIVATE_HISTORY,
     FORM_PUSH,
     FORM_REGISTER,
     FORM_ROOM,
@@ -63,7 +65,10 @@ LIMITED_ROUTES = {
     "/push/pushRoom": PUSH,
     "/push/count": PUSH,
     "/push/getRoomInfo": PUSH,
+    "/push/history": PUSH,
+    "/push/privateHistory": PUSH,
 }
+HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX = 50, 100
 
 LOGIC = web.AppKey("logic", LogicClient)
 PUSHES = web.AppKey("pushes", PushBatcher)
@@ -293,6 +298,40 @@ async def room_info(request: web.Request, token: str, fields: dict[str, Any]) ->
     return await _relay(request, _call(request, "GetRoomInfo", message), "", "rpc get room info fail!")
 
 
+async def _history(request: web.Request, message: pb.HistoryRequest, fields: dict[str, Any]) -> web.Response:
+    """A page of kept messages: ``data`` is ``{"messages": [...], "more": bool}``, newest first."""
+    limit = fields["Limit"] or HISTORY_LIMIT_DEFAULT
+    if not 0 < limit <= HISTORY_LIMIT_MAX:
+        return await _refuse(request, f"limit must be from 1 to {HISTORY_LIMIT_MAX}")
+    message.limit, message.before = limit, fields["Before"]
+    try:
+        reply = await _call(request, "History", message)
+    except RpcError as exc:
+        log.warning("history failed", extra=kv(path=request.path, error=str(exc)))
+        return fail("rpc history fail!")
+    if reply.code == LOGIC_SESSION_ERROR:
+        return envelope(CODE_SESSION_ERROR, None, "Session error")
+    if reply.code != CODE_SUCCESS:
+        return fail(reply.message)
+    # the bodies are JSON objects already: spliced in as they are, not parsed and encoded again
+    messages = orjson.Fragment(b"[" + b",".join(reply.messages) + b"]")
+    return envelope(CODE_SUCCESS, {"messages": messages, "more": reply.more}, "ok")
+
+
+@session_route(FORM_HISTORY)
+async def history(request: web.Request, token: str, fields: dict[str, Any]) -> web.Response:
+    if fields["RoomId"] <= 0:
+        return await _refuse(request, "roomId must be a positive integer")
+    return await _history(request, pb.HistoryRequest(auth_token=token, room_id=fields["RoomId"]), fields)
+
+
+@session_route(FORM_PRIVATE_HISTORY)
+async def private_history(request: web.Request, token: str, fields: dict[str, Any]) -> web.Response:
+    if fields["UserId"] <= 0:
+        return await _refuse(request, "userId must be a positive integer")
+    return await _history(request, pb.HistoryRequest(auth_token=token, user_id=fields["UserId"]), fields)
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json", charset="utf-8")
 
@@ -314,4 +353,6 @@ def create_app(logic: LogicClient, settings: ApiSettings | None = None) -> web.A
     app.router.add_post("/push/pushRoom", push_room)
     app.router.add_post("/push/count", count)
     app.router.add_post("/push/getRoomInfo", room_info)
+    app.router.add_post("/push/history", history)
+    app.router.add_post("/push/privateHistory", private_history)
     return app

@@ -27,6 +27,7 @@ class Field:
     go_name: str
     json_name: str
     kind: type  # str or int
+    required: bool = True  # the original's forms have only required fields; the history ones do not
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,7 @@ class Form:
         object.__setattr__(self, "spellings", {f.json_name.lower(): f.json_name for f in self.fields})
 
 
-def _form(name: str, *fields: tuple[str, str, type]) -> Form:
+def _form(name: str, *fields: tuple[str, str, type] | tuple[str, str, type, bool]) -> Form:
     return Form(name, tuple(Field(*spec) for spec in fields))
 
 
@@ -57,6 +58,20 @@ FORM_ROOM = _form("FormRoom", ("AuthToken", "authToken", str), ("Msg", "msg", st
 FORM_COUNT = _form("FormCount", ("RoomId", "roomId", int))
 FORM_ROOM_INFO = _form("FormRoomInfo", ("RoomId", "roomId", int))
 FORM_AUTH = _form("FormCheckAuth", ("AuthToken", "authToken", str))
+FORM_HISTORY = _form(
+    "FormHistory",
+    ("AuthToken", "authToken", str),
+    ("RoomId", "roomId", int),
+    ("Before", "before", str, False),
+    ("Limit", "limit", int, False),
+)
+FORM_PRIVATE_HISTORY = _form(
+    "FormPrivateHistory",
+    ("AuthToken", "authToken", str),
+    ("UserId", "userId", int),
+    ("Before", "before", str, False),
+    ("Limit", "limit", int, False),
+)
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -196,7 +211,9 @@ def bind_as_go(form: Form, body: bytes) -> dict[str, Any]:
         if first_error:
             raise BindError(first_error)
     required = "Key: '{form}.{field}' Error:Field validation for '{field}' failed on the 'required' tag"
-    missing = [required.format(form=form.name, field=f.go_name) for f in form.fields if not values[f.go_name]]
+    missing = [
+        required.format(form=form.name, field=f.go_name) for f in form.fields if f.required and not values[f.go_name]
+    ]
     if missing:
         raise BindError("\n".join(missing))
     return values

@@ -10,7 +10,7 @@ harmless, and a user may hold several channels (tabs, devices).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import mmh3
 
@@ -25,6 +25,31 @@ class Transport(Protocol):
     def is_closing(self) -> bool: ...
 
 
+Key: TypeAlias = tuple[int, int]  # a parsed message id (protocol.message_id)
+# One frame of a run: the id of a kept message (op 2 or 3; None for others), the frame, and the
+# frame with its id in the body.
+Item: TypeAlias = tuple[Key | None, bytes, bytes]
+
+
+class Run:
+    """Consecutive frames for one target, as a delivery writes them, with what the sockets that
+    opted in to ids need: the frames with ids, and the frames one by one (for a socket that has
+    some of them from its backlog already)."""
+
+    __slots__ = ("data", "first", "items", "with_ids")
+
+    def __init__(self, data: bytes, items: list[Item]) -> None:
+        self.data = data
+        self.items = items
+        self.with_ids = b"".join(item[2] for item in items)
+        keys = [item[0] for item in items if item[0] is not None]
+        self.first = min(keys) if keys else None  # the oldest kept message in the run
+
+    def after(self, floor: Key, ids: bool) -> bytes:
+        """The run less the kept messages up to ``floor``."""
+        return b"".join(i[2] if ids else i[1] for i in self.items if i[0] is None or i[0] > floor)
+
+
 class Channel:
     """One client socket's outbound side.
 
@@ -34,9 +59,26 @@ class Channel:
     queue: past ``limit`` bytes the client is too slow to keep up, and rather than drop frames
     silently (the original), the channel is marked overflowed and closes the socket through
     ``on_close`` (set by the front end), so the client reconnects and knows it missed something.
+
+    A socket that opted in to ids (``ids``) gets the variant of each run whose op-2 and op-3 bodies
+    carry their id.  While it joins, its frames are ``held`` (the node writes its backlog first,
+    then what was held, less what the backlog already had); after that, kept messages up to
+    ``floor`` (the end of its backlog) that task delivers late are not written again.
     """
 
-    __slots__ = ("closed", "limit", "on_close", "overflowed", "room_id", "transport", "user_id", "user_name")
+    __slots__ = (
+        "closed",
+        "floor",
+        "held",
+        "ids",
+        "limit",
+        "on_close",
+        "overflowed",
+        "room_id",
+        "transport",
+        "user_id",
+        "user_name",
+    )
 
     def __init__(self, user_id: int, user_name: str, room_id: int, transport: Transport, limit: int) -> None:
         self.user_id = user_id
@@ -47,11 +89,19 @@ class Channel:
         self.closed = False
         self.overflowed = False
         self.on_close: Callable[[str], None] | None = None
+        self.ids = False
+        self.floor: Key | None = None
+        self.held: list[Run | bytes] | None = None
 
     def writable(self) -> bool:
         return not self.closed and not self.transport.is_closing()
 
-    def push(self, data: bytes) -> bool:
+    def push(self, data: bytes, run: Run | None = None) -> bool:
+        """Writes ``data``; ``run``, when the delivery built one, is the same frames in the forms
+        sockets that opted in to ids need."""
+        if self.held is not None:
+            self.held.append(data if run is None else run)
+            return True
         if not self.writable():
             return False
         if self.transport.get_write_buffer_size() > self.limit:
@@ -60,6 +110,9 @@ class Channel:
                 SLOW_CONSUMERS.inc()
                 self.close("too slow: send queue full")
             return False
+        if run is not None and self.ids:
+            floor = self.floor
+            data = run.with_ids if floor is None or run.first is None or run.first > floor else run.after(floor, True)
         self.transport.write(data)
         return True
 
@@ -86,11 +139,11 @@ class Bucket:
         if channel.room_id > 0:
             _discard(self.rooms, channel.room_id, channel)
 
-    def push_user(self, user_id: int, frame: bytes) -> int:
-        return sum(channel.push(frame) for channel in self.users.get(user_id, ()))
+    def push_user(self, user_id: int, frame: bytes, run: Run | None = None) -> int:
+        return sum(channel.push(frame, run) for channel in self.users.get(user_id, ()))
 
-    def push_room(self, room_id: int, frame: bytes) -> int:
-        return sum(channel.push(frame) for channel in self.rooms.get(room_id, ()))
+    def push_room(self, room_id: int, frame: bytes, run: Run | None = None) -> int:
+        return sum(channel.push(frame, run) for channel in self.rooms.get(room_id, ()))
 
 
 def _discard(index: dict[int, set[Channel]], key: int, channel: Channel) -> None:
@@ -104,19 +157,42 @@ def _discard(index: dict[int, set[Channel]], key: int, channel: Channel) -> None
 class Hub:
     def __init__(self, bucket_count: int) -> None:
         self.buckets = [Bucket() for _ in range(bucket_count)]
+        # how many sockets want frames with ids, and how many are catching up: while none does,
+        # a delivery builds neither variant
+        self.id_channels = 0
+        self.holding = 0
 
     def bucket(self, user_id: int) -> Bucket:
         return self.buckets[mmh3.hash(str(user_id), signed=False) % len(self.buckets)]
 
     def put(self, channel: Channel) -> None:
         self.bucket(channel.user_id).put(channel)
+        self.id_channels += channel.ids
 
     def remove(self, channel: Channel) -> None:
+        if channel.closed:
+            return
         channel.closed = True
         self.bucket(channel.user_id).remove(channel)
+        self.id_channels -= channel.ids
+        self.release(channel)
 
-    def push_user(self, user_id: int, frame: bytes) -> int:
-        return self.bucket(user_id).push_user(user_id, frame)
+    def hold(self, channel: Channel) -> None:
+        """Frames for the channel are kept back until :meth:`release`."""
+        if channel.held is None:
+            channel.held = []
+            self.holding += 1
+
+    def release(self, channel: Channel) -> list[Run | bytes]:
+        """Ends holding; returns what was held back, in order."""
+        held, channel.held = channel.held, None
+        if held is None:
+            return []
+        self.holding -= 1
+        return held
+
+    def push_user(self, user_id: int, frame: bytes, run: Run | None = None) -> int:
+        return self.bucket(user_id).push_user(user_id, frame, run)
 
     def close_user(self, user_id: int, reason: str) -> int:
         channels = self.channels_of_user(user_id)
@@ -124,8 +200,8 @@ class Hub:
             channel.close(reason)
         return len(channels)
 
-    def push_room(self, room_id: int, frame: bytes) -> int:
-        return sum(bucket.push_room(room_id, frame) for bucket in self.buckets)
+    def push_room(self, room_id: int, frame: bytes, run: Run | None = None) -> int:
+        return sum(bucket.push_room(room_id, frame, run) for bucket in self.buckets)
 
     def channels_of_user(self, user_id: int) -> list[Channel]:
         return list(self.bucket(user_id).users.get(user_id, ()))

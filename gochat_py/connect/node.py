@@ -23,6 +23,8 @@ from gochat_py.connect.pacing import Pacer, Probe
 from gochat_py.connect.service import ConnectService, unchanged
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
 from gochat_py.logs import kv
+from gochat_py.protocol.frames import OP_SINGLE_SEND, history_gap_body
+from gochat_py.protocol.message_id import format_id, parse_id, with_id
 from gochat_py.rpc import connect_pb2_grpc
 from gochat_py.rpc import logic_pb2 as logic_pb
 from gochat_py.rpc.client import SERVER_OPTIONS, LogicClient, RpcError
@@ -58,7 +60,8 @@ class ConnectNode:
         self._logic_nodes = ServiceWatcher(self._etcd, etcd_settings, etcd_settings.logic_service)
         self.logic = LogicClient(self._logic_nodes, settings.rpc)
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
-        service = ConnectService(self.hub, RecentIds(settings.connect.dedup_window), encode)
+        self.encode = encode
+        self.service = service = ConnectService(self.hub, RecentIds(settings.connect.dedup_window), encode)
         cs = settings.connect
         self.pacer: Pacer | None = None
         if probe is not None and cs.pace_lag > 0:
@@ -106,27 +109,68 @@ class ConnectNode:
         await self.logic.close()
         await self._etcd.close()
 
-    async def join(self, auth_token: str, room_id: int, make: Callable[[int, str], Channel]) -> Channel | Refusal:
+    async def join(
+        self, auth_token: str, room_id: int, make: Callable[[int, str], Channel], since: str | None = None
+    ) -> Channel | Refusal:
         """Authenticates through logic and puts a new channel in the hub.
 
         The channel is in the hub before logic records the join, because recording it broadcasts
-        the room's member list, and the newcomer must receive that frame too.
+        the room's member list, and the newcomer must receive that frame too.  Until logic's reply
+        is here its frames are held: the backlog in the reply (what the socket missed, see
+        ``since``; private messages that waited while the user had no socket open) goes first.
         """
         auth = await self._ask("CheckAuth", logic_pb.CheckAuthRequest(auth_token=auth_token))
         if isinstance(auth, Refusal):
             metrics.JOINS_REFUSED.inc()
             return auth
         channel = make(auth.user_id, auth.user_name)
+        channel.ids = since is not None
         self.hub.put(channel)
-        request = logic_pb.ConnectRequest(auth_token=auth_token, room_id=room_id, server_id=self.server_id)
+        self.hub.hold(channel)
+        request = logic_pb.ConnectRequest(
+            auth_token=auth_token,
+            room_id=room_id,
+            server_id=self.server_id,
+            resume=since is not None,
+            since=since or "",
+        )
         reply = await self._ask("Connect", request)
         if isinstance(reply, Refusal) or reply.user_id != channel.user_id:
             self.hub.remove(channel)  # logic unreachable, or the session ended in between
             metrics.JOINS_REFUSED.inc()
             return reply if isinstance(reply, Refusal) else Refusal("authentication failed", retry=False)
+        self._catch_up(channel, reply)
         metrics.JOINS.inc()
         metrics.CONNECTIONS.inc()
         return channel
+
+    def _catch_up(self, channel: Channel, reply: logic_pb.ConnectReply) -> None:
+        """Writes the gap notice and the backlog, then the frames held meanwhile, less the kept
+        messages among them that the backlog covers (ids up to ``backlog_end``)."""
+        held = self.hub.release(channel)
+        out: list[bytes] = []
+        if channel.ids and reply.gap:
+            out.append(self.encode(history_gap_body(reply.gap)))
+        for message in reply.backlog:
+            try:
+                out.append(self.encode(with_id(message.body, message.id) if channel.ids else message.body))
+            except ValueError:
+                continue  # too large for this transport (a TCP frame)
+            if message.op == OP_SINGLE_SEND:
+                self.service.note_private(channel.user_id, message.id)
+        metrics.BACKLOG_SENT.inc(len(reply.backlog))
+        end = parse_id(reply.backlog_end) if reply.backlog_end else None
+        for entry in held:
+            if isinstance(entry, bytes):
+                out.append(entry)
+            elif end is not None:
+                out.append(entry.after(end, channel.ids))
+            else:
+                out.append(entry.with_ids if channel.ids else entry.data)
+        if channel.ids:
+            channel.floor = end  # task may still deliver some of the backlog late
+        if out:
+            channel.push(b"".join(out))
 
     async def _ask(self, method: str, request: object) -> Any:
         """A logic reply with code 0 and a user, or the Refusal to close the socket with."""
@@ -142,7 +186,16 @@ class ConnectNode:
     async def leave(self, channel: Channel) -> None:
         self.hub.remove(channel)
         metrics.CONNECTIONS.dec()
-        request = logic_pb.DisconnectRequest(room_id=channel.room_id, user_id=channel.user_id, server_id=self.server_id)
+        delivered = self.service.last_private
+        last = delivered.get(channel.user_id)
+        if last is not None and not self.hub.channels_of_user(channel.user_id):
+            del delivered[channel.user_id]
+        request = logic_pb.DisconnectRequest(
+            room_id=channel.room_id,
+            user_id=channel.user_id,
+            server_id=self.server_id,
+            last_private_id=format_id(last) if last else "",
+        )
         try:
             async with self._logic_slots:
                 await self.logic.call("Disconnect", request)

@@ -13,10 +13,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from gochat_py.connect.dedup import RecentIds
-from gochat_py.connect.hub import Channel, Hub
+from gochat_py.connect.hub import Channel, Hub, Item, Run
 from gochat_py.connect.pacing import Pacer
 from gochat_py.logs import kv
 from gochat_py.metrics import FRAMES_OUT, QUEUE_TO_SOCKET
+from gochat_py.protocol.frames import OP_ROOM_SEND, OP_SINGLE_SEND
+from gochat_py.protocol.message_id import ZERO, parse_id, with_id
 from gochat_py.rpc import connect_pb2 as pb
 from gochat_py.rpc import connect_pb2_grpc
 
@@ -43,6 +45,8 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
         # set by the node when it paces (the pacer samples this service's last targets)
         self.pacer: Pacer | None = None
         self.unencodable = 0
+        # user id -> newest private message (parsed id) written to a socket of theirs on this node
+        self.last_private: dict[int, tuple[int, int]] = {}
         self.last_target: tuple[str, int] = ("room_id", 0)  # where the pacer's sample comes from
 
     def _frame(self, msg: pb.Msg) -> bytes | None:
@@ -57,17 +61,48 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
             log.warning("frame not sent: the transport cannot carry it", extra=kv(seq_id=msg.seq_id, error=str(exc)))
             return None
 
-    def _push(self, kind: str, target: int, frames: list[bytes], ops: list[int]) -> int:
-        """Writes the frames, joined, to the target's sockets; counts them by op."""
-        data = b"".join(frames)
-        sockets = self.hub.push_user(target, data) if kind == "user_id" else self.hub.push_room(target, data)
+    def _push(self, kind: str, target: int, run: list[tuple[pb.Msg, bytes]]) -> int:
+        """Writes the run's frames, joined, to the target's sockets; counts them by op.  The variant
+        with ids and the frames one by one are built only while some socket needs them."""
+        data = b"".join(frame for _, frame in run)
+        hub = self.hub
+        forms: Run | None = None
+        if hub.id_channels or hub.holding:
+            forms = Run(data, [self._item(msg, frame) for msg, frame in run])
+        if kind == "user_id":
+            sockets = hub.push_user(target, data, forms)
+            if sockets:
+                self._delivered_private(target, run)
+        else:
+            sockets = hub.push_room(target, data, forms)
         if sockets:
-            for op in ops:
-                FRAMES_OUT.labels(op).inc(sockets)
+            for msg, _ in run:
+                FRAMES_OUT.labels(msg.op).inc(sockets)
             if self.pacer is not None:
                 self.pacer.written += sockets
                 self.last_target = (kind, target)
         return sockets
+
+    def _item(self, msg: pb.Msg, frame: bytes) -> Item:
+        """The frame's id if it is a kept message (op 2 and 3), and its form with the id."""
+        key = parse_id(msg.seq_id) if msg.op in (OP_SINGLE_SEND, OP_ROOM_SEND) else None
+        if key is None:
+            return None, frame, frame
+        try:
+            return key, frame, self.encode(with_id(msg.body, msg.seq_id))
+        except ValueError:  # the id made it too large for the transport: the plain frame, then
+            return key, frame, frame
+
+    def _delivered_private(self, user_id: int, run: list[tuple[pb.Msg, bytes]]) -> None:
+        """Remembers the newest private message written to the user here (the inbox cursor)."""
+        for msg, _ in run:
+            if msg.op == OP_SINGLE_SEND:
+                self.note_private(user_id, msg.seq_id)
+
+    def note_private(self, user_id: int, message_id: str) -> None:
+        key = parse_id(message_id)
+        if key is not None and key > self.last_private.get(user_id, ZERO):
+            self.last_private[user_id] = key
 
     def last_channels(self) -> Iterator[Channel]:
         """The sockets of the latest target, from a random bucket on (the pacer looks at a few)."""
@@ -78,12 +113,12 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
 
     async def PushSingleMsg(self, request: pb.PushMsgRequest, context: Any) -> pb.PushReply:
         frame = self._frame(request.msg)
-        sent = self._push("user_id", request.user_id, [frame], [request.msg.op]) if frame is not None else 0
+        sent = self._push("user_id", request.user_id, [(request.msg, frame)]) if frame is not None else 0
         return pb.PushReply(sockets=sent)
 
     async def PushRoomMsg(self, request: pb.PushRoomMsgRequest, context: Any) -> pb.PushReply:
         frame = self._frame(request.msg)
-        sent = self._push("room_id", request.room_id, [frame], [request.msg.op]) if frame is not None else 0
+        sent = self._push("room_id", request.room_id, [(request.msg, frame)]) if frame is not None else 0
         return pb.PushReply(sockets=sent)
 
     PushRoomCount = PushRoomMsg
@@ -94,14 +129,13 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
         messages costs each socket one system call, not one per message.  The reply waits while
         the node's clients fall behind (see connect.pacing): that is what slows task down."""
         sockets = 0
-        run: tuple[str, int] | None = None
-        frames: list[bytes] = []
-        ops: list[int] = []
+        target: tuple[str, int] | None = None
+        run: list[tuple[pb.Msg, bytes]] = []
         for item in request.items:
             if item.disconnect:
-                if frames and run is not None:
-                    sockets += self._push(*run, frames, ops)
-                    frames, ops, run = [], [], None
+                if run and target is not None:
+                    sockets += self._push(*target, run)
+                    run, target = [], None
                 if self.recent.first_time(item.msg.seq_id):
                     sockets += self.hub.close_user(item.user_id, item.msg.body.decode(errors="replace"))
                 continue
@@ -109,15 +143,14 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
             if frame is None:
                 continue
             kind = item.WhichOneof("target") or "room_id"
-            target = (kind, item.user_id if kind == "user_id" else item.room_id)
-            if target != run and frames and run is not None:
-                sockets += self._push(*run, frames, ops)
-                frames, ops = [], []
-            run = target
-            frames.append(frame)
-            ops.append(item.msg.op)
-        if frames and run is not None:
-            sockets += self._push(*run, frames, ops)
+            item_target = (kind, item.user_id if kind == "user_id" else item.room_id)
+            if item_target != target and run and target is not None:
+                sockets += self._push(*target, run)
+                run = []
+            target = item_target
+            run.append((item.msg, frame))
+        if run and target is not None:
+            sockets += self._push(*target, run)
         if self.pacer is not None:
             await self.pacer.hold()
         return pb.PushReply(sockets=sockets)

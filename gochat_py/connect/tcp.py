@@ -171,6 +171,7 @@ class TcpFrontEnd:
             message.auth_token,
             message.room_id,
             lambda user_id, user_name: Channel(user_id, user_name, message.room_id, transport, limit),
+            message.since,
         )
         if isinstance(result, Refusal):
             raise Close(f"join refused: {result.reason}")

@@ -101,6 +101,7 @@ class WebsocketFrontEnd:
             join.auth_token,
             join.room_id,
             lambda user_id, user_name: WsChannel(user_id, user_name, join.room_id, ws, limit),
+            join.since,
         )
         if isinstance(result, Refusal):
             log.info("join refused", extra=kv(peer=_peer(ws), reason=result.reason))

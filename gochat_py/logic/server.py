@@ -12,6 +12,7 @@ import grpc
 from gochat_py.config import Settings
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
 from gochat_py.logic.admission import Admission
+from gochat_py.logic.history import HistoryReader
 from gochat_py.logic.member_lists import MemberLists
 from gochat_py.logic.passwords import Passwords
 from gochat_py.logic.reaper import reap_dead_nodes
@@ -20,10 +21,12 @@ from gochat_py.logic.sessions import SessionStore
 from gochat_py.logic.users import UserStore
 from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
-from gochat_py.queue import MessageQueue
+from gochat_py.queue import Keeping, MessageQueue
 from gochat_py.rpc import logic_pb2_grpc
 from gochat_py.rpc.client import SERVER_OPTIONS
 from gochat_py.runtime import wait_for_stop_signal
+from gochat_py.storage.archive import Archive
+from gochat_py.storage.history import SINCE_KEY, HotHistory
 from gochat_py.storage.redis import make_redis
 
 log = logging.getLogger("gochat.logic")
@@ -35,8 +38,14 @@ async def serve(settings: Settings) -> None:
     users = UserStore(settings.database_url)
     await users.create_schema()
     redis = make_redis(settings.redis)
-    queue = MessageQueue(redis, settings.queue)
-    sessions = SessionStore(redis, settings.logic.session_ttl)
+    hs = settings.history
+    queue = MessageQueue(redis, settings.queue, Keeping(hs.size, hs.ttl, SINCE_KEY))
+    sessions = SessionStore(redis, settings.logic.session_ttl, settings.queue.stream)
+    history: HistoryReader | None = None
+    if hs.enabled:
+        archive = Archive(users.engine)
+        await archive.create_schema()
+        history = HistoryReader(HotHistory(redis), archive, hs.size)
     member_lists = MemberLists(sessions, queue, settings.logic.member_list_delay, settings.logic.member_list_auto_limit)
     service = LogicService(
         users,
@@ -46,6 +55,7 @@ async def serve(settings: Settings) -> None:
         member_lists,
         Admission(queue.group_state, settings.queue.max_backlog, settings.queue.max_wait, settings.queue.max_delay),
         settings.logic.max_user_name_length,
+        history,
     )
 
     server = grpc.aio.server(options=SERVER_OPTIONS)

@@ -21,9 +21,10 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from gochat_py.logic.admission import Admission
+from gochat_py.logic.history import HistoryReader, inbox_start
 from gochat_py.logic.member_lists import MemberLists
 from gochat_py.logic.passwords import Passwords
-from gochat_py.logic.sessions import NO_ROOM, Session, SessionStore
+from gochat_py.logic.sessions import NO_ROOM, Session, SessionStore, user_nodes_key
 from gochat_py.logic.users import DuplicateUserError, UserStore
 from gochat_py.logs import kv
 from gochat_py.protocol.frames import (
@@ -32,10 +33,12 @@ from gochat_py.protocol.frames import (
     OP_SINGLE_SEND,
     Send,
 )
+from gochat_py.protocol.message_id import parse_id, with_id
 from gochat_py.protocol.queue_message import OP_DISCONNECT_USER, QueueMessage
-from gochat_py.queue import MessageQueue
+from gochat_py.queue import MessageQueue, Outgoing
 from gochat_py.rpc import logic_pb2 as pb
 from gochat_py.rpc import logic_pb2_grpc
+from gochat_py.storage.history import Conversation
 
 log = logging.getLogger("gochat.logic")
 
@@ -44,6 +47,7 @@ NAME_CACHE_SIZE = 100_000
 MSG_USER_EXISTS = "this user name already have , please login !!!"
 MSG_BAD_LOGIN = "no this user or password error!"
 MSG_EMPTY = "user_name or password empty!"
+MAX_HISTORY_LIMIT = 100
 
 ReplyT = TypeVar("ReplyT")
 
@@ -91,8 +95,12 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         member_lists: MemberLists,
         admission: Admission | None = None,
         max_name_length: int = 64,
+        history: HistoryReader | None = None,
     ):
+        """``history``: kept messages are read from it (and written with every message); None =
+        online-only delivery."""
         self.max_name_length = max_name_length
+        self.history = history
         self.admission = admission or Admission(queue.group_state, max_backlog=0, max_wait=0)
         self.users = users
         self.sessions = sessions
@@ -195,10 +203,12 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         requests = [getattr(item, item.WhichOneof("kind") or "push_room") for item in items]
         tokens = list({r.auth_token for r in requests if r.auth_token})
         targets = list({r.to_user_id for r in requests if isinstance(r, pb.PushRequest)})
-        sessions, servers = await self.sessions.senders_and_targets(tokens, targets)
+        # The targets' nodes are read by the command that queues each message (queue.Outgoing).
+        sessions, _ = await self.sessions.senders_and_targets(tokens, [])
         names = await self._user_names(targets)
         stamp = create_time()
-        messages: list[QueueMessage] = []
+        keep = self.history is not None
+        messages: list[Outgoing] = []
         replies: list[pb.Reply] = []
         for request in requests:
             sender = (
@@ -219,9 +229,14 @@ class LogicService(logic_pb2_grpc.LogicServicer):
                     room_id=request.room_id,
                     op=OP_SINGLE_SEND,
                 ).encode()
-                server_id = servers[request.to_user_id]
+                stores = (Conversation.inbox(request.to_user_id), Conversation.pair(sender.user_id, request.to_user_id))
                 messages.append(
-                    QueueMessage(op=OP_SINGLE_SEND, server_id=server_id, user_id=request.to_user_id, msg=body)
+                    Outgoing(
+                        QueueMessage(op=OP_SINGLE_SEND, user_id=request.to_user_id, msg=body),
+                        holders_key=user_nodes_key(request.to_user_id),
+                        keep_in=tuple(c.hot_key for c in stores) if keep else (),
+                        body=body,
+                    )
                 )
             else:
                 body = Send(
@@ -232,7 +247,13 @@ class LogicService(logic_pb2_grpc.LogicServicer):
                     op=OP_ROOM_SEND,
                     create_time=stamp,
                 ).encode()
-                messages.append(QueueMessage(op=OP_ROOM_SEND, room_id=request.room_id, msg=body))
+                messages.append(
+                    Outgoing(
+                        QueueMessage(op=OP_ROOM_SEND, room_id=request.room_id, msg=body),
+                        keep_in=(Conversation.room(request.room_id).hot_key,) if keep else (),
+                        body=body,
+                    )
+                )
             replies.append(pb.Reply(code=OK))
         if messages:
             await self.admission.admit()
@@ -263,19 +284,52 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         session = await self.sessions.check(request.auth_token)
         if session is None:
             return pb.ConnectReply(code=FAIL, message="auth fail")
-        await self.sessions.connect(session, request.room_id, request.server_id)
+        joined = await self.sessions.connect(session, request.room_id, request.server_id)
         if request.room_id > NO_ROOM:
             # The original broadcast nothing on join; the member list would go stale (§12.1.2).
             self.member_lists.request(request.room_id)
-        return pb.ConnectReply(code=OK, user_id=session.user_id, user_name=session.user_name)
+        reply = pb.ConnectReply(code=OK, user_id=session.user_id, user_name=session.user_name)
+        if self.history is None:
+            return reply
+        since = request.since if request.resume else None
+        start = inbox_start(since, joined.was_offline, joined.inbox_cursor)
+        if since is not None or start is not None:
+            backlog = await self.history.backlog(since, joined.queue_end, request.room_id, session.user_id, start)
+            reply.backlog.extend(pb.StoredMessage(id=i, op=op, body=body) for i, op, body in backlog.messages)
+            reply.gap = backlog.gap
+        reply.backlog_end = joined.queue_end
+        return reply
 
     @_guard
     async def Disconnect(self, request: pb.DisconnectRequest, context: Any) -> pb.Reply:
-        left = await self.sessions.disconnect(request.user_id, request.room_id, request.server_id)
+        left = await self.sessions.disconnect(
+            request.user_id, request.room_id, request.server_id, last_private_id=request.last_private_id
+        )
         if left == 0 and request.room_id > NO_ROOM:
             # An op-5 member list instead of the original's empty frame (§12.1.1).
             self.member_lists.request(request.room_id)
         return pb.Reply(code=OK)
+
+    @_guard
+    async def History(self, request: pb.HistoryRequest, context: Any) -> pb.HistoryReply:
+        session = await self.sessions.check(request.auth_token)
+        if session is None:
+            return pb.HistoryReply(code=SESSION_ERROR, message="Session error")
+        if self.history is None:
+            return pb.HistoryReply(code=FAIL, message="history is turned off on this server")
+        if (request.room_id > 0) == (request.user_id > 0):
+            return pb.HistoryReply(code=FAIL, message="give either a roomId or a userId, a positive integer")
+        if not 0 < request.limit <= MAX_HISTORY_LIMIT:
+            return pb.HistoryReply(code=FAIL, message=f"limit must be from 1 to {MAX_HISTORY_LIMIT}")
+        before = parse_id(request.before) if request.before else None
+        if request.before and before is None:
+            return pb.HistoryReply(code=FAIL, message="before is not a message id")
+        if request.room_id > 0:
+            conversation = Conversation.room(request.room_id)
+        else:
+            conversation = Conversation.pair(session.user_id, request.user_id)
+        entries, more = await self.history.page(conversation, before, request.limit)
+        return pb.HistoryReply(code=OK, messages=[with_id(body, i) for i, body in entries], more=more)
 
     async def purge_node(self, server_id: str) -> None:
         rooms = await self.sessions.purge_node(server_id)

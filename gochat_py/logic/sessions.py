@@ -58,25 +58,51 @@ end
 return found
 """
 
-# KEYS: room, count, refs, node, user_nodes, user_server, nodes; ARGV: uid, name, rid, sid.
-# No TTLs on membership: it lives exactly as long as the sockets (a dead node's is purged), so a
-# socket open for days still gets its private messages.
+# KEYS: room, count, refs, node, user_nodes, user_server, nodes, inbox cursor, the queue's stream;
+# ARGV: uid, name, rid, sid.  No TTLs on membership: it lives exactly as long as the sockets (a
+# dead node's is purged), so a socket open for days still gets its private messages.
+# Returns {whether the user had no socket open before this one, the inbox cursor ('' = none), the
+# queue's last id}: read atomically with the join, so every message queued before it is in the
+# backlog and every message queued after it is routed to this node (queue.py records a private
+# message's nodes in the command that queues it).
 _CONNECT = """
 local uid, name, rid, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local was_offline = redis.call('HLEN', KEYS[5]) == 0 and 1 or 0
 redis.call('SADD', KEYS[7], sid)
 redis.call('HINCRBY', KEYS[4], rid .. ':' .. uid, 1)
 redis.call('HINCRBY', KEYS[5], sid, 1)
 redis.call('SET', KEYS[6], sid)
-if rid == '0' then return 0 end
-local n = redis.call('HINCRBY', KEYS[3], uid, 1)
-redis.call('HSET', KEYS[1], uid, name)
-redis.call('SET', KEYS[2], redis.call('HLEN', KEYS[1]))
-return n
+if rid ~= '0' then
+  redis.call('HINCRBY', KEYS[3], uid, 1)
+  redis.call('HSET', KEYS[1], uid, name)
+  redis.call('SET', KEYS[2], redis.call('HLEN', KEYS[1]))
+end
+local last = '0-0'
+if redis.call('EXISTS', KEYS[9]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[9])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+end
+return {was_offline, redis.call('GET', KEYS[8]) or '', last}
 """
 
-# Same KEYS; ARGV: uid, rid, sid, amount.  Returns the user's sockets left in the room, or -1
-# when this node held none (a repeated or late disconnect changes nothing).
+# Same KEYS; ARGV: uid, rid, sid, amount, the newest private message id the node wrote to the user
+# ('' = none; the inbox cursor becomes the larger of the two).  Returns the user's sockets left in
+# the room, or -1 when this node held none (a repeated or late disconnect changes nothing).
 _DISCONNECT = """
+local function before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if not bm then return false end
+  if not am then return true end
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+if ARGV[5] ~= '' then
+  local cursor = redis.call('GET', KEYS[8])
+  if not cursor or before(cursor, ARGV[5]) then redis.call('SET', KEYS[8], ARGV[5]) end
+end
 local uid, rid, sid = ARGV[1], ARGV[2], ARGV[3]
 local field = rid .. ':' .. uid
 local held = tonumber(redis.call('HGET', KEYS[4], field) or '0')
@@ -114,6 +140,20 @@ class Session:
     user_name: str
 
 
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """What the join script saw, atomically with recording the socket."""
+
+    was_offline: bool  # the user had no socket open anywhere
+    inbox_cursor: str  # newest private message delivered to the user ("" = none known)
+    queue_end: str  # the queue's last id: everything up to it is backlog, everything after live
+
+
+def user_nodes_key(user_id: int) -> str:
+    """Hash of server id -> the user's sockets there: where a private message goes."""
+    return f"gochat_user_nodes_{user_id}"
+
+
 def room_key(room_id: int) -> str:
     return f"gochat_room_{room_id}"
 
@@ -123,9 +163,11 @@ def user_server_key(user_id: int) -> str:
 
 
 class SessionStore:
-    def __init__(self, redis: Redis, ttl: int) -> None:
+    def __init__(self, redis: Redis, ttl: int, stream: str = "gochat_stream") -> None:
+        """``stream``: the queue's, whose last id a join reads."""
         self.redis = redis
         self.ttl = ttl
+        self.stream = stream
         self._login = redis.register_script(_LOGIN)
         self._lookup = redis.register_script(_LOOKUP)
         self._connect = redis.register_script(_CONNECT)
@@ -163,25 +205,30 @@ class SessionStore:
             f"gochat_room_online_count_{room_id}",
             f"gochat_room_refs_{room_id}",
             f"gochat_node_{server_id}",
-            f"gochat_user_nodes_{user_id}",
+            user_nodes_key(user_id),
             user_server_key(user_id),
             NODES_KEY,
+            f"gochat_inbox_cursor_{user_id}",
+            self.stream,
         ]
 
-    async def connect(self, session: Session, room_id: int, server_id: str) -> None:
+    async def connect(self, session: Session, room_id: int, server_id: str) -> Joined:
         room_id = max(room_id, NO_ROOM)
-        await self._connect(
+        was_offline, cursor, end = await self._connect(
             keys=self._member_keys(session.user_id, room_id, server_id),
             args=[session.user_id, session.user_name, room_id, server_id],
         )
+        return Joined(bool(was_offline), _text(cursor), _text(end))
 
-    async def disconnect(self, user_id: int, room_id: int, server_id: str, amount: int = 1) -> int:
+    async def disconnect(
+        self, user_id: int, room_id: int, server_id: str, amount: int = 1, last_private_id: str = ""
+    ) -> int:
         """Returns the user's sockets still in the room (0: the user left it; -1: nothing held)."""
         room_id = max(room_id, NO_ROOM)
         return int(
             await self._disconnect(
                 keys=self._member_keys(user_id, room_id, server_id),
-                args=[user_id, room_id, server_id, amount],
+                args=[user_id, room_id, server_id, amount, last_private_id],
             )
         )
 
@@ -193,7 +240,7 @@ class SessionStore:
         one), in one command."""
         if not tokens and not user_ids:
             return {}, {}
-        keys = [f"sess_{token}" for token in tokens] + [f"gochat_user_nodes_{user_id}" for user_id in user_ids]
+        keys = [f"sess_{token}" for token in tokens] + [user_nodes_key(user_id) for user_id in user_ids]
         replies = await self._lookup(keys=keys, args=[len(tokens), self.ttl])
         sessions: dict[str, Session | None] = {}
         for token, user in zip(tokens, replies, strict=False):
@@ -235,3 +282,7 @@ class SessionStore:
             pipe.srem(NODES_KEY, server_id)
             await pipe.execute()
         return changed
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

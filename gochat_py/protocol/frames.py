@@ -18,6 +18,7 @@ OP_ROOM_SEND = 3
 OP_ROOM_COUNT_SEND = 4
 OP_ROOM_INFO_SEND = 5
 OP_BUILD_TCP_CONN = 6
+OP_HISTORY_GAP = 7  # new: only to sockets that opted in with "since"
 
 _GO_ESCAPES = (
     (b"<", b"\\u003c"),
@@ -97,3 +98,10 @@ def room_info_body(room_id: int, members: Mapping[str, str] | None) -> bytes:
         body["count"] = len(members)
     body["roomUserInfo"] = sorted_members(members)
     return go_json(body)
+
+
+def history_gap_body(reason: str) -> bytes:
+    """Op 7, sent before the backlog when a socket's ``since`` could not be honoured:
+    ``{"op":7,"reason":"unknown"}`` (not an id of ours) or ``"too_old"`` (more was missed than is
+    kept).  The backlog that follows holds what is kept; the client reloads older history over HTTP."""
+    return go_json({"op": OP_HISTORY_GAP, "reason": reason})

@@ -2,6 +2,11 @@
 
 Decoded the lenient way Go decodes it: keys match case-insensitively, unknown keys are ignored,
 a ``roomId`` of the wrong type counts as 0 (no room) and the join still goes ahead.
+
+An optional ``since`` opts the socket in to kept messages: ids in its op-2 and op-3 frames, and
+(with the id of the last message it received) the backlog since then.  A ``since`` that is not a
+string is kept as :data:`BAD_SINCE`, which no id matches: the socket is told its position is
+unknown, never refused for it.
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ class JoinError(ValueError):
     """Why a join message was refused; the text goes into the close reason and the log."""
 
 
+BAD_SINCE = "?"
+
+
 @dataclass(frozen=True, slots=True)
 class Join:
     auth_token: str
     room_id: int
+    since: str | None = None  # None: a v1 socket (no ids, no backlog)
 
 
 def fold_keys(obj: dict[str, Any]) -> dict[str, Any]:
@@ -46,4 +55,15 @@ def parse_join(data: bytes | str) -> Join:
     token = fields.get("authtoken")
     if not isinstance(token, str) or not token:
         raise JoinError("join message has no authToken")
-    return Join(auth_token=token, room_id=int_or_zero(fields.get("roomid")))
+    return Join(auth_token=token, room_id=int_or_zero(fields.get("roomid")), since=since_field(raw))
+
+
+def since_field(raw: dict[str, Any]) -> str | None:
+    """The ``since`` of a join (any spelling of the key, as Go would match it); None when absent.
+
+    Read from the raw object, not :func:`fold_keys`: an explicit ``"since": null`` still opts in.
+    """
+    for key, value in raw.items():
+        if key.lower() == "since":
+            return value if isinstance(value, str) else BAD_SINCE
+    return None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from gochat_py.protocol.join import fold_keys, int_or_zero
+from gochat_py.protocol.join import fold_keys, int_or_zero, since_field
 
 VERSION = b"v1"
 HEADER_SIZE = 4
@@ -105,6 +105,7 @@ class ClientMessage:
     auth_token: str
     room_id: int
     msg: str
+    since: str | None = None  # op 6 only: see protocol.join
 
 
 def parse_client_message(payload: bytes) -> ClientMessage:
@@ -122,6 +123,7 @@ def parse_client_message(payload: bytes) -> ClientMessage:
         auth_token=token if isinstance(token, str) else "",
         room_id=int_or_zero(fields.get("roomid")),
         msg=msg if isinstance(msg, str) else "",
+        since=since_field(raw),
     )
 
 

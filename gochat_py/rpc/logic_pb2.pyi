@@ -142,34 +142,82 @@ class RoomRequest(_message.Message):
     auth_token: str
     def __init__(self, room_id: _Optional[int] = ..., auth_token: _Optional[str] = ...) -> None: ...
 
+class StoredMessage(_message.Message):
+    __slots__ = ("id", "op", "body")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    op: int
+    body: bytes
+    def __init__(self, id: _Optional[str] = ..., op: _Optional[int] = ..., body: _Optional[bytes] = ...) -> None: ...
+
 class ConnectRequest(_message.Message):
-    __slots__ = ("auth_token", "room_id", "server_id")
+    __slots__ = ("auth_token", "room_id", "server_id", "resume", "since")
     AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
     auth_token: str
     room_id: int
     server_id: str
-    def __init__(self, auth_token: _Optional[str] = ..., room_id: _Optional[int] = ..., server_id: _Optional[str] = ...) -> None: ...
+    resume: bool
+    since: str
+    def __init__(self, auth_token: _Optional[str] = ..., room_id: _Optional[int] = ..., server_id: _Optional[str] = ..., resume: _Optional[bool] = ..., since: _Optional[str] = ...) -> None: ...
 
 class ConnectReply(_message.Message):
-    __slots__ = ("code", "message", "user_id", "user_name")
+    __slots__ = ("code", "message", "user_id", "user_name", "backlog", "backlog_end", "gap")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_NAME_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_END_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
     user_id: int
     user_name: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., user_id: _Optional[int] = ..., user_name: _Optional[str] = ...) -> None: ...
+    backlog: _containers.RepeatedCompositeFieldContainer[StoredMessage]
+    backlog_end: str
+    gap: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., user_id: _Optional[int] = ..., user_name: _Optional[str] = ..., backlog: _Optional[_Iterable[_Union[StoredMessage, _Mapping]]] = ..., backlog_end: _Optional[str] = ..., gap: _Optional[str] = ...) -> None: ...
 
 class DisconnectRequest(_message.Message):
-    __slots__ = ("room_id", "user_id", "server_id")
+    __slots__ = ("room_id", "user_id", "server_id", "last_private_id")
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_PRIVATE_ID_FIELD_NUMBER: _ClassVar[int]
     room_id: int
     user_id: int
     server_id: str
-    def __init__(self, room_id: _Optional[int] = ..., user_id: _Optional[int] = ..., server_id: _Optional[str] = ...) -> None: ...
+    last_private_id: str
+    def __init__(self, room_id: _Optional[int] = ..., user_id: _Optional[int] = ..., server_id: _Optional[str] = ..., last_private_id: _Optional[str] = ...) -> None: ...
+
+class HistoryRequest(_message.Message):
+    __slots__ = ("auth_token", "room_id", "user_id", "before", "limit")
+    AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    auth_token: str
+    room_id: int
+    user_id: int
+    before: str
+    limit: int
+    def __init__(self, auth_token: _Optional[str] = ..., room_id: _Optional[int] = ..., user_id: _Optional[int] = ..., before: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class HistoryReply(_message.Message):
+    __slots__ = ("code", "message", "messages", "more")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    messages: _containers.RepeatedScalarFieldContainer[bytes]
+    more: bool
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., messages: _Optional[_Iterable[bytes]] = ..., more: _Optional[bool] = ...) -> None: ...

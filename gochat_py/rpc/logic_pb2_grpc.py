@@ -94,6 +94,11 @@ class LogicStub:
                 request_serializer=gochat__py_dot_rpc_dot_logic__pb2.DisconnectRequest.SerializeToString,
                 response_deserializer=gochat__py_dot_rpc_dot_logic__pb2.Reply.FromString,
                 _registered_method=True)
+        self.History = channel.unary_unary(
+                '/gochat.logic.Logic/History',
+                request_serializer=gochat__py_dot_rpc_dot_logic__pb2.HistoryRequest.SerializeToString,
+                response_deserializer=gochat__py_dot_rpc_dot_logic__pb2.HistoryReply.FromString,
+                _registered_method=True)
 
 
 class LogicServicer:
@@ -178,6 +183,13 @@ class LogicServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def History(self, request, context):
+        """A page of kept messages of a room, or of the conversation between the caller and a user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LogicServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -240,6 +252,11 @@ def add_LogicServicer_to_server(servicer, server):
                     servicer.Disconnect,
                     request_deserializer=gochat__py_dot_rpc_dot_logic__pb2.DisconnectRequest.FromString,
                     response_serializer=gochat__py_dot_rpc_dot_logic__pb2.Reply.SerializeToString,
+            ),
+            'History': grpc.unary_unary_rpc_method_handler(
+                    servicer.History,
+                    request_deserializer=gochat__py_dot_rpc_dot_logic__pb2.HistoryRequest.FromString,
+                    response_serializer=gochat__py_dot_rpc_dot_logic__pb2.HistoryReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -566,6 +583,33 @@ class Logic:
             '/gochat.logic.Logic/Disconnect',
             gochat__py_dot_rpc_dot_logic__pb2.DisconnectRequest.SerializeToString,
             gochat__py_dot_rpc_dot_logic__pb2.Reply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def History(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gochat.logic.Logic/History',
+            gochat__py_dot_rpc_dot_logic__pb2.HistoryRequest.SerializeToString,
+            gochat__py_dot_rpc_dot_logic__pb2.HistoryReply.FromString,
             options,
             channel_credentials,
             insecure,

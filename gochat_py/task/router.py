@@ -109,7 +109,8 @@ class Router:
                 targets[entry.id] = set(nodes)
             elif message.op == OP_SINGLE_SEND:
                 # every node holding a socket of the user (phone and desktop on different nodes)
-                holders = {sid for sid in message.server_id.split(",") if sid in nodes}
+                servers = message.server_id if entry.servers is None else entry.servers
+                holders = {sid for sid in servers.split(",") if sid in nodes}
                 if not holders:
                     self.stats.offline += 1
                     targets[entry.id] = set()

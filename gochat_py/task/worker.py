@@ -1,4 +1,5 @@
-"""Runs the task module: the queue consumer loop, take-over of stale entries, trimming."""
+"""Runs the task module: the queue consumer loop, take-over of stale entries, trimming, and the
+history writer (task/archiver.py) beside it."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from gochat_py.metrics import serve_metrics
 from gochat_py.queue import Entry, MessageQueue
 from gochat_py.rpc.client import ConnectClients
 from gochat_py.runtime import wait_for_stop_signal
+from gochat_py.storage.archive import Archive
 from gochat_py.storage.redis import make_redis
+from gochat_py.storage.sql import make_engine
+from gochat_py.task.archiver import HistoryWriter
 from gochat_py.task.router import Router
 
 log = logging.getLogger("gochat.task")
@@ -33,12 +37,16 @@ class Consumer:
         self.task_settings = settings.task
         self.name = name
         self.stopping = asyncio.Event()
+        # every group that reads the queue: it is trimmed only past what all of them are done with
+        self.groups = [settings.queue.group] + ([settings.history.group] if settings.history.enabled else [])
 
     async def run(self) -> None:
         """Loops until :attr:`stopping` is set; the batch in hand is always finished first."""
         settings = self.task_settings
         claim_idle_ms = int(settings.claim_idle * 1000)
-        next_claim = next_trim = next_stats = 0.0
+        next_claim = next_stats = 0.0
+        # the first trim waits a round, so that the history writer has made its group by then
+        next_trim = time.monotonic() + settings.trim_interval
         backoff = REDIS_RETRY_MIN
         group_ready = False
         while not self.stopping.is_set():
@@ -55,7 +63,7 @@ class Consumer:
                     metrics.QUEUE_LAG.set(lag)
                 if now >= next_trim:
                     next_trim = now + settings.trim_interval
-                    await self.queue.trim()
+                    await self.queue.trim(self.groups)
                     await self.queue.forget_idle_consumers(idle_ms=3_600_000)
                 if now >= next_stats:
                     next_stats = now + STATS_INTERVAL
@@ -116,24 +124,40 @@ async def serve(settings: Settings) -> None:
         settings,
         name,
     )
+    writer: HistoryWriter | None = None
+    if settings.history.enabled:
+        archive = Archive(make_engine(settings.database_url))
+        await archive.create_schema()
+        writer = HistoryWriter(
+            MessageQueue(redis, settings.queue, group=settings.history.group), archive, settings, name
+        )
 
     # Consuming before discovery has answered would route room messages to nobody (§12.31).
     await watcher.ready.wait()
     loop_task = asyncio.create_task(consumer.run(), name="consumer")
+    loops = {loop_task}
+    if writer is not None:
+        loops.add(asyncio.create_task(writer.run(), name="history-writer"))
     serve_metrics(settings, "task")
-    log.info("ready", extra=kv(consumer=name, connect_nodes=len(watcher.nodes)))
+    log.info("ready", extra=kv(consumer=name, connect_nodes=len(watcher.nodes), history=writer is not None))
 
     stop = asyncio.create_task(wait_for_stop_signal())
-    await asyncio.wait({stop, loop_task}, return_when=asyncio.FIRST_COMPLETED)
-    if loop_task.done():
-        loop_task.result()  # a crash of the loop is a crash of the module: let it show
+    done, _ = await asyncio.wait({stop, *loops}, return_when=asyncio.FIRST_COMPLETED)
+    for finished in done & loops:
+        finished.result()  # a crash of a loop is a crash of the module: let it show
     log.info("stopping")
     consumer.stopping.set()
-    try:
-        await asyncio.wait_for(loop_task, timeout=settings.rpc.timeout + settings.task.block_ms / 1000 + 1)
-    except TimeoutError:
-        log.warning("consumer did not finish in time; its entries stay pending for another task")
+    if writer is not None:
+        writer.stopping.set()
+    _, late = await asyncio.wait(loops, timeout=settings.rpc.timeout + settings.task.block_ms / 1000 + 1)
+    if late:
+        log.warning("a loop did not finish in time; its entries stay pending for another task")
+        for unfinished in late:
+            unfinished.cancel()
     consumer._log_stats()
+    if writer is not None:
+        log.info("history writer stats", extra=kv(written=writer.written))
+        await writer.archive.close()
     await watcher.stop()
     await clients.close()
     await etcd.close()

@@ -306,9 +306,10 @@ class WsClient:
         self.ws: websockets.ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
 
-    async def join(self, token: str, room_id: int) -> WsClient:
+    async def join(self, token: str, room_id: int, **extra: Any) -> WsClient:
+        """``extra``: more fields of the join message, e.g. ``since``."""
         self.ws = await websockets.connect(self.url, open_timeout=10)
-        await self.ws.send(json.dumps({"authToken": token, "roomId": room_id}))
+        await self.ws.send(json.dumps({"authToken": token, "roomId": room_id, **extra}))
         self._reader = asyncio.create_task(self._read())
         return self
 
