@@ -16,7 +16,7 @@ from typing import Any
 from playwright.async_api import Browser, Page, expect
 
 from tests.e2e import test_browser
-from tests.e2e.harness import ApiClient, Cluster
+from tests.e2e.harness import ApiClient, Cluster, eventually
 from tests.e2e.test_browser import (
     CLUSTER_ENV,  # noqa: F401  (read by the cluster fixture: the same site settings)
     TIME_OF_DAY,
@@ -36,8 +36,9 @@ browser = test_browser.browser  # the fixture: Debian's Chromium, headless
 HISTORY_PAGE = 50  # app.js asks for pages of this many
 
 
-def record_joins(page: Page) -> list[dict[str, Any]]:
-    """The join message of every websocket the page opens from now on."""
+def record_joins(page: Page, received: list[Any] | None = None) -> list[dict[str, Any]]:
+    """The join message of every websocket the page opens from now on; with ``received``, the
+    frames those sockets receive go there too (as JSON, each socket's first after a None)."""
     joins: list[dict[str, Any]] = []
 
     def on_socket(ws: Any) -> None:
@@ -47,6 +48,9 @@ def record_joins(page: Page) -> list[dict[str, Any]]:
                 joins.append(body)
 
         ws.on("framesent", on_sent)
+        if received is not None:
+            received.append(None)
+            ws.on("framereceived", lambda payload: received.append(json.loads(payload) if payload.strip() else ""))
 
     page.on("websocket", on_socket)
     return joins
@@ -262,3 +266,40 @@ async def test_private_messages_to_a_logged_out_person_are_there_with_their_coun
     await expect(log(pat).last.locator(".msg-from")).to_have_text(quinn_name)
     for page in (pat, quinn, rex):
         await page.context.close()
+
+
+async def test_a_since_the_server_does_not_know_reloads_the_history_and_is_forgotten(
+    cluster: Cluster, browser: Browser
+) -> None:
+    room = new_room()
+    yan = await join(browser, page_url(cluster, room=room), unique("yan"))
+    for text in ("one", "two", "three"):
+        await send(yan, text)
+    await expect(log(yan).locator(".msg-text")).to_have_text(["one", "two", "three"])
+    received: list[Any] = []
+    joins = record_joins(yan, received)
+    history_requests: list[str] = []
+    yan.on("request", lambda r: history_requests.append(r.url) if r.url.endswith("/push/history") else None)
+
+    # as if the browser had kept an id of another deployment, from the future: not one of ours
+    bogus = "99999999999999-0"
+    await yan.evaluate("(bogus) => { state.lastId = bogus; state.ws.close(); }", bogus)
+    await eventually(lambda: len(joins) == 1, 10, "a new join (after the backoff)")
+    await expect(yan.locator("#conn-state")).to_have_text("connected")
+    assert joins[-1]["since"] == bogus, joins
+    await send(yan, "four")
+    await expect(log(yan).locator(".msg-text")).to_have_text(["one", "two", "three", "four"])
+    first = next(frame for frame in received if frame is not None)
+    assert first == {"op": 7, "reason": "unknown"}, received
+    assert history_requests, "the page did not reload the history after the gap frame"
+
+    # the unknown id is forgotten: the newest real one is what the next join resumes from
+    newest = (await shown(yan))[-1][0]
+    assert await yan.evaluate("state.lastId") == newest
+    assert await yan.evaluate("localStorage.getItem('gochat.lastId.' + state.me.userId)") == newest
+    await yan.evaluate("state.ws.close()")
+    await eventually(lambda: len(joins) == 2, 10, "another join")
+    await expect(yan.locator("#conn-state")).to_have_text("connected")
+    assert joins[-1]["since"] == newest, joins
+    await expect(log(yan).locator(".msg-text")).to_have_text(["one", "two", "three", "four"])
+    await yan.context.close()
