@@ -303,3 +303,39 @@ async def test_a_since_the_server_does_not_know_reloads_the_history_and_is_forgo
     assert joins[-1]["since"] == newest, joins
     await expect(log(yan).locator(".msg-text")).to_have_text(["one", "two", "three", "four"])
     await yan.context.close()
+
+
+async def test_after_the_websocket_node_restarts_everyone_gets_what_was_sent_meanwhile(
+    cluster: Cluster, browser: Browser
+) -> None:
+    room = new_room()
+    url = page_url(cluster, room=room)
+    ada_name, ben_name = unique("ada"), unique("ben")
+    ada = await join(browser, url, ada_name)
+    ben = await join(browser, url, ben_name)
+    await expect_members(ada, ada_name, ben_name, me=ada_name)
+    await send(ada, "before the restart")
+    await expect(log(ben).locator(".msg-text")).to_have_text(["before the restart"])
+    ada_id = await ada.evaluate("state.me.userId")
+
+    (node,) = [p for p in cluster.processes("connect_websocket") if p.running()]
+    assert await asyncio.to_thread(node.stop) == 0
+    for page in (ada, ben):
+        await expect(page.locator("#conn-state")).to_have_text(re.compile(r"^reconnecting in \d+ s$"))
+    async with ApiClient(cluster.api_url) as api:  # the api is up: others go on sending
+        cy = await api.register(unique("cy"))
+        meanwhile = [f"while the node was down {i}" for i in range(5)]
+        await api.push_room_many(cy, room, meanwhile, concurrency=1)
+        reply = await api.post("/push/push", {"authToken": cy, "msg": "psst, ada", "toUserId": ada_id, "roomId": room})
+        assert reply["code"] == 0, reply
+    await asyncio.to_thread(cluster.start_module, "connect_websocket")
+    expected = ["before the restart", *meanwhile]
+    for page in (ada, ben):  # backoff 1, 2, 4, 8 s (±20 %): back within about 20 s
+        await expect(page.locator("#conn-state")).to_have_text("connected", timeout=40_000)
+        await expect(log(page).locator(".msg-text")).to_have_text(expected)
+    await expect(ada.locator("#conversations .conv-private .badge")).to_have_text("1 unread")
+    await expect(ben.locator("#conversations .conv-private")).to_have_count(0)
+    await send(ben, "all here")
+    await expect(log(ada).locator(".msg-text")).to_have_text([*expected, "all here"])
+    await ada.context.close()
+    await ben.context.close()
