@@ -5,7 +5,8 @@
     gochat-py bench rate --users 500 --rate 40 --messages 400
     gochat-py bench idle --users 1000 --sockets-per-user 10 --client-procs 2
     gochat-py bench floor --users 500 --messages 1000
-    gochat-py bench soak --users 200 --duration 600 --rate 20
+    gochat-py bench room --users 500 --messages 1000 --join-since --history on,off --repeat 2
+    gochat-py bench soak --users 200 --duration 600 --rate 20 --resume
     gochat-py bench plot docs/bench/*.json --out docs/bench
     gochat-py bench sweep --out docs/bench
 
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     except TargetError as exc:
         print(f"gochat-py bench: {exc}", file=sys.stderr)
         return 2
+    if opts.history:
+        from gochat_py.bench.sweep import compare_history
+
+        return compare_history(opts)
     from gochat_py.bench.clients import run_to_summary
     from gochat_py.bench.scenarios import run_bench
 

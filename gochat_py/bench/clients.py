@@ -48,6 +48,7 @@ class SocketSpec:
     transport: str = "ws"
     ready_count: int = 1  # op 5 member count that proves the room is complete for this socket
     node: int = 0  # websocket sockets: index into ClientPlan.ws_urls
+    since: str | None = None  # sent in the join when set: frames then carry message ids
 
 
 @dataclass
@@ -65,6 +66,15 @@ class ClientPlan:
     ready_timeout: float = 60.0
     max_seconds: float = 300.0
     ws_client: str = "lean"  # "lean" (ws_client.py) or "websockets" (the library's asyncio client)
+
+
+def join_body(spec: SocketSpec) -> dict[str, Any]:
+    """The join a socket sends; with ``since`` the server appends ``"id"`` to op-2 and op-3 bodies,
+    after the stamp, so counting is the same."""
+    body: dict[str, Any] = {"authToken": spec.token, "roomId": spec.room_id}
+    if spec.since is not None:
+        body["since"] = spec.since
+    return body
 
 
 def raise_file_limit() -> int:
@@ -262,7 +272,7 @@ class ClientWorker:
 
     async def _open(self, index: int, limit: asyncio.Semaphore) -> None:
         spec = self.plan.sockets[index]
-        join = orjson.dumps({"authToken": spec.token, "roomId": spec.room_id})
+        join = orjson.dumps(join_body(spec))
         async with limit:
             started = time.monotonic_ns()
             try:
@@ -332,7 +342,7 @@ class ClientWorker:
             ),
             self.plan.connect_timeout,
         )
-        payload = orjson.dumps({"authToken": spec.token, "roomId": spec.room_id, "op": 6})
+        payload = orjson.dumps({**join_body(spec), "op": 6})
         assert protocol.transport is not None
         protocol.transport.write(encode_stick(payload))
         self.handles[index] = protocol

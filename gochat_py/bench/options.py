@@ -109,6 +109,9 @@ class BenchOptions:
     output: str = ""
     label: str = ""
     metrics: list[str] = field(default_factory=list)  # [name=]URL of each /metrics to scrape; empty = none
+    join_since: bool = False  # joins carry "since": "" (frames with ids, as clients of kept messages get)
+    history: list[str] = field(default_factory=list)  # "on"/"off": run against systems started with each
+    repeat: int = 1  # with history: rounds of the whole list
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -152,6 +155,20 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--sockets-per-user", type=pos_int, default=1, help="sockets per user (idle mode mostly)")
     load.add_argument("--floor-batch", type=pos_int, default=1, help="floor mode: frames per socket write")
     load.add_argument("--room-id", type=int, default=0, help="room to use (default: a fresh one per run)")
+    load.add_argument(
+        "--join-since",
+        action="store_true",
+        help='joins carry "since": "" so frames carry message ids (what clients of kept messages get)',
+    )
+    compare = parser.add_argument_group("kept messages on and off, side by side")
+    compare.add_argument(
+        "--history",
+        default="",
+        metavar="on,off",
+        help="start a system of this checkout for each setting in turn (GOCHAT_HISTORY__ENABLED, fresh state "
+        "folder, default ports), run the scenario against it, stop it; print the runs side by side",
+    )
+    compare.add_argument("--repeat", type=pos_int, default=1, help="with --history: rounds of the whole list")
     scale = parser.add_argument_group("client scale")
     scale.add_argument("--client-procs", type=pos_int, default=1, help="client processes holding the sockets")
     scale.add_argument("--source-ips", default="", help="comma-separated 127.x.y.z local addresses for the sockets")
@@ -215,7 +232,14 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         output=args.output,
         label=args.label,
         metrics=[] if args.no_metrics else [part.strip() for part in args.metrics.split(",") if part.strip()],
+        join_since=args.join_since,
+        history=[part.strip() for part in args.history.split(",") if part.strip()],
+        repeat=args.repeat,
     )
+    if any(setting not in ("on", "off") for setting in opts.history):
+        raise TargetError("--history takes on and off, comma-separated (e.g. on,off)")
+    if opts.history and opts.mode == "floor":
+        raise TargetError("floor mode runs no gochat: --history does not apply")
     if opts.messages < 0:
         raise TargetError("--messages must be >= 0")
     if opts.idle_messages < 0:

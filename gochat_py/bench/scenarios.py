@@ -280,6 +280,7 @@ class Coordinator:
                         transport=transport,
                         ready_count=1 if per_user_rooms else (users * opts.sockets_per_user if not tokens else users),
                         node=node,
+                        since="" if opts.join_since else None,
                     )
                 )
         return specs

@@ -20,6 +20,10 @@ the RSS and CPU of every gochat process before, at the start, during (every
 ``--sample-interval`` seconds) and at the end of the run.  Exit status 0 when nothing was lost,
 duplicated, reordered or misdelivered and no push failed; 1 otherwise; 2 for bad arguments.
 Targets must be loopback addresses.
+
+``--resume``: users rejoin their room with ``since`` (the id of the last message they received),
+every message of the room (and every private message to them) sent while they were away counts as
+expected, and ``resume`` in the summary says how long a rejoin took to catch up.
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ class SoakOptions:
     label: str = ""
     output: str = ""
     progress: bool = True
+    resume: bool = False
 
 
 # ---------------------------------------------------------------------- options
@@ -169,6 +174,12 @@ def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
     churn.add_argument(
         "--switch-transport", type=share, default=0.1, help="chance a rejoin uses the other transport (mixed only)"
     )
+    churn.add_argument(
+        "--resume",
+        action="store_true",
+        help="joins carry since; a rejoin stays in its room and resumes from the last id received, and what "
+        "was sent while the user was away counts as expected (catch-up time in the summary's resume section)",
+    )
     rules = parser.add_argument_group("counting")
     rules.add_argument(
         "--grace",
@@ -229,6 +240,7 @@ def soak_options_from_args(args: argparse.Namespace) -> SoakOptions:
         label=args.label,
         output=args.output,
         progress=not args.no_progress,
+        resume=args.resume,
     )
     check_soak_options(opts)
     return opts
@@ -396,6 +408,7 @@ class SoakCoordinator:
                     connect_concurrency=opts.connect_concurrency,
                     max_seconds=self.remaining() + 60,
                     seed=self.rng.randrange(1 << 30),
+                    resume=opts.resume,
                 )
             )
         return plans
@@ -627,7 +640,7 @@ class SoakCoordinator:
                 counts[key] = counts.get(key, 0) + value
             for error in r["errors"]:
                 self._error(error)
-        tally = count_deliveries(self.messages, connections, int(opts.grace * NS_PER_S), self.t0_ns)
+        tally = count_deliveries(self.messages, connections, int(opts.grace * NS_PER_S), self.t0_ns, resume=opts.resume)
         latencies = sorted(array.array("q", b"".join(r["latencies_us"] for r in results)))
         room = sum(1 for m in self.messages if m.kind == "room")
         lifetimes = sorted(
@@ -686,6 +699,8 @@ class SoakCoordinator:
                 "reorder_samples": [s for r in results for s in r["reorder_samples"]][:10],
             }
         )
+        if opts.resume:
+            summary["resume"] = resume_figures(connections, counts)
         gochat_rows = [row for row in summary["processes"] if row["pid"] in self.gochat]
         summary["memory"] = {
             "rss_growth_kib_total": sum(row["rss_growth_kib"] or 0 for row in summary["processes"]),
@@ -708,6 +723,26 @@ class SoakCoordinator:
             and s["sent"]["failed"] == 0
             and not died
         )
+
+
+def resume_figures(connections: list[ConnectionRecord], counts: dict[str, int]) -> dict[str, Any]:
+    """How rejoins with ``since`` went: how many, the op-7 gaps, the messages each got that were sent
+    while the user was away, and the time from opening the connection to the last of them
+    (``catch_up_ms``; rejoins that missed nothing have no catch-up and are left out)."""
+    resumed = [c for c in connections if c.resumed]
+    caught = [c for c in resumed if c.missed]
+    return {
+        "rejoins_with_since": len(resumed),
+        "rejoins_without_since": counts.get("reconnects", 0) - len(resumed),
+        "gaps": {k[4:]: v for k, v in sorted(counts.items()) if k.startswith("gap_")},
+        "rejoins_that_missed_messages": len(caught),
+        "missed_per_rejoin": summarize(sorted(c.missed for c in caught), 1),
+        "missed_total": sum(c.missed for c in resumed),
+        "catch_up_ms": summarize(sorted((c.caught_up_ns - c.opened_ns) / 1e6 for c in caught), 1),
+        "catch_up_after_confirm_ms": summarize(
+            sorted((c.caught_up_ns - c.confirmed_ns) / 1e6 for c in caught if c.confirmed_ns), 1
+        ),
+    }
 
 
 async def run_soak(opts: SoakOptions) -> dict[str, Any]:

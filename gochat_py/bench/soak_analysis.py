@@ -18,6 +18,14 @@ unless it is plainly wrong: a room message in another room, or a private message
 user's connection (``misdelivered``).  Duplicates (the same stamp twice on one connection) and
 reorders (for one connection and one sender, a lower ``seq`` after a higher one) are counted by
 the client processes as the frames arrive.
+
+With ``--resume`` a user's clients rejoin with ``since`` (the id of the last message they got), so
+what was sent while they were away must reach them too: the unit that counts is then not one
+connection but a *span*, one user's connections from a join without an id (``since ""``) through
+every rejoin that resumed (:func:`resume_spans`).  A span expects every accepted message of its
+room, and every private message to its user, sent after its first confirmed join and until its
+last connection closed (less the grace), whether a connection was open at the time or not.
+Duplicates and reorders are then counted per user, across its connections.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from gochat_py.bench.stamp import frame_msg
 SEQ_BITS = 32
 SEQ_MASK = (1 << SEQ_BITS) - 1
 NS_PER_S = 1_000_000_000
+ID_KEY = b'"id":"'
+GAP_PREFIX = b'{"op":7,'
 
 
 class SoakStamp(NamedTuple):
@@ -58,6 +68,23 @@ def parse_soak_stamp(text: bytes) -> SoakStamp | None:
 def frame_soak_stamp(body: bytes) -> SoakStamp | None:
     msg = frame_msg(body)
     return None if msg is None else parse_soak_stamp(msg)
+
+
+def frame_id(body: bytes) -> str | None:
+    """The ``id`` an op-2 / op-3 frame carries as its last key (a socket that joined with ``since``
+    gets them), or None.  Ids are digits and a dash; a stamp never holds a quote."""
+    if not body.endswith(b'"}'):
+        return None
+    start = body.rfind(ID_KEY)
+    return None if start < 0 else body[start + len(ID_KEY) : -2].decode("ascii", "replace")
+
+
+def gap_reason(body: bytes) -> str | None:
+    """The reason of an op-7 frame (``{"op":7,"reason":"unknown"|"too_old"}``), else None."""
+    if not body.startswith(GAP_PREFIX):
+        return None
+    start = body.find(b'"reason":"')
+    return body[start + 10 : body.find(b'"', start + 10)].decode("ascii", "replace") if start > 0 else ""
 
 
 def message_key(sender: int, seq: int) -> int:
@@ -101,6 +128,10 @@ class ConnectionRecord:
     planned: bool = True  # closed by the soak (churn, end of run), not by the server
     reason: str = ""
     received: array.array = field(default_factory=lambda: array.array("Q"))  # message keys, each once
+    resumed: bool = False  # joined with the id of the last message received (--resume)
+    missed: int = 0  # messages sent before this connection opened that it received (its backlog)
+    caught_up_ns: int = 0  # when the last of them arrived
+    gap: str = ""  # reason of an op-7 frame the server sent first, if any
 
     def to_wire(self) -> tuple:
         return (
@@ -114,13 +145,17 @@ class ConnectionRecord:
             self.planned,
             self.reason,
             self.received.tobytes(),
+            self.resumed,
+            self.missed,
+            self.caught_up_ns,
+            self.gap,
         )
 
     @classmethod
     def from_wire(cls, item: Sequence[Any]) -> ConnectionRecord:
         received = array.array("Q")
         received.frombytes(item[9])
-        return cls(*item[:9], received=received)  # type: ignore[misc]
+        return cls(*item[:9], received, *item[10:])  # type: ignore[misc]
 
 
 def expected_window(conn: ConnectionRecord, message: SentMessage, grace_ns: int) -> bool:
@@ -172,20 +207,55 @@ class _Index:
         return keys
 
 
+def resume_spans(connections: Iterable[ConnectionRecord]) -> list[list[ConnectionRecord]]:
+    """Each user's connections in the order opened, cut where one did not resume (or changed room)."""
+    by_user: dict[int, list[ConnectionRecord]] = defaultdict(list)
+    for conn in connections:
+        by_user[conn.user].append(conn)
+    spans: list[list[ConnectionRecord]] = []
+    for conns in by_user.values():
+        conns.sort(key=lambda c: c.opened_ns)
+        current: list[ConnectionRecord] = []
+        for conn in conns:
+            if current and not (conn.resumed and conn.room == current[0].room):
+                spans.append(current)
+                current = []
+            current.append(conn)
+        spans.append(current)
+    return spans
+
+
+def span_record(span: Sequence[ConnectionRecord]) -> ConnectionRecord:
+    """One record standing for a span: confirmed at its first confirmed join, closed when its last
+    connection closed, holding everything its connections received."""
+    first, last = span[0], span[-1]
+    confirmed = min((c.confirmed_ns for c in span if c.confirmed_ns), default=0)
+    record = ConnectionRecord(
+        first.conn_id, first.user, last.transport, first.room, first.opened_ns, confirmed, last.closed_ns,
+        last.planned, last.reason,
+    )  # fmt: skip
+    for conn in span:
+        record.received.extend(conn.received)
+    return record
+
+
 def count_deliveries(
     messages: Sequence[SentMessage],
     connections: Sequence[ConnectionRecord],
     grace_ns: int,
     t0_ns: int = 0,
     max_samples: int = 20,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Expected, delivered, lost and misdelivered counts over a whole run, with lost samples."""
+    """Expected, delivered, lost and misdelivered counts over a whole run, with lost samples;
+    with ``resume`` per span of each user's connections (:func:`resume_spans`), not per connection."""
     index = _Index(messages)
     expected = delivered = delivered_expected = outside = misdelivered = unaccepted = unknown = 0
     lost_by: dict[str, int] = defaultdict(int)
     lost_pairs: list[tuple[ConnectionRecord, int]] = []
     misdelivered_samples: list[dict[str, Any]] = []
-    for conn in connections:
+    units = [span_record(span) for span in resume_spans(connections)] if resume else connections
+    for conn in units:
         received = set(conn.received)
         delivered += len(received)
         wanted = index.expected_for(conn, grace_ns)
@@ -214,7 +284,7 @@ def count_deliveries(
         sample = _describe(index.by_key[key], conn, t0_ns)
         # did the message reach anyone? (a message lost everywhere is a different bug from one
         # lost at one socket)
-        sample["received_by_connections"] = sum(1 for other in connections if key in other.received)
+        sample["received_by_connections"] = sum(1 for other in units if key in other.received)
         lost_samples.append(sample)
     return {
         "expected": expected,

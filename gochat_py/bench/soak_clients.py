@@ -13,6 +13,12 @@ member list *without* the user: only then is the old connection's leave recorded
 join's confirmation cannot come from a stale list that still named the user because of the old
 connection.
 
+With ``resume`` (``--resume``) every join carries ``since``: ``""`` on a user's first join (ids in
+the frames from then on), the id of the last message the user received on every rejoin, which
+stays in the same room; the user's dedup and order state then spans its connections, and each
+connection notes how many messages sent before it opened it received (its backlog) and when the
+last of them arrived (caught up).
+
 Protocol on the pipe (coordinator → client): ``("go",)`` starts the churn, ``("quiesce",)``
 stops it (connections stay open, pending rejoins finish), ``("stop",)`` ends the run.  Client →
 coordinator: ``("opening", opened, confirmed)`` while the first joins run, ``("connected",
@@ -38,7 +44,7 @@ import orjson
 
 from gochat_py.bench.clients import TcpClient, run_client_process
 from gochat_py.bench.framing import encode_stick
-from gochat_py.bench.soak_analysis import ConnectionRecord, ReceiverState, frame_soak_stamp
+from gochat_py.bench.soak_analysis import ConnectionRecord, ReceiverState, frame_id, frame_soak_stamp, gap_reason
 
 OP5_PREFIX = b'{"op":5,'
 PROGRESS_INTERVAL = 0.25
@@ -73,6 +79,7 @@ class SoakPlan:
     connect_concurrency: int = 64
     max_seconds: float = 3600.0
     seed: int = 0
+    resume: bool = False  # joins carry since; rejoins resume from the last id, in the same room
 
 
 @dataclass(eq=False)
@@ -131,6 +138,9 @@ class SoakWorker:
         self.dup_samples: list[dict[str, Any]] = []
         self.reorder_samples: list[dict[str, Any]] = []
         self.last_ns = 0
+        # --resume: per user slot, the id of the last message received and the dedup/order state
+        self.last_id: dict[int, str] = {}
+        self.user_states: dict[int, ReceiverState] = {}
 
     # ------------------------------------------------------------------ frames
 
@@ -150,7 +160,12 @@ class SoakWorker:
             return
         stamp = frame_soak_stamp(body)
         if stamp is None:
-            self.counts["other_frames"] += 1
+            reason = gap_reason(body)
+            if reason is None:
+                self.counts["other_frames"] += 1
+            else:
+                self.counts[f"gap_{reason}"] = self.counts.get(f"gap_{reason}", 0) + 1
+                live.record.gap = reason
             return
         if stamp.run_id != self.run_id:
             self.counts["foreign"] += 1
@@ -167,8 +182,18 @@ class SoakWorker:
             return
         record.received.append((stamp.sender << 32) | stamp.seq)
         self.counts["unique"] += 1
-        self.latencies_us.append((now - stamp.sent_ns) // 1000)
         self.last_ns = now
+        if self.plan.resume:
+            message_id = frame_id(body)
+            if message_id is not None:
+                self.last_id[record.user] = message_id
+            if stamp.sent_ns < record.opened_ns:  # sent while the user was away: catch-up, not latency
+                record.missed += 1
+                record.caught_up_ns = now
+            else:
+                self.latencies_us.append((now - stamp.sent_ns) // 1000)
+        else:
+            self.latencies_us.append((now - stamp.sent_ns) // 1000)
         if not in_order:
             self.counts["reordered"] += 1
             self.reordered_pairs.add((record.conn_id, stamp.sender))
@@ -227,14 +252,19 @@ class SoakWorker:
         self.next_conn += 1
         record = ConnectionRecord(conn_id, user.slot, transport, room, time.monotonic_ns())
         live = LiveConnection(record, user.user_id)
+        join: dict[str, Any] = {"authToken": user.token, "roomId": room}
+        if self.plan.resume:
+            join["since"] = self.last_id.get(user.slot, "")
+            record.resumed = bool(join["since"])
+            live.state = self.user_states.setdefault(user.slot, ReceiverState())
         self.live[conn_id] = live
         self.counts["connections"] += 1
         try:
             async with self.connect_limit:
                 if transport == "tcp":
-                    await self._open_tcp(live, user.token, conn_id)
+                    await self._open_tcp(live, join, conn_id)
                 else:
-                    await self._open_ws(live, user.token, conn_id)
+                    await self._open_ws(live, join, conn_id)
         except Exception as exc:
             self.counts["connect_failures"] += 1
             if len(self.errors) < MAX_ERRORS_KEPT:
@@ -243,7 +273,7 @@ class SoakWorker:
             return None
         return live
 
-    async def _open_ws(self, live: LiveConnection, token: str, conn_id: int) -> None:
+    async def _open_ws(self, live: LiveConnection, join: dict[str, Any], conn_id: int) -> None:
         from websockets.asyncio.client import connect
 
         ws = await connect(
@@ -255,7 +285,7 @@ class SoakWorker:
             close_timeout=2,
         )
         live.handle = ws
-        await ws.send(orjson.dumps({"authToken": token, "roomId": live.record.room}).decode())
+        await ws.send(orjson.dumps(join).decode())
         live.reader = asyncio.create_task(self._read_ws(conn_id, ws))
 
     async def _read_ws(self, conn_id: int, ws: Any) -> None:
@@ -269,7 +299,7 @@ class SoakWorker:
             code = exc.rcvd.code if exc.rcvd else 1006
             self._lost(conn_id, f"websocket closed {code} {exc.rcvd.reason if exc.rcvd else ''}".rstrip())
 
-    async def _open_tcp(self, live: LiveConnection, token: str, conn_id: int) -> None:
+    async def _open_tcp(self, live: LiveConnection, join: dict[str, Any], conn_id: int) -> None:
         loop = asyncio.get_running_loop()
         host, port = self.plan.tcp[conn_id % len(self.plan.tcp)]
         _, protocol = await asyncio.wait_for(
@@ -278,7 +308,7 @@ class SoakWorker:
         )
         live.handle = protocol
         assert protocol.transport is not None
-        protocol.transport.write(encode_stick(orjson.dumps({"authToken": token, "roomId": live.record.room, "op": 6})))
+        protocol.transport.write(encode_stick(orjson.dumps({**join, "op": 6})))
 
     async def _close(self, live: LiveConnection) -> None:
         """A planned close: the connection stops counting from this moment."""
@@ -293,7 +323,8 @@ class SoakWorker:
 
     def _retire(self, live: LiveConnection) -> None:
         if self.live.pop(live.record.conn_id, None) is not None:
-            live.state = ReceiverState()  # the dedup set is not needed any more
+            if not self.plan.resume:
+                live.state = ReceiverState()  # the dedup set is not needed any more (with resume: the user's)
             self.done.append(live.record)
         if live.reader is not None and not live.reader.done():
             live.reader.cancel()
@@ -325,7 +356,7 @@ class SoakWorker:
         while not self.stop.is_set():
             if not first:
                 self.counts["reconnects"] += 1
-                new_room = rng.choice(plan.rooms)
+                new_room = room if plan.resume else rng.choice(plan.rooms)
                 self.counts["room_changes"] += new_room != room
                 room = new_room
                 if rng.random() < plan.switch_transport and plan.tcp and plan.ws_url:

@@ -12,12 +12,17 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.e2e.harness import Cluster
 
 CLUSTER_MODULES = ("logic", "connect_websocket", "connect_tcp", "task", "api")
 
 
-def test_soak_with_churn(cluster: Cluster) -> None:
+@pytest.mark.parametrize("resume", [False, True], ids=["plain", "resume"])
+def test_soak_with_churn(cluster: Cluster, resume: bool) -> None:
+    """With ``--resume`` the users rejoin with ``since``, and what was sent while they were away
+    counts as expected."""
     tcp = ",".join(f"127.0.0.1:{port}" for port in cluster.tcp_ports)
     argv = [
         sys.executable, "-m", "gochat_py", "bench", "soak",
@@ -25,6 +30,7 @@ def test_soak_with_churn(cluster: Cluster) -> None:
         "--users", "20", "--rooms", "3", "--duration", "12", "--rate", "15", "--private-share", "0.3",
         "--churn-interval", "4", "--min-lifetime", "1", "--reconnect-delay", "0.2,1", "--switch-transport", "0.2",
         "--grace", "1", "--sample-interval", "2", "--drain-quiet", "2", "--no-progress",
+        *(["--resume"] if resume else []),
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
     assert done.stdout.strip(), f"no summary; stderr:\n{done.stderr[-3000:]}"
@@ -57,3 +63,12 @@ def test_soak_with_churn(cluster: Cluster) -> None:
         for key in ("rss_kib_start", "rss_kib_end", "cpu_s"):
             assert row[key] is not None, row
     assert s["rss_samples"]["t_s"] and s["rss_samples"]["kib"]
+    if resume:
+        figures = s["resume"]
+        assert figures["rejoins_with_since"] > 0, figures
+        assert churn["room_changes"] == 0
+        assert s["reordered"] == 0, context
+        for key in ("gaps", "missed_per_rejoin", "missed_total", "catch_up_ms", "catch_up_after_confirm_ms"):
+            assert key in figures, key
+    else:
+        assert "resume" not in s

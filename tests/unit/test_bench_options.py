@@ -120,3 +120,42 @@ def test_cli_exits_2_for_remote_target(capsys: pytest.CaptureFixture[str]) -> No
 
     assert main(["room", "--api", "http://192.168.0.1:7070"]) == 2
     assert "loopback" in capsys.readouterr().err
+
+
+def test_history_and_join_since_options() -> None:
+    args = build_parser().parse_args(["room", "--join-since", "--history", "on,off", "--repeat", "2"])
+    opts = options_from_args(args)
+    assert opts.join_since and opts.history == ["on", "off"] and opts.repeat == 2
+    plain = options_from_args(build_parser().parse_args(["room"]))
+    assert not plain.join_since and plain.history == [] and plain.repeat == 1
+    with pytest.raises(TargetError):
+        options_from_args(build_parser().parse_args(["room", "--history", "on,maybe"]))
+    with pytest.raises(TargetError):
+        options_from_args(build_parser().parse_args(["floor", "--history", "on,off"]))
+
+
+def test_join_body_carries_since_only_when_asked() -> None:
+    from gochat_py.bench.clients import SocketSpec, join_body
+
+    assert join_body(SocketSpec("t", 5)) == {"authToken": "t", "roomId": 5}
+    assert join_body(SocketSpec("t", 5, since="")) == {"authToken": "t", "roomId": 5, "since": ""}
+
+
+def test_history_comparison_table() -> None:
+    from gochat_py.bench.sweep import compare_markdown, compare_row, compare_table
+
+    def summary(rate: float, p99: float) -> dict:
+        return {"ok": True, "deliveries_per_s": rate, "latency_ms": {"p50": 1.0, "p99": p99, "max": 9.0},
+                "lost": 0, "duplicated": 0, "cpu_us_per_delivery": {"gochat_total": 2.0}}  # fmt: skip
+
+    rows = [
+        compare_row("on", 1, summary(900, 12)),
+        compare_row("off", 1, summary(1000, 10)),
+        compare_row("on", 2, summary(800, 14)),
+        compare_row("off", 2, summary(1000, 10)),
+    ]
+    table = compare_table(rows)
+    assert table["median"]["on"]["deliveries_per_s"] == 850 and table["median"]["off"]["p99_ms"] == 10
+    assert table["on_over_off"]["deliveries_per_s"] == 0.85 and table["on_over_off"]["p99_ms"] == 1.3
+    text = compare_markdown(rows)
+    assert text.count("\n") == 6 and "| on | 1 | 900 |" in text

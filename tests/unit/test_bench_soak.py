@@ -16,6 +16,7 @@ from gochat_py.bench.soak import (
     add_soak_arguments,
     check_soak_options,
     process_rows,
+    resume_figures,
     soak_options_from_args,
 )
 from gochat_py.bench.soak_analysis import (
@@ -24,15 +25,19 @@ from gochat_py.bench.soak_analysis import (
     SentMessage,
     count_deliveries,
     expected_window,
+    frame_id,
     frame_soak_stamp,
+    gap_reason,
     make_soak_stamp,
     message_key,
     parse_soak_stamp,
+    resume_spans,
     split_key,
 )
 from gochat_py.bench.soak_clients import LiveConnection, SoakPlan, SoakUser, SoakWorker
 from gochat_py.bench.stamp import parse_stamp
-from gochat_py.protocol.frames import OP_ROOM_SEND, Send, room_info_body
+from gochat_py.protocol.frames import OP_ROOM_SEND, Send, history_gap_body, room_info_body
+from gochat_py.protocol.message_id import with_id
 
 S = 1_000_000_000
 GRACE = 2 * S
@@ -138,6 +143,92 @@ def test_receiver_state_duplicates_and_reorders() -> None:
     assert state.receive(1, 1) == (True, False)  # 1 after 2: reordered
     assert state.receive(1, 2) == (False, True)  # duplicate
     assert state.receive(2, 0) == (True, True)  # another sender has its own order
+
+
+# ---------------------------------------------------------------------- resume (--resume)
+
+
+def resumed(record: ConnectionRecord) -> ConnectionRecord:
+    record.resumed = True
+    return record
+
+
+def test_resume_counts_what_was_sent_while_away() -> None:
+    """User 0 is away for m3..m5 and gets them when it rejoins with since: nothing lost."""
+    m = [room_msg(5, seq, 1, 10.5 + seq) for seq in range(8)]  # m0..m7 at 10.5 .. 17.5
+    k = [msg.key for msg in m]
+    first = conn(1, 0, 1, 10, 13.2, k[0], k[1], k[2])  # closed at 13.2: m3 (13.5) onwards missed
+    again = resumed(conn(2, 0, 1, 16.3, 0, k[3], k[4], k[5], k[6], k[7]))  # backlog m3..m5, then live
+    tally = count_deliveries(m, [first, again], GRACE, resume=True)
+    assert tally["expected"] == 8 and tally["delivered_expected"] == 8
+    assert tally["lost"] == 0 and tally["delivered_outside_window"] == 0
+    # counted connection by connection (no resume), m3..m5 were not expected anywhere, and m1, m2
+    # were answered within the grace of the first connection's close
+    plain = count_deliveries(m, [first, again], GRACE)
+    assert plain["lost"] == 0 and plain["expected"] == 1 + 2  # first: m0; again: m6, m7
+    assert plain["delivered_outside_window"] == 5
+
+
+def test_resume_a_message_missing_after_the_rejoin_is_lost() -> None:
+    m = [room_msg(5, seq, 1, 10.5 + seq) for seq in range(6)]
+    k = [msg.key for msg in m]
+    first = conn(1, 0, 1, 10, 13.2, k[0], k[1], k[2])
+    again = resumed(conn(2, 0, 1, 16.3, 0, k[3], k[5]))  # m4 never came
+    tally = count_deliveries(m, [first, again], GRACE, resume=True)
+    assert tally["lost"] == 1
+    assert [(s["sender"], s["seq"]) for s in tally["lost_samples"]] == [(5, 4)]
+
+
+def test_resume_spans_cut_at_a_join_without_since() -> None:
+    a = conn(1, 0, 1, 10, 12)
+    b = resumed(conn(2, 0, 1, 13, 15))
+    c = conn(3, 0, 1, 16, 18)  # no id to resume from: a new span
+    d = resumed(conn(4, 0, 2, 19, 0))  # another room: a new span too
+    other = conn(5, 1, 1, 10, 0)
+    spans = resume_spans([d, other, c, b, a])
+    assert sorted([x.conn_id for x in span] for span in spans) == [[1, 2], [3], [4], [5]]
+    # sent while away within span [1, 2] (12.5): expected; between the spans (15.5): not
+    m = [room_msg(5, 0, 1, 12.5), room_msg(5, 1, 1, 11), room_msg(5, 2, 1, 15.5)]
+    tally = count_deliveries(m, [a, b, c], GRACE, resume=True)
+    assert tally["expected"] == 2 and tally["lost"] == 2  # both in span [1, 2]: 11 and 12.5
+    tally = count_deliveries(m, [c], GRACE, resume=True)
+    assert tally["expected"] == 0
+
+
+def test_frame_id_and_gap_reason() -> None:
+    body = room_frame(5, 0)
+    assert frame_id(body) is None
+    tagged = with_id(body, "1700000000000-3")
+    assert frame_id(tagged) == "1700000000000-3"
+    assert frame_soak_stamp(tagged) == frame_soak_stamp(body)
+    assert gap_reason(history_gap_body("too_old")) == "too_old"
+    assert gap_reason(body) is None and gap_reason(room_info_body(10, {"1": "a"})) is None
+
+
+async def test_resume_worker_dedups_per_user_and_times_the_catch_up() -> None:
+    worker = make_worker()
+    worker.plan.resume = True
+    first = add_live(worker, 1, 0, 10)
+    first.state = worker.user_states.setdefault(0, ReceiverState())
+    worker.on_frame(1, with_id(room_frame(5, 0), "100-0"))
+    worker.on_frame(1, with_id(room_frame(5, 1), "101-0"))
+    assert worker.last_id[0] == "101-0"
+    worker._retire(first)
+    again = add_live(worker, 2, 0, 10)  # the rejoin, opened after the stamps' send time (1 ns)
+    again.record.opened_ns = 2
+    again.record.resumed = True
+    again.state = worker.user_states[0]
+    worker.on_frame(2, history_gap_body("too_old"))
+    worker.on_frame(2, with_id(room_frame(5, 1), "101-0"))  # already had it: a duplicate
+    worker.on_frame(2, with_id(room_frame(5, 2), "102-0"))  # missed while away
+    assert worker.counts["duplicated"] == 1 and worker.counts["unique"] == 3
+    assert worker.counts["gap_too_old"] == 1 and again.record.gap == "too_old"
+    assert again.record.missed == 1 and again.record.caught_up_ns > 0
+    assert len(worker.latencies_us) == 2  # the first connection's two; backlog is catch-up time, not latency
+    figures = resume_figures([first.record, again.record], {"reconnects": 1, "gap_too_old": 1})
+    assert figures["rejoins_with_since"] == 1 and figures["rejoins_without_since"] == 0
+    assert figures["gaps"] == {"too_old": 1} and figures["missed_total"] == 1
+    assert figures["catch_up_ms"]["count"] == 1
 
 
 # ---------------------------------------------------------------------- the client's frame handling
