@@ -79,6 +79,9 @@ class HistorySettings(Section):
     retention_days: float = Field(0, ge=0, description="days the database keeps a message (0 = for ever)")
     group: str = "gochat_history"
     batch_size: int = Field(512, ge=1, description="messages written to the database per transaction at most")
+    linger: float = Field(
+        0.1, ge=0, le=5, description="seconds a partial batch waits for more before it is written (0 = never)"
+    )
 
 
 class MetricsSettings(Section):
@@ -163,6 +166,9 @@ class TaskSettings(Section):
     batch_size: int = Field(256, ge=1)
     block_ms: int = Field(1000, ge=1)
     claim_idle: float = Field(5.0, gt=0, description="seconds before another task takes over a message")
+    leader_ttl: float = Field(
+        3.0, ge=0.3, description="seconds a task process that stopped answering keeps the right to deliver"
+    )
     trim_interval: float = Field(10.0, gt=0)
     linger: float = Field(
         0.005, ge=0, le=1, description="under load, seconds a partial batch waits for more entries (0 = never)"

@@ -65,7 +65,9 @@ class Outgoing:
     holders_key: str = ""  # a Redis hash whose field names (server ids) become the entry's "s"
     keep_in: tuple[str, ...] = ()  # conversation stores (Redis streams) that get the body too
     body: bytes = b""  # what the stores keep: the frame body
-    mark_key: str = ""  # set to "0-0" unless it exists (a private message's target: its inbox cursor)
+    # set, unless it exists, to the id just before this message's (a private message's target: its
+    # inbox cursor, which then says "nothing before this one is owed")
+    mark_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,14 @@ while i <= #ARGV do
   else
     id = redis.call('XADD', KEYS[1], '*', 'm', entry)
   end
-  if mark ~= '' then redis.call('SET', mark, '0-0', 'NX') end
+  if mark ~= '' and redis.call('EXISTS', mark) == 0 then
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+    if seq == '0' then
+      redis.call('SET', mark, string.format('%.0f', tonumber(ms) - 1) .. '-18446744073709551615')
+    else
+      redis.call('SET', mark, ms .. '-' .. string.format('%.0f', tonumber(seq) - 1))
+    end
+  end
   for k = 1, n do
     local store = ARGV[i + 4 + k]
     redis.call('XADD', store, 'MAXLEN', '~', size, id, 'm', body)

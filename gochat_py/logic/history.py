@@ -76,9 +76,9 @@ class HistoryReader:
         gap = ""
         after: Key | None = None
         if since is not None and since != "":
-            after = parse_id(since)
-            if after is None or after[0] > end[0] + MAX_SINCE_AHEAD_MS:
-                gap, after = GAP_UNKNOWN, None
+            after = known_id(since, queue_end)
+            if after is None:
+                gap = GAP_UNKNOWN
         merged: list[tuple[str, int, bytes]] = []
         if since is not None and since != "" and room_id > 0:
             room = await self.newest(Conversation.room(room_id), below, after, self.size + 1)
@@ -94,12 +94,22 @@ class HistoryReader:
         return Backlog(merged, gap)
 
 
+def known_id(since: str, queue_end: str) -> Key | None:
+    """``since`` as an id of ours, or None: not an id, or from the future (past the queue's last id,
+    beyond what the clocks of several Redis restarts could explain)."""
+    after = parse_id(since)
+    end = parse_id(queue_end) or ZERO
+    if after is None or after[0] > end[0] + MAX_SINCE_AHEAD_MS:
+        return None
+    return after
+
+
 def inbox_start(since: str | None, was_offline: bool, cursor: str) -> str | None:
     """Where a joining socket's private backlog starts: an id, "" for the first kept, None for none.
 
     A socket that resumes gets the private messages after its ``since``; a user who had no socket
-    open also gets the ones never delivered (after the inbox cursor: "0-0" once a private message
-    was sent to them, absent while none was), with or without ``since``.  A ``since`` that is not
+    open also gets the ones never delivered (after the inbox cursor, which is absent while no private
+    message was sent to them), with or without ``since``.  A ``since`` that is not
     an id gets what is kept.
     """
     after = parse_id(since) if since else None

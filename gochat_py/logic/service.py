@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from gochat_py.logic.admission import Admission
-from gochat_py.logic.history import HistoryReader, inbox_start
+from gochat_py.logic.history import HistoryReader, inbox_start, known_id
 from gochat_py.logic.member_lists import MemberLists
 from gochat_py.logic.passwords import Passwords
 from gochat_py.logic.sessions import NO_ROOM, Session, SessionStore, inbox_cursor_key, user_nodes_key
@@ -33,6 +33,7 @@ from gochat_py.protocol.frames import (
     OP_SINGLE_SEND,
     Send,
 )
+from gochat_py.protocol.join import BAD_SINCE
 from gochat_py.protocol.message_id import parse_id, with_id
 from gochat_py.protocol.queue_message import OP_DISCONNECT_USER, QueueMessage
 from gochat_py.queue import MessageQueue, Outgoing
@@ -294,6 +295,8 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         if self.history is None:
             return reply
         since = request.since if request.resume else None
+        if since and known_id(since, joined.queue_end) is None:
+            since = BAD_SINCE  # every read below treats it as unknown, none sends it to Redis
         start = inbox_start(since, joined.was_offline, joined.inbox_cursor)
         if since is not None or start is not None:
             backlog = await self.history.backlog(since, joined.queue_end, request.room_id, session.user_id, start)

@@ -150,7 +150,8 @@ class Joined:
 
 
 def inbox_cursor_key(user_id: int) -> str:
-    """The newest private message delivered to the user; "0-0" once one was sent, none before."""
+    """The newest private message delivered to the user: set just below the first one sent to them
+    (queue.Outgoing.mark_key), absent while none was."""
     return f"gochat_inbox_cursor_{user_id}"
 
 

@@ -11,6 +11,7 @@ one stream and its ids keep their order.
 from __future__ import annotations
 
 MAX_ID_LENGTH = 41  # two unsigned 64-bit integers and the dash
+MAX_PART = 2**64 - 1  # Redis refuses stream ids past it
 ZERO = (0, 0)
 
 
@@ -21,7 +22,8 @@ def parse_id(text: object) -> tuple[int, int] | None:
     ms, dash, seq = text.partition("-")
     if not dash or not (ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()):
         return None
-    return int(ms), int(seq)
+    key = int(ms), int(seq)
+    return key if key[0] <= MAX_PART and key[1] <= MAX_PART else None
 
 
 def format_id(key: tuple[int, int]) -> str:

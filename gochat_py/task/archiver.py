@@ -58,6 +58,17 @@ class HistoryWriter:
         self.stopping = asyncio.Event()
         self.written = 0
 
+    async def _read_batch(self, batch: int) -> list[Entry]:
+        """A blocking read; a partial batch then waits ``linger`` for more, so that the database
+        sees a few large transactions a second rather than one per message (each commit syncs
+        the disk).  Nothing waits for the writer: history is read from Redis first."""
+        entries = await self.queue.read(self.name, batch, self.settings.task.block_ms)
+        linger = self.settings.history.linger
+        if entries and linger and len(entries) < batch:
+            await asyncio.sleep(linger)
+            entries += await self.queue.read(self.name, batch - len(entries), None)
+        return entries
+
     async def run(self) -> None:
         """Loops until :attr:`stopping` is set; the batch in hand is always written first."""
         task = self.settings.task
@@ -78,7 +89,7 @@ class HistoryWriter:
                         next_claim = now + task.claim_idle / 2
                         unwritten = await self.queue.claim_stale(self.name, claim_idle_ms, batch)
                     if not unwritten:
-                        unwritten = await self.queue.read(self.name, batch, task.block_ms)
+                        unwritten = await self._read_batch(batch)
                     if now >= next_retention and self.settings.history.retention_days > 0:
                         next_retention = now + RETENTION_INTERVAL
                         gone = await self.archive.forget_older_than(self.settings.history.retention_days)

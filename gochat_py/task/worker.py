@@ -23,19 +23,31 @@ from gochat_py.storage.archive import Archive
 from gochat_py.storage.redis import make_redis
 from gochat_py.storage.sql import make_engine
 from gochat_py.task.archiver import HistoryWriter
+from gochat_py.task.leader import Leadership
 from gochat_py.task.router import Router
 
 log = logging.getLogger("gochat.task")
 STATS_INTERVAL = 60.0
 REDIS_RETRY_MIN, REDIS_RETRY_MAX = 0.2, 2.0  # seconds between attempts while Redis is down
+TAKEOVER_LIMIT = 100_000  # pending entries a new lease holder takes over at once, at most
+LEASE_KEY = "gochat_task_lease"
 
 
 class Consumer:
-    def __init__(self, queue: MessageQueue, router: Router, settings: Settings, name: str) -> None:
+    def __init__(
+        self,
+        queue: MessageQueue,
+        router: Router,
+        settings: Settings,
+        name: str,
+        leadership: Leadership | None = None,
+    ) -> None:
+        """``leadership``: deliver only while this process holds the task lease (None: always)."""
         self.queue = queue
         self.router = router
         self.task_settings = settings.task
         self.name = name
+        self.leadership = leadership
         self.stopping = asyncio.Event()
         # every group that reads the queue: it is trimmed only past what all of them are done with
         self.groups = [settings.queue.group] + ([settings.history.group] if settings.history.enabled else [])
@@ -53,6 +65,8 @@ class Consumer:
                     # the history writer's group too: a trim before it existed would drop its entries
                     await self.queue.ensure_group(*self.groups[1:])
                     group_ready = True
+                if not await self._may_deliver():
+                    continue
                 now = time.monotonic()
                 if now >= next_claim:
                     next_claim = now + settings.claim_idle / 2
@@ -77,6 +91,22 @@ class Consumer:
                 group_ready = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, REDIS_RETRY_MAX)
+
+    async def _may_deliver(self) -> bool:
+        """True while this process delivers.  A standby waits; a new holder of the lease first
+        delivers what its predecessor left pending, oldest first."""
+        lease = self.leadership
+        if lease is None:
+            return True
+        if not lease.leading:
+            await asyncio.sleep(min(0.2, lease.ttl / 6))
+            return False
+        if lease.taken_over.is_set():
+            lease.taken_over.clear()
+            left = await self.queue.claim_stale(self.name, 0, TAKEOVER_LIMIT)
+            for start in range(0, len(left), self.task_settings.batch_size):
+                await self._process(left[start : start + self.task_settings.batch_size])
+        return True
 
     async def _read_batch(self) -> list[Entry]:
         """A blocking read.  Under load (the read found more than one entry waiting) a partial
@@ -117,11 +147,13 @@ async def serve(settings: Settings) -> None:
     clients = ConnectClients(watcher)
     redis = make_redis(settings.redis)
     name = settings.task.consumer or f"{socket.gethostname()}-{os.getpid()}"
+    leadership = Leadership(redis, LEASE_KEY, name, settings.task.leader_ttl)
     consumer = Consumer(
         MessageQueue(redis, settings.queue),
         Router(clients, settings.rpc.timeout),
         settings,
         name,
+        leadership,
     )
     writer: HistoryWriter | None = None
     if settings.history.enabled:
@@ -133,6 +165,7 @@ async def serve(settings: Settings) -> None:
 
     # Consuming before discovery has answered would route room messages to nobody (§12.31).
     await watcher.ready.wait()
+    leadership.start()
     loop_task = asyncio.create_task(consumer.run(), name="consumer")
     loops = {loop_task}
     if writer is not None:
@@ -153,6 +186,7 @@ async def serve(settings: Settings) -> None:
         log.warning("a loop did not finish in time; its entries stay pending for another task")
         for unfinished in late:
             unfinished.cancel()
+    await leadership.stop()
     consumer._log_stats()
     if writer is not None:
         log.info("history writer stats", extra=kv(written=writer.written))

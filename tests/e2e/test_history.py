@@ -14,9 +14,10 @@ import redis
 from gochat_py.protocol.tcp_frame import FrameDecoder, encode_frame
 from tests.e2e.harness import ApiClient, Cluster, WsClient, eventually, op_is
 
-# A small hot store, so that "more was missed than is kept" is cheap to reach.
-CLUSTER_ENV = {"GOCHAT_HISTORY__SIZE": "20"}
-HOT_SIZE = 20
+# A small hot store, so that "more was missed than is kept" is cheap to reach (but larger than what
+# the resuming clients here miss while away).
+CLUSTER_ENV = {"GOCHAT_HISTORY__SIZE": "150"}
+HOT_SIZE = 150
 
 
 def unique(prefix: str) -> str:
@@ -126,8 +127,10 @@ async def test_resume_under_a_running_sender_loses_and_repeats_nothing(cluster: 
         received: list[dict[str, Any]] = []
         since = ""
         running: asyncio.Task[None] | None = None
+        clients: list[WsClient] = []
         for _ in range(6):
             client = await WsClient(cluster.ws_url).join(bob, room, since=since)
+            clients.append(client)
             if running is None:  # "since": "" means from now on: send once the first join is in
                 await client.next_frame(op_is(5))
                 running = asyncio.create_task(sender())
@@ -148,6 +151,7 @@ async def test_resume_under_a_running_sender_loses_and_repeats_nothing(cluster: 
         await last.close()
         received += msgs(last, 3)
     texts = [m["msg"] for m in received]
+    assert not any(b.get("op") == 7 for c in clients for b in map(body, c.seen)), "a gap: nothing was tested"
     assert len(sent) > 50
     repeated = [t for t in texts if texts.count(t) > 1]
     assert texts == sent, f"lost {set(sent) - set(texts)}, repeated {repeated}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gochat_py.connect.hub import Channel, Hub, Run
-from gochat_py.logic.history import HistoryReader, inbox_start
+from gochat_py.logic.history import HistoryReader, inbox_start, known_id
 from gochat_py.protocol.join import BAD_SINCE, Join, parse_join
 from gochat_py.protocol.message_id import format_id, parse_id, with_id
 from gochat_py.protocol.tcp_frame import parse_client_message
@@ -181,3 +181,12 @@ def test_a_held_channel_keeps_everything_back_until_released() -> None:
     hub.hold(channel)
     hub.remove(channel)  # a join refused while held: nothing stays counted
     assert hub.holding == 0
+
+
+def test_ids_past_what_redis_takes_are_not_ids() -> None:
+    assert parse_id("18446744073709551615-18446744073709551615") == (2**64 - 1, 2**64 - 1)
+    assert parse_id("18446744073709551616-0") is None
+    assert parse_id("0-18446744073709551616") is None
+    assert known_id("5-0", "5-0") == (5, 0)
+    assert known_id("18446744073709551615-0", "5-0") is None  # from the future
+    assert known_id("garbage", "5-0") is None
