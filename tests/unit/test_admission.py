@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any
 
 from gochat_py.logic.admission import Admission
 from gochat_py.queue import GroupState
-
-
-class Clock:
-    """A fake monotonic clock: it moves only when the test (or a reading) moves it."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.fakes import Clock, returns_at_once
 
 
 class Reader:
@@ -38,16 +27,6 @@ class Reader:
         if self.clock is not None:
             self.clock.now += self.step
         return self.states.pop(0) if len(self.states) > 1 else self.states[0]
-
-
-def returns_at_once(call: Coroutine[Any, Any, None]) -> bool:
-    """True if the call finishes without waiting for anything (it never suspends)."""
-    try:
-        call.send(None)
-    except StopIteration:
-        return True
-    call.close()
-    return False
 
 
 async def test_a_push_is_admitted_at_once_below_the_limit() -> None:

@@ -15,6 +15,7 @@ from gochat_py.config import EtcdSettings
 from gochat_py.discovery import TOKEN_RENEWAL_MIN, EtcdClient, Node, ServiceWatcher, encode_value
 from gochat_py.logic import reaper
 from gochat_py.logic.reaper import reap_dead_nodes
+from tests.unit.fakes import Clock
 
 SETTINGS = EtcdSettings(lease_ttl=8)
 PREFIX = "/gochat_srv/ConnectRpc/"
@@ -51,21 +52,8 @@ class FakeEtcd:
         return listing
 
 
-class Clock:
-    """A fake monotonic clock: it moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def watcher_on(etcd: FakeEtcd, clock: Clock | None = None) -> ServiceWatcher:
-    return ServiceWatcher(etcd, SETTINGS, "ConnectRpc", clock=clock or Clock())  # type: ignore[arg-type]
+    return ServiceWatcher(etcd, SETTINGS, "ConnectRpc", clock=clock or Clock(1000.0))  # type: ignore[arg-type]
 
 
 async def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
@@ -91,7 +79,7 @@ async def test_a_node_that_leaves_while_etcd_is_healthy_is_dropped_at_once() -> 
 
 
 async def test_nodes_are_kept_while_etcd_is_away_and_for_a_lease_after_it_comes_back_empty() -> None:
-    etcd, clock = FakeEtcd(), Clock()
+    etcd, clock = FakeEtcd(), Clock(1000.0)
     etcd.put("10.0.0.1:1", "ws-a")
     watcher = watcher_on(etcd, clock)
     await watcher._relist()
@@ -169,7 +157,7 @@ class FakeWatcher:
 async def test_the_reaper_purges_a_missing_node_after_the_grace_and_never_while_unsettled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     monkeypatch.setattr(reaper, "time", SimpleNamespace(monotonic=clock))  # the reaper's clock only
     live = {"10.0.0.1:1": Node("10.0.0.1:1", "ws-a", "ws")}
     watcher = FakeWatcher({**live, "10.0.0.2:1": Node("10.0.0.2:1", "ws-b", "ws")}, settled=False)
@@ -216,7 +204,7 @@ class FakeAuth:
 
 
 def authenticated_client(clock: Clock | None = None) -> tuple[EtcdClient, FakeAuth]:
-    client = EtcdClient(host="127.0.0.1", port=1, username="gochat", password="secret", clock=clock or Clock())
+    client = EtcdClient(host="127.0.0.1", port=1, username="gochat", password="secret", clock=clock or Clock(1000.0))
     auth = FakeAuth()
     client.auth_stub = auth
     client.metadata = (("token", "token-0"),)
@@ -225,7 +213,7 @@ def authenticated_client(clock: Clock | None = None) -> tuple[EtcdClient, FakeAu
 
 
 async def test_a_refused_token_is_renewed_once_for_every_loop_that_saw_the_refusal() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     client, auth = authenticated_client(clock)
     refused = aetcd.exceptions.UnauthenticatedError("etcdserver: invalid auth token")
     for _ in range(3):  # the keep-alive and two watchers, all refused at once

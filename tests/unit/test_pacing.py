@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
 from gochat_py.connect import pacing
 from gochat_py.connect.pacing import LagSample, Pacer
+from tests.unit.fakes import Clock, returns_at_once
 
 
 def test_a_member_s_first_answer_sets_its_floor_and_shows_no_lag() -> None:
@@ -104,19 +104,6 @@ class FakeProbe:
         self.waiting.clear()
 
 
-class Clock:
-    """A fake monotonic clock: it moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 LIMIT = 0.02
 
 
@@ -141,16 +128,6 @@ async def tick(pacer: Pacer, clock: Clock, busy: bool = True, seconds: float = p
 async def answer(probe: FakeProbe, rtt: float) -> None:
     probe.answer(rtt)
     await asyncio.sleep(0)  # the answers' callbacks run
-
-
-def returns_at_once(call: Coroutine[Any, Any, None]) -> bool:
-    """True if the call finishes without waiting for anything (it never suspends)."""
-    try:
-        call.send(None)
-    except StopIteration:
-        return True
-    call.close()
-    return False
 
 
 async def behind(pacer: Pacer, probe: FakeProbe, clock: Clock) -> None:

@@ -23,21 +23,14 @@ from gochat_py.queue import Entry
 from gochat_py.task import worker
 from gochat_py.task.router import RouteStats
 from gochat_py.task.worker import Consumer
+from tests.unit.fakes import Clock
 
 CLAIM_IDLE, TRIM_INTERVAL, BATCH = 4.0, 10.0, 8
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
+    fake = Clock(1000.0)
     monkeypatch.setattr(worker, "time", types.SimpleNamespace(monotonic=fake.monotonic))
     return fake
 
