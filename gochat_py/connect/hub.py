@@ -49,6 +49,10 @@ class Run:
         """The run less the kept messages up to ``floor``."""
         return b"".join(i[2] if ids else i[1] for i in self.items if i[0] is None or i[0] > floor)
 
+    def without(self, keys: set[Key]) -> bytes:
+        """The run (without ids) less the messages in ``keys``."""
+        return b"".join(i[1] for i in self.items if i[0] is None or i[0] not in keys)
+
 
 class Channel:
     """One client socket's outbound side.

@@ -18,7 +18,7 @@ import grpc
 from gochat_py import metrics
 from gochat_py.config import ConnectNodeSettings, Settings
 from gochat_py.connect.dedup import RecentIds
-from gochat_py.connect.hub import Channel, Hub
+from gochat_py.connect.hub import Channel, Hub, Key
 from gochat_py.connect.pacing import Pacer, Probe
 from gochat_py.connect.service import ConnectService, unchanged
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
@@ -146,11 +146,17 @@ class ConnectNode:
 
     def _catch_up(self, channel: Channel, reply: logic_pb.ConnectReply) -> None:
         """Writes the gap notice and the backlog, then the frames held meanwhile, less the kept
-        messages among them that the backlog covers (ids up to ``backlog_end``)."""
+        messages the backlog has.
+
+        A socket that resumed drops every kept message up to ``backlog_end`` (it has them from
+        the backlog, or from before ``since``), now and when task delivers one late.  A v1 socket
+        drops only the backlog's own messages: it sees live frames as it always did.
+        """
         held = self.hub.release(channel)
         out: list[bytes] = []
         if channel.ids and reply.gap:
             out.append(self.encode(history_gap_body(reply.gap)))
+        sent: set[Key] = set()
         for message in reply.backlog:
             try:
                 out.append(self.encode(with_id(message.body, message.id) if channel.ids else message.body))
@@ -158,17 +164,20 @@ class ConnectNode:
                 continue  # too large for this transport (a TCP frame)
             if message.op == OP_SINGLE_SEND:
                 self.service.note_private(channel.user_id, message.id)
+            if (key := parse_id(message.id)) is not None:
+                sent.add(key)
         metrics.BACKLOG_SENT.inc(len(reply.backlog))
-        end = parse_id(reply.backlog_end) if reply.backlog_end else None
+        end = parse_id(reply.backlog_end) if channel.ids and reply.backlog_end else None
         for entry in held:
             if isinstance(entry, bytes):
                 out.append(entry)
             elif end is not None:
-                out.append(entry.after(end, channel.ids))
+                out.append(entry.after(end, True))
+            elif sent:
+                out.append(entry.without(sent))
             else:
                 out.append(entry.with_ids if channel.ids else entry.data)
-        if channel.ids:
-            channel.floor = end  # task may still deliver some of the backlog late
+        channel.floor = end  # task may still deliver some of the backlog late
         if out:
             channel.push(b"".join(out))
 

@@ -229,6 +229,19 @@ async def registered(cluster: Cluster) -> set[str]:
         await client.close()
 
 
+def consumer_of(process: ManagedProcess) -> str:
+    """The consumer name a task process reads under (worker.serve's default)."""
+    return f"{socket.gethostname()}-{process.pid}"
+
+
+def lease_holder(cluster: Cluster, db: redis.Redis) -> ManagedProcess:
+    """The task process that delivers: its consumer name is in the task lease."""
+    holder = db.get("gochat_task_lease")
+    assert holder, "no task process holds the lease"
+    tasks = [p for p in cluster.system.modules if p.name.startswith("task") and p.running()]
+    return next(p for p in tasks if consumer_of(p) == holder.decode())
+
+
 def scrape(cluster: Cluster, module: str) -> dict[str, float]:
     """The module's Prometheus metrics as {'name{labels}': value}, found through the port it logged."""
     (process,) = cluster.processes(module)

@@ -21,7 +21,17 @@ import redis
 
 from gochat_py.client.tcp import TcpClient
 from gochat_py.launcher import ManagedProcess
-from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, eventually, free_port, op_is, scrape
+from tests.e2e.harness import (
+    ApiClient,
+    Cluster,
+    Infra,
+    WsClient,
+    eventually,
+    free_port,
+    lease_holder,
+    op_is,
+    scrape,
+)
 
 CLUSTER_ENV = {"GOCHAT_ETCD__LEASE_TTL": "3", "GOCHAT_TASK__CLAIM_IDLE": "1"}
 CLUSTER_MODULES = ("logic", "connect_websocket", "connect_tcp", "task", "api")
@@ -81,8 +91,10 @@ async def _load(
 
 
 async def test_sigterm_of_a_task_process_mid_stream_delivers_everything_once(cluster: Cluster, infra: Infra) -> None:
-    stopping = cluster.start_module("task", name="task_2")
+    standby = cluster.start_module("task", name="task_2")
     db = redis.Redis.from_url(f"redis://{infra.redis_address}/{cluster.db}")
+    stopping = lease_holder(cluster, db)  # the one that delivers; the standby takes over from it
+    assert stopping is not standby
     room = random.randint(10**6, 10**9)
     async with ApiClient(cluster.api_url) as api:
         token = await api.register(unique("tina"))

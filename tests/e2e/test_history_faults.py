@@ -14,7 +14,6 @@ import asyncio
 import json
 import random
 import signal
-import socket
 import sqlite3
 import time
 import uuid
@@ -29,7 +28,16 @@ import websockets
 
 from gochat_py.launcher import ManagedProcess
 from gochat_py.protocol.tcp_frame import FrameDecoder, encode_frame
-from tests.e2e.harness import ApiClient, Cluster, Infra, eventually, free_port, running_infra
+from tests.e2e.harness import (
+    ApiClient,
+    Cluster,
+    Infra,
+    consumer_of,
+    eventually,
+    free_port,
+    lease_holder,
+    running_infra,
+)
 
 CLUSTER_ENV = {
     "GOCHAT_TASK__CLAIM_IDLE": "1",
@@ -55,11 +63,6 @@ def unique(prefix: str) -> str:
 def id_key(message_id: str) -> tuple[int, int]:
     ms, _, seq = message_id.partition("-")
     return int(ms), int(seq)
-
-
-def consumer_of(process: ManagedProcess) -> str:
-    """The consumer name a task process reads under (worker.serve's default)."""
-    return f"{socket.gethostname()}-{process.pid}"
 
 
 def held_by(db: redis.Redis, group: str, consumer: str) -> int:
@@ -345,7 +348,7 @@ async def test_sigkill_of_a_task_mid_batch_resuming_clients_get_everything_once(
         sender = Sender(api, alice, room, to_user=bob_id)
         sending = asyncio.create_task(sender.run())
         await eventually(lambda: all(len(c.received) >= 40 for c in clients), 60, "traffic before the kill")
-        victim = _lease_holder(cluster, db)
+        victim = lease_holder(cluster, db)
         assert victim is not standby  # the first task holds the lease
         held = await _stop_until_holding(db, victim, TASK_GROUP, room)
         victim.kill()
@@ -358,14 +361,6 @@ async def test_sigkill_of_a_task_mid_batch_resuming_clients_get_everything_once(
     for client in clients:
         client.check_exactly_once(sender)
     alive(cluster, victim)
-
-
-def _lease_holder(cluster: Cluster, db: redis.Redis) -> ManagedProcess:
-    """The task process that delivers: its consumer name is in the task lease."""
-    holder = db.get("gochat_task_lease")
-    assert holder, "no task process holds the lease"
-    tasks = [p for p in cluster.system.modules if p.name.startswith("task") and p.running()]
-    return next(p for p in tasks if consumer_of(p) == holder.decode())
 
 
 async def _history_pages(api: ApiClient, token: str, room: int) -> list[str]:

@@ -190,3 +190,9 @@ def test_ids_past_what_redis_takes_are_not_ids() -> None:
     assert known_id("5-0", "5-0") == (5, 0)
     assert known_id("18446744073709551615-0", "5-0") is None  # from the future
     assert known_id("garbage", "5-0") is None
+
+
+def test_a_v1_socket_loses_only_the_backlogs_own_messages_from_what_was_held() -> None:
+    run = run_of("1-0", None, "2-0", "3-0")
+    assert run.without({(2, 0)}) == b"[f1-0][p][f3-0]"
+    assert run.without(set()) == run.data
