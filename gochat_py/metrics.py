@@ -28,6 +28,9 @@ MESSAGES_IN = Counter("gochat_messages_in", "messages accepted onto the queue, b
 DELIVERED = Counter("gochat_queue_delivered", "queue entries delivered by task, by op", ["op"], registry=REGISTRY)
 QUEUE_PENDING = Gauge("gochat_queue_pending", "entries read by task but not acknowledged", registry=REGISTRY)
 QUEUE_LAG = Gauge("gochat_queue_lag", "entries in the queue no task has read yet", registry=REGISTRY)
+API_IN_FLIGHT = Gauge(
+    "gochat_api_requests_in_flight", "requests the api is handling (inside their handlers)", registry=REGISTRY
+)
 ARCHIVED = Counter("gochat_history_archived", "messages written to the database by task", registry=REGISTRY)
 BACKLOG_SENT = Counter(
     "gochat_backlog_frames", "kept messages sent to joining sockets (resume, offline delivery)", registry=REGISTRY

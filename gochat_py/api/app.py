@@ -39,6 +39,7 @@ from gochat_py.api.push_batcher import PushBatcher
 from gochat_py.api.ratelimit import LOGIN, PUSH, REGISTER, ApiLimits, too_many_requests
 from gochat_py.config import ApiSettings
 from gochat_py.logs import kv
+from gochat_py.metrics import API_IN_FLIGHT
 from gochat_py.rpc import logic_pb2 as pb
 from gochat_py.rpc.client import LogicClient, RpcError
 
@@ -97,7 +98,8 @@ async def cors_and_errors(request: web.Request, handler: Handler) -> web.StreamR
         response: web.StreamResponse = fail(MSG_NOT_FOUND)
     else:
         try:
-            response = await handler(request)
+            with API_IN_FLIGHT.track_inprogress():
+                response = await handler(request)
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
             response = fail(MSG_NOT_FOUND)
         except web.HTTPRequestEntityTooLarge:

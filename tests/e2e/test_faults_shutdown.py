@@ -190,20 +190,6 @@ async def test_sigterm_of_a_logic_process_finishes_the_calls_it_is_serving(clust
     assert _logged(stopping, "user registered"), "no registration ran on the stopping process: nothing was tested"
 
 
-def _fully_read(port: int, count: int) -> bool:
-    """True when ``count`` connections to the local ``port`` are established and the server has
-    read everything they sent (the receive queue is empty): their requests are in the handlers."""
-    established = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, state, queues = fields[1], fields[3], fields[4]
-        if int(local.split(":")[1], 16) == port and state == "01":
-            if int(queues.split(":")[1], 16):
-                return False
-            established += 1
-    return established >= count
-
-
 async def test_sigterm_of_an_api_process_completes_the_requests_in_flight(cluster: Cluster, infra: Infra) -> None:
     port = free_port()
     stopping = cluster.start_module("api", name="api_2", GOCHAT_API__BIND=f"127.0.0.1:{port}")
@@ -222,13 +208,15 @@ async def test_sigterm_of_an_api_process_completes_the_requests_in_flight(cluste
                 asyncio.create_task(api.post("/push/pushRoom", {"authToken": token, "msg": t, "roomId": room}))
                 for t in texts
             ]
-            await eventually(lambda: _fully_read(port, len(texts)), 5, "requests read by api")
             # Read is not yet handled: aiohttp starts a request's handler on a later turn of its
             # loop, and a shutdown in between closes that connection (the client sees a
-            # disconnect, never a false success). Handlers start within milliseconds; this test is
-            # about requests in them, so give them a generous moment (seen failing once on CI),
-            # well inside the RPC deadline their logic calls run against.
-            await asyncio.sleep(0.5)
+            # disconnect, never a false success). This test is about requests inside handlers:
+            # wait until the api says all of them are.
+            await eventually(
+                lambda: scrape(cluster, "api_2").get("gochat_api_requests_in_flight", 0) >= len(texts),
+                10,
+                "requests inside the api's handlers",
+            )
             stopping.signal(signal.SIGTERM)
             await eventually(lambda: _logged(stopping, "msg=stopping"), 5, "api stopping")
         finally:
