@@ -213,27 +213,64 @@ async def test_private_messages_to_an_offline_user_arrive_once_when_they_join(cl
         await again.close()
 
 
+class TcpJoin:
+    """A raw TCP client: joins with op 6 (``extra`` fields added) and decodes the frames it gets."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.port = cluster.tcp_ports[0]
+        self.frames: list[dict[str, Any]] = []
+
+    async def join(self, token: str, room: int, **extra: Any) -> TcpJoin:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.write(encode_frame(json.dumps({"op": 6, "authToken": token, "roomId": room, **extra}).encode()))
+        self.decoder = FrameDecoder()
+        return self
+
+    async def until(self, done: Any, timeout: float = 10) -> list[dict[str, Any]]:
+        async def read() -> None:
+            while not done(self.frames):
+                data = await self.reader.read(65536)
+                assert data, "connection closed"
+                self.frames.extend(json.loads(p) for p in self.decoder.feed(data) if p != b"ping msg")
+
+        await asyncio.wait_for(read(), timeout)
+        return self.frames
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def test_offline_private_messages_reach_a_tcp_client_too(cluster: Cluster) -> None:
     async with ApiClient(cluster.api_url) as api:
         alice = await api.register(unique("alice"))
         bob = await api.register(unique("bob"))
         bob_id = await api.user_id(bob)
         await send_private(api, alice, bob_id, "to tcp")
-        reader, writer = await asyncio.open_connection("127.0.0.1", cluster.tcp_ports[0])
-        writer.write(encode_frame(json.dumps({"op": 6, "authToken": bob, "roomId": 5, "since": ""}).encode()))
-        decoder = FrameDecoder()
-        frames: list[dict[str, Any]] = []
-
-        async def read_until_private() -> None:
-            while not any(f.get("op") == 2 for f in frames):
-                data = await reader.read(65536)
-                assert data, "connection closed"
-                frames.extend(json.loads(p) for p in decoder.feed(data) if p != b"ping msg")
-
-        await asyncio.wait_for(read_until_private(), 10)
+        client = await TcpJoin(cluster).join(bob, 5, since="")
+        frames = await client.until(lambda fs: any(f.get("op") == 2 for f in fs))
         private = [f for f in frames if f.get("op") == 2]
         assert private[0]["msg"] == "to tcp" and "id" in private[0]
-        writer.close()
+        client.close()
+
+
+async def test_a_tcp_client_resumes_with_since_in_its_op_6_payload(cluster: Cluster) -> None:
+    room = new_room()
+    async with ApiClient(cluster.api_url) as api:
+        alice = await api.register(unique("alice"))
+        bob = await api.register(unique("bob"))
+        first = await TcpJoin(cluster).join(bob, room, since="")
+        await first.until(lambda fs: any(f.get("op") == 5 for f in fs))
+        await send_room(api, alice, room, "seen")
+        seen = [f for f in await first.until(lambda fs: any(f.get("op") == 3 for f in fs)) if f.get("op") == 3]
+        first.close()
+        for n in range(3):
+            await send_room(api, alice, room, f"missed-{n}")
+        again = await TcpJoin(cluster).join(bob, room, since=seen[0]["id"])
+        await send_room(api, alice, room, "live")
+        frames = await again.until(lambda fs: any(f.get("msg") == "live" for f in fs))
+        assert [f["msg"] for f in frames if f.get("op") == 3] == ["missed-0", "missed-1", "missed-2", "live"]
+        assert all("id" in f for f in frames if f.get("op") == 3)
+        again.close()
 
 
 async def test_history_pages_newest_first_and_private_history_both_ways(cluster: Cluster) -> None:
