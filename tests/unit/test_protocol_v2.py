@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,10 @@ from gochat_py.protocol.v2_client import (
     parse_server_message,
 )
 from gochat_py.protocol.v2_codes import (
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN,
     MAX_CID,
     ErrorCode,
 )
@@ -173,6 +178,7 @@ def test_hello_over_tcp_is_the_payload_of_a_v1_frame() -> None:
     payloads = [p for i in range(len(stream)) for p in decoder.feed(stream[i : i + 1])]
     assert parse_hello(payloads[0]) == Hello(v=2, auth_token="tok")
     assert parse_command(payloads[1]) == Ping(cid=1)
+    assert encode_frame(encode_hello("q3v...Q="))[:4] == bytes.fromhex("76310022")  # as docs/protocol.md shows
 
 
 # ---- commands --------------------------------------------------------------------------------
@@ -550,3 +556,29 @@ def test_schema_check_reports_a_stale_file(tmp_path: Path) -> None:
     assert v2_schema.main(["--check", "--output", str(stale)]) == 1
     assert v2_schema.main(["--output", str(stale)]) == 0
     assert v2_schema.main(["--check", "--output", str(stale)]) == 0
+
+
+def _v2_part() -> str:
+    text = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    return text[text.index("# Protocol v2") :]
+
+
+def test_every_json_line_in_the_v2_documentation_is_a_valid_message() -> None:
+    blocks = re.findall(r"```json\n(.*?)```", _v2_part(), flags=re.S)
+    lines = [line.split("  ")[0] for block in blocks for line in block.splitlines() if line.startswith("{")]
+    assert len(lines) > 20
+    for line in lines:
+        body = json.loads(line)
+        assert schema_accepts(check_client, body) or schema_accepts(check_server, body), line
+
+
+def test_the_documentation_names_every_code_command_and_event() -> None:
+    text = _v2_part()
+    for code in ErrorCode:
+        assert re.search(rf"\|\s*{int(code)}\s*\|\s*`{code.name.lower()}`", text), code
+    for close in (CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN):
+        assert str(close) in text
+    for name in COMMANDS:
+        assert f'"cmd":"{name}"' in text, name
+    for kind in ("welcome", "message", "join", "leave", "typing", "gap", "session_ended"):
+        assert f'"type":"{kind}"' in text, kind
