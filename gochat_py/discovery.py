@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import time
@@ -25,7 +26,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import aetcd
 
-from gochat_py.config import EtcdSettings, split_host_port
+from gochat_py.config import ConfigError, EtcdSettings, split_host_port
 from gochat_py.logs import kv
 
 log = logging.getLogger("gochat.discovery")
@@ -99,18 +100,83 @@ def service_prefix(settings: EtcdSettings, service: str) -> str:
     return f"{settings.base_path.rstrip('/')}/{service}/"
 
 
-def advertised_address(bind: str, advertise: str, bound_port: int) -> str:
-    """What other hosts dial: the explicit setting, else the bind address with the real port.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+# Where the route probe "connects" (UDP: no packet is sent): documentation addresses (RFC 5737,
+# RFC 3849), so the kernel picks the source address of this host's default route.
+ROUTE_PROBES = ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1"))
 
-    A wildcard bind (0.0.0.0, ::) cannot be dialled from another host, so it is replaced by this
-    host's name.
+
+def is_routable(host: str) -> bool:
+    """Whether another host could dial ``host``: not a wildcard, loopback or link-local address
+    (a link-local one needs a zone and only reaches the same link), nor a name for loopback."""
+    if host in WILDCARD_HOSTS or host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return False
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return True  # a host name the operator chose
+    return not (ip.is_loopback or ip.is_unspecified or ip.is_link_local)
+
+
+def route_source(family: int, probe: str, opener: Callable[..., socket.socket] = socket.socket) -> str | None:
+    """The source address the kernel would use to reach ``probe``; None without such a route.
+    connect() on a UDP socket only looks the route up: nothing leaves the host."""
+    try:
+        with opener(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((probe, 9))
+            return str(sock.getsockname()[0])
+    except OSError:
+        return None
+
+
+def host_addresses() -> list[str]:
+    """Candidate addresses of this host, best first: the default routes' sources, then what the
+    host's own name resolves to (often 127.0.1.1 on Debian; the caller filters that out)."""
+    found = [route_source(family, probe) for family, probe in ROUTE_PROBES]
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, type=socket.SOCK_STREAM)
+    except OSError:
+        infos = []
+    found += [str(info[4][0]) for info in infos]
+    return [address for address in found if address]
+
+
+def join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def advertised_address(
+    bind: str,
+    advertise: str,
+    bound_port: int,
+    setting: str,
+    candidates: Callable[[], list[str]] = host_addresses,
+) -> str:
+    """What other hosts dial, so it must never be a wildcard or, from a wildcard bind, loopback.
+
+    An explicit ``advertise`` is the operator's choice and is used as given, unless its host is a
+    wildcard (nobody can dial that).  A bind to a specific address (127.0.0.1 in the single-host
+    dev setup) advertises that address with the real port.  A wildcard bind advertises the first
+    routable address of this host from ``candidates``; with none, start-up is refused with the
+    name of the setting to set.  ``setting`` is the config section, e.g. ``logic``.
     """
+    names = f"GOCHAT_{setting.upper()}__RPC_ADVERTISE / [{setting}] rpc_advertise"
     if advertise:
+        host, _ = split_host_port(advertise)
+        if host in WILDCARD_HOSTS:
+            raise ConfigError(
+                f"{names} = {advertise!r} is a wildcard address other hosts cannot dial; set this host's address"
+            )
         return advertise
     host, _ = split_host_port(bind)
-    if host in ("0.0.0.0", "::", ""):
-        host = socket.getfqdn()
-    return f"{host}:{bound_port}"
+    if host not in WILDCARD_HOSTS:
+        return join_host_port(host, bound_port)
+    routable = [address for address in candidates() if is_routable(address)]
+    if not routable:
+        raise ConfigError(
+            f"rpc_bind {bind!r} is a wildcard and this host has no routable address to advertise; set {names}"
+        )
+    return join_host_port(routable[0], bound_port)
 
 
 def encode_value(server_id: str, server_type: str) -> bytes:

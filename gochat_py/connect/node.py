@@ -30,6 +30,8 @@ from gochat_py.rpc import logic_pb2 as logic_pb
 from gochat_py.rpc.client import SERVER_OPTIONS, LogicClient, RpcError
 
 log = logging.getLogger("gochat.connect")
+# server type -> its settings section, named when its advertised address is refused
+SECTIONS = {"ws": "connect_websocket", "tcp": "connect_tcp"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +77,15 @@ class ConnectNode:
 
     async def start(self) -> None:
         """Serves task's RPCs and registers in etcd; the front end opens its sockets after this."""
-        await self._logic_nodes.start()
         port = self._server.add_insecure_port(self.node_settings.rpc_bind)
+        # before anything starts: an address nobody can dial refuses start-up (a ConfigError)
+        address = advertised_address(
+            self.node_settings.rpc_bind, self.node_settings.rpc_advertise, port, SECTIONS[self.server_type]
+        )
+        await self._logic_nodes.start()
         await self._server.start()
         if self.pacer is not None:
             self.pacer.start()
-        address = advertised_address(self.node_settings.rpc_bind, self.node_settings.rpc_advertise, port)
         etcd_settings = self.settings.etcd
         self._registration = Registration(
             self._etcd,

@@ -68,11 +68,12 @@ async def serve(settings: Settings) -> None:
     server = grpc.aio.server(options=SERVER_OPTIONS)
     logic_pb2_grpc.add_LogicServicer_to_server(service, server)
     port = server.add_insecure_port(settings.logic.rpc_bind)
+    # before serving: an address nobody can dial refuses start-up (a ConfigError)
+    address = advertised_address(settings.logic.rpc_bind, settings.logic.rpc_advertise, port, "logic")
     await server.start()
 
     etcd_settings = settings.etcd
     etcd = make_etcd_client(etcd_settings)
-    address = advertised_address(settings.logic.rpc_bind, settings.logic.rpc_advertise, port)
     registration = Registration(
         etcd, etcd_settings, etcd_settings.logic_service, Node(address, f"logic-{uuid.uuid4()}", "logic")
     )
