@@ -95,6 +95,22 @@ class NodePool(Generic[StubT]):
         self._stubs.clear()
 
 
+def log_retry(method: str, attempt: int, address: str, failed_node: str, error: grpc.aio.AioRpcError) -> None:
+    """One line per call tried again, when it is tried: a logic node that keeps failing shows up
+    as a stream of these with its address, while calls that succeed first time log nothing."""
+    log.warning(
+        "retrying logic call on another node",
+        extra=kv(
+            method=method,
+            attempt=attempt,
+            node=address,
+            failed_node=failed_node,
+            code=error.code().name,
+            error=error.details() or "",
+        ),
+    )
+
+
 class LogicClient:
     """Calls logic: a random live node per call, as the original's RandomSelect did."""
 
@@ -109,12 +125,15 @@ class LogicClient:
             await watcher.wait_changed(self._settings.timeout)
         tried: set[str] = set()
         last_error = "no logic node is registered"
-        for _ in range(self._settings.attempts):
+        failed: tuple[str, grpc.aio.AioRpcError] | None = None  # the previous attempt's node and error
+        for attempt in range(1, self._settings.attempts + 1):
             candidates = [a for a in watcher.nodes if a not in tried] or list(watcher.nodes)
             if not candidates:
                 break
             address = random.choice(candidates)
             tried.add(address)
+            if failed is not None:
+                log_retry(method, attempt, address, *failed)
             try:
                 stub = self._pool.stub(address)
                 with RPC_SECONDS.labels(method).time():
@@ -123,6 +142,7 @@ class LogicClient:
                 last_error = f"logic {address}: {exc.code().name} {exc.details() or ''}".strip()
                 if not never_sent(exc):
                     break
+                failed = (address, exc)
         log.warning("logic call failed", extra=kv(method=method, error=last_error))
         raise RpcError(last_error)
 

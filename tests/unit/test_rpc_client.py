@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -113,7 +114,53 @@ async def test_a_node_that_cannot_be_reached_is_skipped_for_another(first_choice
     assert reply.code == 0 and live.calls == 1
 
 
-async def test_a_call_whose_connection_breaks_is_not_run_again_elsewhere(first_choice: Callable[[str], None]) -> None:
+def retries(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [r.fields for r in caplog.records if r.getMessage() == "retrying logic call on another node"]  # type: ignore[attr-defined]
+
+
+async def test_a_retry_on_another_node_logs_one_line_saying_which_node_failed_and_why(
+    first_choice: Callable[[str], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    async with serving(Logic()) as address:
+        first_choice(dead)
+        client = LogicClient(Watcher(dead, address), RpcSettings(timeout=3))  # type: ignore[arg-type]
+        with caplog.at_level(logging.INFO, logger="gochat.rpc"):
+            await client.call("PushRoom", pb.PushRoomRequest(room_id=1, msg="m"))
+            first_choice(address)
+            await client.call("PushRoom", pb.PushRoomRequest(room_id=1, msg="m"))  # no retry, no line
+        await client.close()
+    [record] = [r for r in caplog.records if r.getMessage() == "retrying logic call on another node"]
+    assert record.levelno == logging.WARNING
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["error"]  # gRPC's wording of why, which never_sent read
+    assert {k: v for k, v in fields.items() if k != "error"} == {
+        "method": "PushRoom",
+        "attempt": 2,
+        "node": address,
+        "failed_node": dead,
+        "code": "UNAVAILABLE",
+    }
+
+
+async def test_a_call_on_only_dead_nodes_logs_each_retry_then_the_failure(
+    first_choice: Callable[[str], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    first_choice(dead[0])
+    client = LogicClient(Watcher(*dead), RpcSettings(timeout=3, attempts=3))  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="gochat.rpc"), pytest.raises(RpcError):
+        await client.call("PushRoom", pb.PushRoomRequest(room_id=1, msg="m"))
+    await client.close()
+    logged = retries(caplog)
+    assert [f["attempt"] for f in logged] == [2, 3] and logged[0]["failed_node"] == dead[0]
+    assert [f["failed_node"] for f in logged[1:]] == [logged[0]["node"]]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING][-1] == "logic call failed"
+
+
+async def test_a_call_whose_connection_breaks_is_not_run_again_elsewhere(
+    first_choice: Callable[[str], None], caplog: pytest.LogCaptureFixture
+) -> None:
     """The node may have queued the message already: a second node would queue it twice."""
     behind, other = Logic(delay=1.0), Logic()
     async with serving(behind) as target, serving(other) as other_address, proxy(target) as (via, cut):
@@ -126,6 +173,7 @@ async def test_a_call_whose_connection_breaks_is_not_run_again_elsewhere(first_c
             await asyncio.wait_for(call, 5)
         await client.close()
     assert (behind.calls, other.calls) == (1, 0)
+    assert retries(caplog) == []  # not tried again, so not logged as a retry
 
 
 async def test_a_node_leaving_etcd_does_not_cancel_the_calls_it_is_answering() -> None:
