@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from gochat_py.launcher import port_open
 from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, free_port, op_is
 
 UP_BANNER = "gochat-py is up: open http://127.0.0.1:"
@@ -173,16 +174,16 @@ def _wait_for_line(lines: list[str], text: str, proc: subprocess.Popen[str], tim
     pytest.fail(f"no line {text!r} within {timeout} s:\n" + "".join(lines[-60:]))
 
 
-def _restarted_pid(lines: list[str], proc: subprocess.Popen[str], restart: int) -> int:
-    line = _wait_for_line(lines, f"(restart {restart} of task since up started)", proc)
-    match = re.search(r"task restarted, pid (\d+)", line)
+def _restarted_pid(lines: list[str], proc: subprocess.Popen[str], restart: int, name: str = "task") -> int:
+    line = _wait_for_line(lines, f"(restart {restart} of {name} since up started)", proc)
+    match = re.search(rf"{name} restarted, pid (\d+)", line)
     assert match, line
     return int(match.group(1))
 
 
-async def _room_message_arrives(api_url: str, ws_url: str) -> None:
+async def _room_message_arrives(api_url: str, ws_url: str, user: str) -> None:
     async with ApiClient(api_url) as api:
-        token = await api.register(f"restart{os.getpid()}")
+        token = await api.register(user)
         ws = await WsClient(ws_url).join(token, 1)
         try:
             reply = await api.post("/push/pushRoom", {"authToken": token, "msg": "after the restart", "roomId": 1})
@@ -203,7 +204,19 @@ def test_up_restarts_a_module_that_dies(tmp_path: Path) -> None:
         _wait_for_line(lines, "task died (killed by SIGKILL)", proc)
         new_task = _restarted_pid(lines, proc, 1)
         assert new_task != task and new_task in _children(proc.pid)
-        asyncio.run(_room_message_arrives(f"http://127.0.0.1:{ports['api']}", f"ws://127.0.0.1:{ports['ws']}/ws"))
+        urls = f"http://127.0.0.1:{ports['api']}", f"ws://127.0.0.1:{ports['ws']}/ws"
+        asyncio.run(_room_message_arrives(*urls, "after_task"))
+        # the Redis it started itself is restarted too (its append-only file keeps the data)
+        redis_pid = next(
+            pid for pid in _children(proc.pid) if "redis-server" in Path(f"/proc/{pid}/cmdline").read_text()
+        )
+        os.kill(redis_pid, signal.SIGKILL)
+        new_redis = _restarted_pid(lines, proc, 1, "redis")
+        assert new_redis != redis_pid
+        deadline = time.monotonic() + 30
+        while not port_open(f"127.0.0.1:{ports['redis']}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        asyncio.run(_room_message_arrives(*urls, "after_redis"))
         children = _children(proc.pid)
         assert len(children) == 8, children
     finally:
@@ -211,7 +224,7 @@ def test_up_restarts_a_module_that_dies(tmp_path: Path) -> None:
         output = _finish(proc, lines, drainer)
     assert proc.returncode == 0, output[-3000:]
     assert "restarting it in 0.5 s (attempt 1)" in output
-    assert "gochat-py: restarts while up: task 1" in output
+    assert "gochat-py: restarts while up: redis 1, task 1" in output
     assert not [pid for pid in children if _alive(pid)]
 
 
