@@ -116,7 +116,10 @@ class Supervisor:
             if key in self._due:
                 if now >= self._due[key]:
                     del self._due[key]
-                    process.start()
+                    try:
+                        process.start()
+                    except OSError as exc:  # its program removed or unreadable since: no point retrying
+                        return f"{process.name} cannot be restarted: {exc}"
                     self._started[key] = now
                     self.say(
                         f"{process.name} restarted, pid {process.pid}"
