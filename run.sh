@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gochat-py, one entry point for people and CI.
 #
-#   ./run.sh local          start the whole system on this machine (chat page: http://127.0.0.1:8080)
+#   ./run.sh local          start the whole system on this machine, restarting what dies (page: http://127.0.0.1:8080)
 #   ./run.sh test [ARGS]    run the whole test suite (ARGS go to pytest)
 #   ./run.sh install        only install what is missing (Debian packages, Python virtualenv)
 #   ./run.sh dev [IP]       build and start everything in Docker; IP: the address browsers use (127.0.0.1)

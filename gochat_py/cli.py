@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-dir", help="folder with common.toml, api.toml, ... (default config/<env>)")
     parser.add_argument("--env", help="configuration environment: dev or prod (default $GOCHAT_ENV or dev)")
     commands = parser.add_subparsers(dest="command")
-    up = commands.add_parser("up", help="start the whole system on this machine (Redis and etcd too)")
+    up = commands.add_parser("up", help="start the whole system on this machine (and Redis, etcd); restart what dies")
     up.add_argument("--no-infra", action="store_true", help="never start Redis or etcd, only use running ones")
     client = commands.add_parser("client", help="small clients for people and scripts")
     tcp_client.add_parser(client.add_subparsers(dest="client", required=True))

@@ -205,6 +205,19 @@ class SiteSettings(Section):
     ws_url: str = ""
 
 
+class LauncherSettings(Section):
+    """``gochat-py up``: a process that dies is restarted; one that keeps dying stops everything."""
+
+    restart_limit: int = Field(
+        5, ge=1, description="deaths of one process within restart_window that stop everything (1 = the first)"
+    )
+    restart_window: float = Field(
+        60.0, gt=0, description="seconds; a process that ran this long counts as healthy again"
+    )
+    restart_delay: float = Field(0.5, ge=0, description="seconds before the first restart; doubles per death")
+    restart_max_delay: float = Field(10.0, ge=0, description="seconds a restart waits at most")
+
+
 class Settings(Section):
     env: str = "dev"
     config_dir: str = ""
@@ -217,6 +230,7 @@ class Settings(Section):
     log: LogSettings = LogSettings()
     rpc: RpcSettings = RpcSettings()
     metrics: MetricsSettings = MetricsSettings()
+    launcher: LauncherSettings = LauncherSettings()
     # one section per module, each in its own file
     logic: LogicSettings = LogicSettings()
     connect: ConnectSettings = ConnectSettings()

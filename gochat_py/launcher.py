@@ -3,8 +3,9 @@
 Used by ``gochat-py up`` and by the end-to-end tests, so the tests run the system exactly as a
 person does.  Redis and etcd are started too when nothing answers at the configured addresses
 (data under the state folder; Redis with its append-only file on).  Children get SIGTERM if the
-launcher dies, their output is prefixed with the module name, and a child that exits on its own
-is reported and brings the whole system down: nothing dies silently.
+launcher dies, and their output is prefixed with the module name.  Under ``up`` a child that
+exits on its own is reported and restarted, and one that keeps dying brings the whole system
+down (:mod:`gochat_py.supervisor`): nothing dies silently.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from gochat_py.config import Settings, split_host_port
+from gochat_py.supervisor import Supervisor
 
 MODULE_ORDER = ("logic", "connect_websocket", "connect_tcp", "task", "api", "site")
 READY_MARKER = "msg=ready"
@@ -73,6 +75,9 @@ class ManagedProcess:
         self._pump: threading.Thread | None = None
 
     def start(self) -> ManagedProcess:
+        """Starts the process; again after it died too (a restart: same command, same sink)."""
+        self.ready.clear()
+        self.expected_exit = False
         self.proc = subprocess.Popen(
             self.argv,
             env=self.env,
@@ -242,9 +247,6 @@ class System:
         for process in self.modules:
             process.wait_ready(timeout)
 
-    def died(self) -> list[ManagedProcess]:
-        return [p for p in self.infra + self.modules if not p.running() and not p.expected_exit]
-
     def stop(self) -> None:
         for process in reversed(self.modules):
             process.stop()
@@ -253,28 +255,28 @@ class System:
 
 
 def up(settings: Settings, start_infra: bool = True) -> int:
-    """Runs everything until Ctrl-C or SIGTERM; returns non-zero if a module died on its own."""
+    """Runs everything until Ctrl-C or SIGTERM (exit 0), restarting what dies; non-zero when the
+    system could not start or a process kept dying (see :mod:`gochat_py.supervisor`)."""
     colour = sys.stdout.isatty()
     system = System(settings, sys.stdout, colour)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     status = 0
+    supervisor: Supervisor | None = None
     try:
         if start_infra:
             system.start_infra()
         system.start_all()
+        # the Redis and etcd it started are its own to restart; ones it found running are not
+        supervisor = Supervisor(system.infra + system.modules, settings.launcher)
         host, port = split_host_port(settings.site.bind)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         print(f"gochat-py is up: open http://{shown}:{port}  (Ctrl-C stops everything)", flush=True)
         while not stop.wait(0.5):
-            dead = system.died()
-            if dead:
-                for process in dead:
-                    print(
-                        f"gochat-py: {process.name} exited with code {process.proc.returncode}",
-                        file=sys.stderr,
-                    )
+            reason = supervisor.check()
+            if reason:
+                print(f"gochat-py: {reason}", file=sys.stderr, flush=True)
                 status = 1
                 break
     except RuntimeError as exc:
@@ -283,4 +285,6 @@ def up(settings: Settings, start_infra: bool = True) -> int:
     finally:
         print("gochat-py: stopping everything", file=sys.stderr, flush=True)
         system.stop()
+        if supervisor and (restarts := supervisor.summary()):
+            print(f"gochat-py: restarts while up: {restarts}", file=sys.stderr, flush=True)
     return status

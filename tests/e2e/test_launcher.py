@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,7 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.e2e.harness import Cluster, Infra, free_port
+from gochat_py.launcher import port_open
+from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, free_port, op_is
 
 UP_BANNER = "gochat-py is up: open http://127.0.0.1:"
 
@@ -151,18 +155,99 @@ def test_up_reuses_a_redis_and_an_etcd_that_already_run(infra: Infra, tmp_path: 
     running.flushdb()
 
 
-def test_up_reports_a_module_that_dies(tmp_path: Path) -> None:
-    proc, _ports, lines, drainer = _start_up(tmp_path)
+def _task_pid(launcher: int) -> int | None:
+    for pid in _children(launcher):
+        with contextlib.suppress(OSError):
+            if "--module\x00task" in Path(f"/proc/{pid}/cmdline").read_text():
+                return pid
+    return None
+
+
+def _wait_for_line(lines: list[str], text: str, proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = next((line for line in list(lines) if text in line), None)
+        if found:
+            return found
+        assert proc.poll() is None, "gochat-py up exited:\n" + "".join(lines[-60:])
+        time.sleep(0.05)
+    pytest.fail(f"no line {text!r} within {timeout} s:\n" + "".join(lines[-60:]))
+
+
+def _restarted_pid(lines: list[str], proc: subprocess.Popen[str], restart: int, name: str = "task") -> int:
+    line = _wait_for_line(lines, f"(restart {restart} of {name} since up started)", proc)
+    match = re.search(rf"{name} restarted, pid (\d+)", line)
+    assert match, line
+    return int(match.group(1))
+
+
+async def _room_message_arrives(api_url: str, ws_url: str, user: str) -> None:
+    async with ApiClient(api_url) as api:
+        token = await api.register(user)
+        ws = await WsClient(ws_url).join(token, 1)
+        try:
+            reply = await api.post("/push/pushRoom", {"authToken": token, "msg": "after the restart", "roomId": 1})
+            assert reply["code"] == 0, reply
+            await ws.next_frame(op_is(3, msg="after the restart"), timeout=60)
+        finally:
+            await ws.close()
+
+
+def test_up_restarts_a_module_that_dies(tmp_path: Path) -> None:
+    """README: a module that dies is restarted, with a line saying so; the system works on, and
+    SIGTERM still stops everything, the restarted module too."""
+    proc, ports, lines, drainer = _start_up(tmp_path)
+    try:
+        task = _task_pid(proc.pid)
+        assert task
+        os.kill(task, signal.SIGKILL)
+        _wait_for_line(lines, "task died (killed by SIGKILL)", proc)
+        new_task = _restarted_pid(lines, proc, 1)
+        assert new_task != task and new_task in _children(proc.pid)
+        urls = f"http://127.0.0.1:{ports['api']}", f"ws://127.0.0.1:{ports['ws']}/ws"
+        asyncio.run(_room_message_arrives(*urls, "after_task"))
+        # the Redis it started itself is restarted too (its append-only file keeps the data)
+        redis_pid = next(
+            pid for pid in _children(proc.pid) if "redis-server" in Path(f"/proc/{pid}/cmdline").read_text()
+        )
+        os.kill(redis_pid, signal.SIGKILL)
+        new_redis = _restarted_pid(lines, proc, 1, "redis")
+        assert new_redis != redis_pid
+        deadline = time.monotonic() + 30
+        while not port_open(f"127.0.0.1:{ports['redis']}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        asyncio.run(_room_message_arrives(*urls, "after_redis"))
+        children = _children(proc.pid)
+        assert len(children) == 8, children
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = _finish(proc, lines, drainer)
+    assert proc.returncode == 0, output[-3000:]
+    assert "restarting it in 0.5 s (attempt 1)" in output
+    assert "gochat-py: restarts while up: redis 1, task 1" in output
+    assert not [pid for pid in children if _alive(pid)]
+
+
+def test_up_stops_everything_when_a_module_keeps_dying(tmp_path: Path) -> None:
+    proc, _ports, lines, drainer = _start_up(tmp_path, GOCHAT_LAUNCHER__RESTART_LIMIT="2")
     try:
         children = _children(proc.pid)
-        task = next(pid for pid in children if "--module\x00task" in Path(f"/proc/{pid}/cmdline").read_text())
+        task = _task_pid(proc.pid)
+        assert task
         os.kill(task, signal.SIGKILL)
+        new_task = _restarted_pid(lines, proc, 1)
+        children.append(new_task)
+        os.kill(new_task, signal.SIGKILL)
         output = _finish(proc, lines, drainer)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 1
-    assert "task exited with code -9" in output
+    assert proc.returncode == 1, output[-3000:]
+    assert (
+        "gochat-py: task keeps dying: 2 deaths within 60 s ([launcher] restart_limit = 2), the last killed by SIGKILL"
+        in output
+    )
+    assert "gochat-py: stopping everything" in output
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_alive(pid) for pid in children):
         time.sleep(0.1)
