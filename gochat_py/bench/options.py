@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 MODES = ("room", "private", "rate", "idle", "floor")
@@ -203,38 +205,30 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     scraped.add_argument("--no-metrics", action="store_true", help="read no metrics")
 
 
+OptionsT = TypeVar("OptionsT")
+
+
+def fields_from_args(cls: type[OptionsT], args: argparse.Namespace, **converted: Any) -> OptionsT:
+    """The options dataclass from the parsed arguments of the same names; ``converted`` gives the
+    ones that need more than copying (a flag's opposite, a comma-separated list)."""
+    names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    copied = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    return cls(**{**copied, **converted})
+
+
+def comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
-    opts = BenchOptions(
-        mode=args.mode,
+    opts = fields_from_args(
+        BenchOptions,
+        args,
         api=args.api.rstrip("/"),
-        ws=args.ws,
-        tcp=args.tcp,
-        transport=args.transport,
-        ws_client=args.ws_client,
-        users=args.users,
-        messages=args.messages,
-        concurrency=args.concurrency,
-        rate=args.rate,
-        sockets_per_user=args.sockets_per_user,
-        floor_batch=args.floor_batch,
-        client_procs=args.client_procs,
         source_ips=parse_source_ips(args.source_ips),
-        connect_concurrency=args.connect_concurrency,
-        register_concurrency=args.register_concurrency,
-        hold=args.hold,
-        idle_messages=args.idle_messages,
-        drain_timeout=args.drain_timeout,
-        max_seconds=args.max_seconds,
-        run_id=args.run_id,
-        room_id=args.room_id,
         progress=not args.no_progress,
-        plot=args.plot,
-        output=args.output,
-        label=args.label,
-        metrics=[] if args.no_metrics else [part.strip() for part in args.metrics.split(",") if part.strip()],
-        join_since=args.join_since,
-        history=[part.strip() for part in args.history.split(",") if part.strip()],
-        repeat=args.repeat,
+        metrics=[] if args.no_metrics else comma_list(args.metrics),
+        history=comma_list(args.history),
     )
     if any(setting not in ("on", "off") for setting in opts.history):
         raise TargetError("--history takes on and off, comma-separated (e.g. on,off)")

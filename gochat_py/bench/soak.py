@@ -45,7 +45,13 @@ from urllib.parse import urlsplit
 
 from gochat_py.bench import procstats
 from gochat_py.bench.api import Api, ApiError, bounded_map, register_users
-from gochat_py.bench.options import TargetError, check_loopback_address, check_loopback_url
+from gochat_py.bench.options import (
+    TargetError,
+    check_loopback_address,
+    check_loopback_url,
+    comma_list,
+    fields_from_args,
+)
 from gochat_py.bench.progress import Progress
 from gochat_py.bench.scenarios import ChildLink, machine, reap_children, source_commit, spread, start_child
 from gochat_py.bench.soak_analysis import (
@@ -211,36 +217,8 @@ def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def soak_options_from_args(args: argparse.Namespace) -> SoakOptions:
-    opts = SoakOptions(
-        api=args.api.rstrip("/"),
-        ws=args.ws,
-        tcp=[part.strip() for part in args.tcp.split(",") if part.strip()],
-        transport=args.transport,
-        users=args.users,
-        rooms=args.rooms,
-        duration=args.duration,
-        rate=args.rate,
-        private_share=args.private_share,
-        churn_interval=args.churn_interval,
-        min_lifetime=args.min_lifetime,
-        reconnect_delay=args.reconnect_delay,
-        switch_transport=args.switch_transport,
-        grace=args.grace,
-        join_timeout=args.join_timeout,
-        settle_timeout=args.settle_timeout,
-        client_procs=args.client_procs,
-        connect_concurrency=args.connect_concurrency,
-        register_concurrency=args.register_concurrency,
-        sample_interval=args.sample_interval,
-        watch=list(args.watch),
-        drain_quiet=args.drain_quiet,
-        drain_timeout=args.drain_timeout,
-        max_seconds=args.max_seconds,
-        run_id=args.run_id,
-        label=args.label,
-        output=args.output,
-        progress=not args.no_progress,
-        resume=args.resume,
+    opts = fields_from_args(
+        SoakOptions, args, api=args.api.rstrip("/"), tcp=comma_list(args.tcp), progress=not args.no_progress
     )
     check_soak_options(opts)
     return opts
