@@ -99,6 +99,7 @@ Cid = Annotated[int, Field(ge=1, le=MAX_CID, description="chosen by the client; 
 Millis = Annotated[int, Field(ge=0, description="milliseconds since the Unix epoch")]
 Count = Annotated[int, Field(ge=0)]
 Text = Annotated[str, Field(min_length=1)]
+ClientMessageId = Annotated[str, Field(min_length=1, max_length=MAX_MID_LENGTH)] | None
 MessageId = Annotated[
     str,
     Field(
@@ -148,18 +149,14 @@ class Publish(Command):
     cmd: Literal["publish"] = "publish"
     room: Id
     msg: Text
-    mid: Annotated[str, Field(min_length=1, max_length=MAX_MID_LENGTH)] | None = Field(
-        None, description="client message id: a retry with the same mid is stored once"
-    )
+    mid: ClientMessageId = Field(None, description="client message id: a retry with the same mid is stored once")
 
 
 class Send(Command):
     cmd: Literal["send"] = "send"
     to: Id
     msg: Text
-    mid: Annotated[str, Field(min_length=1, max_length=MAX_MID_LENGTH)] | None = Field(
-        None, description="client message id: a retry with the same mid is stored once"
-    )
+    mid: ClientMessageId = Field(None, description="client message id: a retry with the same mid is stored once")
 
 
 class History(Command):
