@@ -6,8 +6,10 @@ A client process is started by the coordinator (``multiprocessing``, spawn) with
 reports ``("connected", info)`` once every socket is in its room.  From then on it sends
 ``("progress", unique, duplicated, disconnected)`` a few times a second until the coordinator
 says ``("stop",)``; then it closes its sockets and answers ``("result", info)`` with the
-latencies.  A socket counts as in its room once it has seen an op 5 member list with at least
-``ready_count`` members (the server broadcasts one on every join), so no message is pushed
+latencies.  A socket counts as in its room once it has received an op 4 count frame (the
+coordinator asks ``/push/count`` for every room once every join is sent, and again while sockets
+are missing), or an op 5 member list with at least ``ready_count`` members (gochat-py broadcasts
+one on every join into a room of up to ``member_list_auto_limit``), so no message is pushed
 before every receiver can get it.
 
 Websocket sockets go to ``ws_urls[spec.node]`` (several connect nodes in one run) and use the
@@ -32,7 +34,7 @@ from typing import Any
 import orjson
 
 from gochat_py.bench.framing import TCP_PING, FrameError, StickSplitter, encode_stick
-from gochat_py.bench.stamp import frame_stamp, room_info_count, stamp_matcher
+from gochat_py.bench.stamp import OP_ROOM_COUNT, frame_stamp, room_frame, stamp_matcher
 from gochat_py.bench.ws_client import connect_lean_ws
 
 PROGRESS_INTERVAL = 0.1
@@ -46,7 +48,7 @@ class SocketSpec:
     room_id: int
     user_id: int = 0
     transport: str = "ws"
-    ready_count: int = 1  # op 5 member count that proves the room is complete for this socket
+    ready_count: int = 1  # an op 5 member list this long proves the room complete for this socket
     node: int = 0  # websocket sockets: index into ClientPlan.ws_urls
     since: str | None = None  # sent in the join when set: frames then carry message ids
 
@@ -175,9 +177,19 @@ class Counter:
             self.misdelivered += misdelivered
 
     def _on_unstamped(self, index: int, body: bytes) -> None:
-        """A frame without a stamp: the op 5 member list that makes the socket ready, or other."""
-        count = room_info_count(body)
-        if count is not None and not self.ready[index] and count >= self.specs[index].ready_count:
+        """A frame without a stamp: one that makes the socket ready, or other.
+
+        Any op 4 count frame proves the socket is in its room: it can only come from a
+        ``/push/count`` broadcast to that room, which the coordinator asks for once every join is
+        sent, so it works with any server of the v1 wire.  An op 5 member list listing at least
+        ``ready_count`` members proves it too, earlier, where a server sends one on every join.
+        """
+        frame = room_frame(body)
+        if (
+            frame is not None
+            and not self.ready[index]
+            and (frame[0] == OP_ROOM_COUNT or frame[1] >= self.specs[index].ready_count)
+        ):
             self.ready[index] = 1
             self.ready_count += 1
             if self.ready_count == len(self.ready):

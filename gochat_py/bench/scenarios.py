@@ -43,7 +43,8 @@ from gochat_py.bench.stats import cdf_sample, rate, summarize
 
 SUMMARY_VERSION = 1
 MAX_ERRORS_KEPT = 10
-ROOM_INFO_EVERY = 2.0  # seconds between getRoomInfo asks while a big room is not complete
+ROOM_ASK_FIRST = 0.5  # seconds after the start of the connect phase before rooms are first asked for their count
+ROOM_ASK_EVERY = 2.0  # seconds between /push/count rounds while sockets are not yet known to be in their rooms
 
 
 class BenchError(RuntimeError):
@@ -290,13 +291,15 @@ class Coordinator:
         specs: list[SocketSpec],
         ws_urls: list[str],
         targets: list[int] | None,
-        ask_room_info: Callable[[], Awaitable[object]] | None = None,
+        ask_counts: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Starts the client processes and waits until every socket is in its room.
 
-        ``ask_room_info`` asks the server for the room's member list (``getRoomInfo``): a room
-        over logic's ``member_list_auto_limit`` gets no list on joins, so once every socket is
-        open the list that makes the sockets ready is asked for, every two seconds.
+        ``ask_counts`` asks the server for the online count of every room (``/push/count``):
+        its op 4 frame reaching a socket is the wire's own proof that the socket is in the room,
+        for any server (one that sends no member list on join, or one a room too big for it), so
+        once every socket is open it is asked for, and again every ``ROOM_ASK_EVERY`` seconds
+        while sockets are missing.
         """
         opts = self.opts
         tcp = check_loopback_address(opts.tcp) if opts.transport != "ws" else ("127.0.0.1", 0)
@@ -321,19 +324,19 @@ class Coordinator:
         if self.floor is not None:
             self.floor.send(("announce", min(120.0, self.remaining())))
         total = len(specs)
-        next_ask = time.monotonic() + ROOM_INFO_EVERY
+        next_ask = time.monotonic() + ROOM_ASK_FIRST
         while not all(link.connected is not None or link.eof for link in self.links):
             if self.remaining() <= 0:
                 raise BenchError("clients did not finish connecting within --max-seconds")
             opened = sum(link.opened for link in self.links)
             ready = sum(link.ready for link in self.links)
             self.progress.update("connect", ready, total, f"opened {opened}")
-            if ask_room_info and opened == total and ready < total and time.monotonic() >= next_ask:
-                next_ask = time.monotonic() + ROOM_INFO_EVERY
+            if ask_counts and opened == total and ready < total and time.monotonic() >= next_ask:
                 try:
-                    await ask_room_info()
+                    await ask_counts()
                 except Exception as exc:  # the clients' own timeout decides; this is only a nudge
-                    self._error(f"getRoomInfo: {type(exc).__name__}: {exc}")
+                    self._error(f"/push/count: {type(exc).__name__}: {exc}")
+                next_ask = time.monotonic() + ROOM_ASK_EVERY
             await asyncio.sleep(0.1)
         if any(link.connected is None for link in self.links):
             raise BenchError("a client process died while connecting")
@@ -370,6 +373,20 @@ class Coordinator:
                 f"only {self.summary['connect']['ready']} of {total} sockets got into their room "
                 f"({self.summary['connect']['failed']} failed to open, {disconnected} closed by the server)"
             )
+
+    async def ask_counts(self, api: Api, tokens: list[str]) -> None:
+        """One ``/push/count`` for each room of the run (the shared one, or every user's own)."""
+        if self.opts.mode in ("room", "rate"):
+            rooms = [(tokens[0], self.room_id)]
+        else:
+            rooms = [(token, self.room_id + user) for user, token in enumerate(tokens)]
+
+        async def ask(room: tuple[str, int]) -> None:
+            reply = await api.post("/push/count", {"authToken": room[0], "roomId": room[1]})
+            if reply["code"] != 0:
+                self._error(f"/push/count room {room[1]}: code {reply['code']} {reply.get('message')!r}")
+
+        await bounded_map(self.opts.concurrency, rooms, ask)
 
     async def push_all(self, api: Api, tokens: list[str], targets: list[int] | None) -> None:
         """Pushes the messages (room, rate, private) and records the push figures."""
@@ -573,14 +590,8 @@ class Coordinator:
                     targets = [user_ids[i] for i in self.target_index]
                 before_connect = procstats.snapshot(gochat)
                 specs = self.socket_specs(tokens, user_ids)
-                shared_room = tokens and opts.mode in ("room", "rate")
                 await self.open_sockets(
-                    specs,
-                    ws_urls,
-                    targets,
-                    (lambda: api.post("/push/getRoomInfo", {"authToken": tokens[0], "roomId": self.room_id}))
-                    if shared_room
-                    else None,
+                    specs, ws_urls, targets, (lambda: self.ask_counts(api, tokens)) if tokens else None
                 )
                 after_connect = procstats.snapshot(gochat)
                 if opts.mode == "idle":

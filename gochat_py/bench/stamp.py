@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from typing import NamedTuple
 
+import orjson
+
 MSG_KEY = b'"msg":"'
 _RUN_ID = re.compile(r"^[0-9a-z]{1,32}$")
 
@@ -74,10 +76,29 @@ def stamp_matcher(run_id: bytes) -> Callable[[bytes], re.Match[bytes] | None]:
     return re.compile(rb'\{"code":0,"msg":"' + re.escape(run_id) + rb'\|(\d+)\|(\d+)"').match
 
 
-_COUNT = re.compile(rb'^\{"op":5,(?:"roomId":-?\d+,)?"count":(\d+)')
+OP_ROOM_COUNT = 4
+OP_ROOM_INFO = 5
+_INFO_COUNT = re.compile(rb'^\{"op":5,(?:"roomId":-?\d+,)?"count":(\d+)')
+_COUNT_FRAME_MAX = 64  # an op 4 frame is {"count":N,"op":4}, in whatever key order
 
 
-def room_info_count(body: bytes) -> int | None:
-    """The member count of an op 5 room-info frame (Go field order: op, roomId, count, ...)."""
-    match = _COUNT.match(body)
-    return int(match.group(1)) if match else None
+def room_frame(body: bytes) -> tuple[int, int] | None:
+    """``(op, count)`` of an op 4 online-count frame or an op 5 member list, else None.
+
+    An op 5 list is read from its head only (Go field order: op, roomId, count, ...), since a big
+    room's list is long and arrives once per join; an op 4 frame is short, so it is parsed whole
+    and may come in any key order (a count of 0 is ``{"op":4}``).
+    """
+    match = _INFO_COUNT.match(body)
+    if match:
+        return OP_ROOM_INFO, int(match.group(1))
+    if len(body) > _COUNT_FRAME_MAX or b'"op"' not in body:
+        return None
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or value.get("op") != OP_ROOM_COUNT or type(value["op"]) is not int:
+        return None
+    count = value.get("count", 0)
+    return OP_ROOM_COUNT, count if type(count) is int else 0

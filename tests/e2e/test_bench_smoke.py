@@ -16,7 +16,8 @@ import pytest
 from tests.e2e.harness import Cluster, free_port
 
 CLUSTER_MODULES = ("logic", "connect_websocket", "task", "api")
-# Rooms over 10 members get no member list on join: the 20-user room run must ask getRoomInfo.
+# Rooms over 10 members get no member list on join: the 20-user room run must confirm its sockets
+# with /push/count (op 4), as against a server that sends no member lists.
 CLUSTER_ENV = {"GOCHAT_LOGIC__MEMBER_LIST_AUTO_LIMIT": "10"}
 SERVED = re.compile(r'msg="metrics served" address=(127\.0\.0\.1:\d+)')
 
