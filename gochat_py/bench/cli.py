@@ -6,6 +6,8 @@
     gochat-py bench idle --users 1000 --sockets-per-user 10 --client-procs 2
     gochat-py bench floor --users 500 --messages 1000
     gochat-py bench room --users 500 --messages 1000 --join-since --history on,off --repeat 2
+    gochat-py bench private --users 500 --messages 2000 --concurrency 64 --send http,socket --repeat 3
+    gochat-py bench idle --users 1000 --sockets-per-user 10 --rooms-per-socket 10 --client-procs 2
     gochat-py bench soak --users 200 --duration 600 --rate 20 --resume
     gochat-py bench plot docs/bench/*.json --out docs/bench
     gochat-py bench sweep --out docs/bench
@@ -74,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     except TargetError as exc:
         print(f"gochat-py bench: {exc}", file=sys.stderr)
         return 2
-    if opts.history:
-        from gochat_py.bench.sweep import compare_history
+    if opts.history or len(opts.send) > 1:
+        from gochat_py.bench.sweep import compare_settings
 
-        return compare_history(opts)
+        return compare_settings(opts)
     from gochat_py.bench.clients import run_to_summary
     from gochat_py.bench.scenarios import run_bench
 

@@ -36,7 +36,7 @@ from gochat_py.bench import metrics_scrape, procstats
 from gochat_py.bench.api import Api, ApiError, bounded_map, register_users
 from gochat_py.bench.clients import ClientPlan, SocketSpec, client_main
 from gochat_py.bench.floor import floor_main
-from gochat_py.bench.options import BenchOptions, check_loopback_address
+from gochat_py.bench.options import BenchOptions, check_loopback_address, protocol_of
 from gochat_py.bench.progress import Progress
 from gochat_py.bench.stamp import check_run_id, make_stamp
 from gochat_py.bench.stats import cdf_sample, rate, summarize
@@ -175,11 +175,15 @@ class Coordinator:
         self.links: list[ChildLink] = []
         self.floor: ChildLink | None = None
         self.errors: list[str] = []
+        self.protocol = protocol_of(opts)
+        self.send = opts.send[0]
         self.summary: dict[str, Any] = {
             "tool": "gochat-py bench",
             "version": SUMMARY_VERSION,
             "mode": opts.mode,
             "transport": opts.transport,
+            "protocol": self.protocol,
+            "send": self.send,
             "label": opts.label,
             "run_id": self.run_id,
             "room_id": self.room_id,
@@ -264,6 +268,7 @@ class Coordinator:
         opts = self.opts
         specs = []
         per_user_rooms = opts.mode in ("private", "idle")
+        v2 = self.protocol == "v2"
         users = opts.users
         nodes = max(1, len(opts.ws_urls))
         ws_sockets = 0
@@ -282,9 +287,35 @@ class Coordinator:
                         ready_count=1 if per_user_rooms else (users * opts.sockets_per_user if not tokens else users),
                         node=node,
                         since="" if opts.join_since else None,
+                        rooms=self.v2_rooms(user) if v2 else (),
                     )
                 )
         return specs
+
+    def v2_rooms(self, user: int) -> tuple[int, ...]:
+        """The rooms a v2 socket of ``user`` subscribes to: the shared room; none for private
+        messages (a v2 socket gets them in no room); in idle mode its own room and the next
+        ``rooms_per_socket - 1`` users' rooms, so every room has that many users."""
+        opts = self.opts
+        if opts.mode in ("room", "rate"):
+            return (self.room_id,)
+        if opts.mode == "private":
+            return ()
+        return tuple(self.room_id + (user + k) % opts.users for k in range(opts.rooms_per_socket))
+
+    def planned_sends(self, specs: list[SocketSpec], targets: list[int] | None) -> list[tuple[int, int, int, int]]:
+        """``--send socket``: (seq, sender socket, room, to) of every message, from the same
+        sender HTTP would push it as (the first socket of that user)."""
+        opts = self.opts
+        per_user = opts.sockets_per_user
+        sends = []
+        for seq in range(opts.messages):
+            if targets is not None:
+                sender = (self.target_index[seq] + 1) % opts.users
+                sends.append((seq, sender * per_user, 0, targets[seq]))
+            else:
+                sends.append((seq, (seq % opts.users) * per_user, specs[0].room_id, 0))
+        return sends
 
     async def open_sockets(
         self,
@@ -304,7 +335,16 @@ class Coordinator:
         opts = self.opts
         tcp = check_loopback_address(opts.tcp) if opts.transport != "ws" else ("127.0.0.1", 0)
         procs = min(opts.client_procs, max(1, len(specs)))
-        for number, indices in enumerate(spread(specs, procs)):
+        dealt = spread(specs, procs)
+        sends: list[list[tuple[int, int, int, int]]] = [[] for _ in dealt]
+        if self.send == "socket":
+            place = {
+                socket: (number, local) for number, indices in enumerate(dealt) for local, socket in enumerate(indices)
+            }
+            for seq, socket, room, to in self.planned_sends(specs, targets):
+                number, local = place[socket]
+                sends[number].append((seq, local, room, to))
+        for number, indices in enumerate(dealt):
             plan = ClientPlan(
                 index=number,
                 run_id=self.run_id,
@@ -319,6 +359,11 @@ class Coordinator:
                 connect_timeout=min(60.0, self.remaining()),
                 ready_timeout=min(120.0, self.remaining()),
                 max_seconds=self.remaining() + 30,
+                protocol=self.protocol,
+                sends=sends[number],
+                send_concurrency=max(1, opts.concurrency // len(dealt)),
+                send_rate=opts.rate if opts.mode == "rate" else 0.0,
+                answer_timeout=opts.drain_timeout,
             )
             self.links.append(self._start_child(f"client-{number}", client_main, (plan,)))
         if self.floor is not None:
@@ -365,6 +410,9 @@ class Coordinator:
             "handshake_ms": summarize(handshakes, 1000),
             "join_ms": summarize(joins, 1000),
         }
+        limits = next((i["v2_limits"] for i in infos if i.get("v2_limits")), None)
+        if limits:
+            self.summary["connect"]["v2_limits"] = limits
         if self.summary["connect"]["ready"] < total and opts.mode != "idle":
             # pushing into an incomplete room would only measure the failure: stop here
             # (idle mode goes on with the sockets it has, and reports the refused ones)
@@ -396,7 +444,6 @@ class Coordinator:
         push_us = array.array("q")
         limit = asyncio.Semaphore(opts.concurrency)
         users = len(tokens)
-        self.accepted_seqs: list[int] = []
         per_message = opts.sockets_per_user if targets is not None else self.summary["connect"]["sockets"]
         self.expected_total = opts.messages * per_message
 
@@ -414,7 +461,6 @@ class Coordinator:
                 push_us.append((time.monotonic_ns() - sent) // 1000)
                 if reply["code"] == 0:
                     accepted += 1
-                    self.accepted_seqs.append(seq)
                 else:
                     failed += 1
                     self._error(f"push {seq}: code {reply['code']} {reply.get('message')!r}")
@@ -447,9 +493,40 @@ class Coordinator:
             await asyncio.wait(tasks, timeout=max(1.0, self.remaining()))
         self._record_pushes(accepted, failed, push_us)
 
-    def _record_pushes(self, accepted: int, failed: int, push_us: array.array) -> None:
-        """The push phase's figures, once it is over."""
-        self.push_ended_ns = time.monotonic_ns()
+    async def send_over_sockets(self) -> None:
+        """``--send socket``: every client process sends its share of the messages from the
+        senders' own sockets and reports once every reply came; the figures are the push
+        phase's, with each message's reply in place of the HTTP response."""
+        self.expected_total = self.opts.messages * (
+            self.opts.sockets_per_user if self.opts.mode == "private" else self.summary["connect"]["sockets"]
+        )
+        self.push_started_ns = time.monotonic_ns()
+        for link in self.links:
+            link.send(("go", self.push_started_ns))
+        reports: list[dict[str, Any]] = []
+        waiting = list(self.links)
+        while waiting and self.remaining() > 0:
+            for link in list(waiting):
+                while not link.messages.empty():
+                    message = link.messages.get_nowait()
+                    if message[0] == "sent":
+                        reports.append(message[1])
+                        waiting.remove(link)
+                if link in waiting and link.eof:
+                    waiting.remove(link)
+                    self._error(f"{link.name} ended before reporting its sends")
+            self._show_delivery()
+            await asyncio.sleep(0.05)
+        if waiting:
+            self._error(f"{len(waiting)} client process(es) did not finish sending within --max-seconds")
+        failed = sum(r["failed"] for r in reports) + self.opts.messages - sum(r["sent"] for r in reports)
+        ack_us = array.array("q", b"".join(r["ack_us"] for r in reports))
+        last_ns = max((r["last_ns"] for r in reports), default=0)
+        self._record_pushes(sum(r["accepted"] for r in reports), failed, ack_us, last_ns or None)
+
+    def _record_pushes(self, accepted: int, failed: int, push_us: array.array, ended_ns: int | None = None) -> None:
+        """The push phase's figures, once it is over (``ended_ns``: when its last reply came)."""
+        self.push_ended_ns = ended_ns or time.monotonic_ns()
         push_s = (self.push_ended_ns - self.push_started_ns) / 1e9
         self.summary["push"] = {
             "requests": accepted + failed,
@@ -591,7 +668,10 @@ class Coordinator:
                 before_connect = procstats.snapshot(gochat)
                 specs = self.socket_specs(tokens, user_ids)
                 await self.open_sockets(
-                    specs, ws_urls, targets, (lambda: self.ask_counts(api, tokens)) if tokens else None
+                    specs,
+                    ws_urls,
+                    targets,
+                    (lambda: self.ask_counts(api, tokens)) if tokens and self.protocol == "v1" else None,
                 )
                 after_connect = procstats.snapshot(gochat)
                 if opts.mode == "idle":
@@ -615,6 +695,8 @@ class Coordinator:
                     sampler = asyncio.create_task(self.sample_processes())
                     if opts.mode == "floor":
                         await self.floor_fan_out()
+                    elif self.send == "socket":
+                        await self.send_over_sockets()
                     else:
                         await self.push_all(api, tokens, targets)
                     await self.drain()

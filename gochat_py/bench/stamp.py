@@ -61,9 +61,11 @@ def frame_stamp(body: bytes) -> Stamp | None:
     return None if msg is None else parse_stamp(msg)
 
 
-def stamp_matcher(run_id: bytes) -> Callable[[bytes], re.Match[bytes] | None]:
+def stamp_matcher(run_id: bytes, protocol: str = "v1") -> Callable[[bytes], re.Match[bytes] | None]:
     """``match(body)``: groups (seq, send time ns) of an op 2 / op 3 frame of run ``run_id`` as the
     gochat server encodes it (``{"code":0,"msg":"<stamp>"`` first, in Go's field order), else None.
+    With ``protocol="v2"``: of a v2 ``message`` event, whose ``msg`` comes after the room or user,
+    the id and the sender, so it is searched for rather than matched at the start.
 
     This is the hot path of the bench's clients: one match in C instead of :func:`frame_stamp`'s
     searches, split, digit checks and tuple.  It only ever says yes where :func:`frame_stamp`
@@ -73,7 +75,10 @@ def stamp_matcher(run_id: bytes) -> Callable[[bytes], re.Match[bytes] | None]:
     """
     if b"|" in run_id or b'"' in run_id:
         return re.compile(rb"(?!)").match
-    return re.compile(rb'\{"code":0,"msg":"' + re.escape(run_id) + rb'\|(\d+)\|(\d+)"').match
+    stamp = re.escape(run_id) + rb'\|(\d+)\|(\d+)"'
+    if protocol == "v2":
+        return re.compile(rb'"msg":"' + stamp).search
+    return re.compile(rb'\{"code":0,"msg":"' + stamp).match
 
 
 OP_ROOM_COUNT = 4
