@@ -114,6 +114,9 @@ class LogicSettings(Section):
     member_list_delay: float = Field(0.2, ge=0, description="seconds member-list requests for a room are gathered")
     member_list_auto_limit: int = Field(1000, ge=0, description="largest room that gets member lists on join/leave")
     max_user_name_length: int = Field(64, ge=1, description="characters in a user name, checked at registration")
+    mid_window: int = Field(
+        600, ge=1, description="seconds a client message id (v2 mid) is remembered: a resend within it is stored once"
+    )
     # argon2id cost; the defaults are OWASP's minimum (19 MiB, 2 passes), about 30 ms per hash.
     password_time_cost: int = Field(2, ge=1)
     password_memory_kib: int = Field(19456, ge=1024)
