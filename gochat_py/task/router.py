@@ -1,11 +1,11 @@
 """Turns queue entries into per-node delivery batches and reports which entries are done.
 
 A private message (op 2) goes to the nodes recorded for its target; room frames (ops 3 to 5)
-go to every node, once each; a v2 event goes where its target, a user or a room, is.  All of a batch's entries for one node travel in one Deliver call,
-and the calls to different nodes run concurrently, each with a deadline.  An entry is done when
-every node it went to accepted it, or when its target is on no known node (an offline user);
-an entry a node failed to take stays pending and is delivered again later, and the connect
-node drops the repeat by message id.
+go to every node, once each; a v2 event goes where its target, a user or a room, is.  All of a
+batch's entries for one node travel in one Deliver call, and the calls to different nodes run
+concurrently, each with a deadline.  An entry is done when every node it went to accepted it, or
+when its target is on no known node (an offline user); an entry a node failed to take stays
+pending and is delivered again later, and the connect node drops the repeat by message id.
 """
 
 from __future__ import annotations
