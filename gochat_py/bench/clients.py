@@ -133,7 +133,6 @@ class Counter:
         self.first_ns = 0
         self.last_ns = 0
         self._match = stamp_matcher(self.run_id, plan.protocol)
-        self.v2 = plan.protocol == "v2"
         self.on_control = on_control  # v2: every frame but a stamped message goes there
 
     def on_frame(self, index: int, body: bytes) -> None:
@@ -153,7 +152,7 @@ class Counter:
         user_id = self.specs[index].user_id if targets is not None else 0
         seen = self.seen[index] if self.seen else bytearray()  # no messages: every stamp is out of range
         sent: list[int] = []  # send times of the first copies
-        duplicated = foreign = misdelivered = other = 0
+        duplicated = foreign = misdelivered = 0
         for body in bodies:
             found = match(body)
             if found is not None:
@@ -171,10 +170,7 @@ class Counter:
             if seq >= messages:
                 foreign += 1
             elif targets is not None and targets[seq] != user_id:
-                if self.v2 and b'"from":{"id":%d,' % user_id in body:
-                    other += 1  # v2 gives a sender's other sockets their own private messages
-                else:
-                    misdelivered += 1
+                misdelivered += 1
             elif seen[seq]:
                 duplicated += 1
             else:
@@ -195,8 +191,6 @@ class Counter:
             self.foreign += foreign
         if misdelivered:
             self.misdelivered += misdelivered
-        if other:
-            self.other_frames += other
 
     def _on_unstamped(self, index: int, body: bytes) -> None:
         """A frame without a stamp: one that makes the socket ready, or other.
