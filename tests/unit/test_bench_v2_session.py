@@ -116,3 +116,30 @@ def test_counter_of_v2_sockets_hands_every_other_frame_to_the_session() -> None:
     assert counter.other_frames == 0 and counter.ready_count == 0
     counter.mark_ready(0)
     assert counter.all_ready.is_set()
+
+
+def test_v2_rooms_and_the_senders_of_socket_messages() -> None:
+    from gochat_py.bench.cli import build_parser
+    from gochat_py.bench.options import options_from_args
+    from gochat_py.bench.scenarios import Coordinator
+
+    def coordinator(*argv: str) -> Coordinator:
+        return Coordinator(options_from_args(build_parser().parse_args([*argv, "--room-id", "100"])))
+
+    idle = coordinator("idle", "--users", "4", "--sockets-per-user", "2", "--rooms-per-socket", "3")
+    specs = idle.socket_specs(["t"] * 4, [])
+    assert [s.rooms for s in specs[::2]] == [(100, 101, 102), (101, 102, 103), (102, 103, 100), (103, 100, 101)]
+    assert specs[1].rooms == specs[0].rooms  # both sockets of a user in the same rooms
+    assert all(s.rooms == () for s in coordinator("idle", "--users", "2").socket_specs(["t"] * 2, []))  # v1
+
+    room = coordinator("room", "--users", "3", "--sockets-per-user", "2", "--messages", "4", "--send", "socket")
+    specs = room.socket_specs(["t"] * 3, [])
+    assert {s.rooms for s in specs} == {(100,)}
+    # message n from user n mod 3's first socket, as HTTP would push it as that user
+    assert room.planned_sends(specs, None) == [(0, 0, 100, 0), (1, 2, 100, 0), (2, 4, 100, 0), (3, 0, 100, 0)]
+
+    private = coordinator("private", "--users", "3", "--messages", "3", "--send", "socket")
+    specs = private.socket_specs(["t"] * 3, [7, 8, 9])
+    assert {s.rooms for s in specs} == {()}  # a v2 socket gets private messages in no room
+    private.target_index = [0, 2, 1]
+    assert private.planned_sends(specs, [7, 9, 8]) == [(0, 1, 0, 7), (1, 0, 0, 9), (2, 2, 0, 8)]
