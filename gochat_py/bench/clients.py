@@ -41,12 +41,13 @@ import orjson
 
 from gochat_py.bench.framing import TCP_PING, FrameError, StickSplitter, encode_stick
 from gochat_py.bench.stamp import OP_ROOM_COUNT, frame_stamp, make_stamp, room_frame, stamp_matcher
-from gochat_py.bench.v2_session import OTHER, READY, WELCOMED, Ack, V2Session
+from gochat_py.bench.v2_session import OTHER, READY, WELCOMED, Ack, Retry, V2Session
 from gochat_py.bench.ws_client import connect_lean_ws
 
 PROGRESS_INTERVAL = 0.1
 MAX_ERRORS_KEPT = 5
 READY_SETTLE = 10.0
+SUBSCRIBE_RETRY_DELAY = 1.0  # seconds before a subscribe answered "unavailable" is sent again
 
 
 @dataclass
@@ -297,6 +298,7 @@ class ClientWorker:
         self.answers = 0
         self.ack_us = array.array("q")
         self.last_answer_ns = 0
+        self.resubscribed = 0
 
     def _error(self, text: str) -> None:
         if len(self.errors) < MAX_ERRORS_KEPT:
@@ -332,8 +334,17 @@ class ClientWorker:
                 return
             for data in self.sessions[index].subscribes():
                 handle.send_text(data)
+        elif type(outcome) is Retry:
+            self.resubscribed += 1
+            asyncio.get_running_loop().call_later(SUBSCRIBE_RETRY_DELAY, self._resubscribe, index, outcome.room)
         else:
             self._error(f"socket {index}: {outcome.text}")  # type: ignore[union-attr]
+
+    def _resubscribe(self, index: int, room: int) -> None:
+        handle = self.handles[index]
+        if handle is not None and not self.stopping:
+            with contextlib.suppress(ConnectionError):
+                handle.send_text(self.sessions[index].subscribe(room))
 
     def _answered(self, ack: Ack) -> None:
         now = time.monotonic_ns()
@@ -564,6 +575,7 @@ class ClientWorker:
                     "file_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                     "opened_by_node": self._by_node(lambda i: self.handles[i] is not None),
                     "v2_limits": next((s.limits.model_dump() for s in self.sessions if s.limits), None),
+                    "resubscribed": self.resubscribed,
                     "errors": list(self.errors),
                 },
             )

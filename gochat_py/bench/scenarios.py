@@ -413,6 +413,7 @@ class Coordinator:
         limits = next((i["v2_limits"] for i in infos if i.get("v2_limits")), None)
         if limits:
             self.summary["connect"]["v2_limits"] = limits
+            self.summary["connect"]["resubscribed"] = sum(i["resubscribed"] for i in infos)
         if self.summary["connect"]["ready"] < total and opts.mode != "idle":
             # pushing into an incomplete room would only measure the failure: stop here
             # (idle mode goes on with the sockets it has, and reports the refused ones)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from gochat_py.protocol.v2_client import ClientCodec, Reply, ServerMessageError
+from gochat_py.protocol.v2_codes import ErrorCode
 from gochat_py.protocol.v2_messages import ErrorReply, Limits, Publish, Send, SessionEnded, Subscribe, Welcome
 
 WELCOMED = "welcomed"  # the hello was accepted: the subscribes may go
@@ -29,13 +30,19 @@ class Ack(NamedTuple):
     message: str
 
 
+class Retry(NamedTuple):
+    """A subscribe the server could not do now (``unavailable``): the protocol says try again."""
+
+    room: int
+
+
 class Problem(NamedTuple):
     """Something that keeps the socket out of a room or ends it: worth an error line."""
 
     text: str
 
 
-Outcome = str | Ack | Problem
+Outcome = str | Ack | Retry | Problem
 
 
 class V2Session:
@@ -58,12 +65,12 @@ class V2Session:
 
     def subscribes(self) -> list[bytes]:
         """One subscribe per room, all at once (a few; the server answers each)."""
-        out = []
-        for room in self.rooms:
-            cid, data = self.codec.command(Subscribe, room=room)
-            self.subscribing[cid] = room
-            out.append(data)
-        return out
+        return [self.subscribe(room) for room in self.rooms]
+
+    def subscribe(self, room: int) -> bytes:
+        cid, data = self.codec.command(Subscribe, room=room)
+        self.subscribing[cid] = room
+        return data
 
     def message(self, seq: int, sent_ns: int, msg: str, *, room: int = 0, to: int = 0) -> bytes:
         """A publish into ``room``, or a send to user ``to``, remembered until its reply."""
@@ -93,6 +100,8 @@ class V2Session:
                 seq, sent_ns = self.sends.pop(item.cid)
                 return Ack(seq, sent_ns, item.error.code, item.error.message)
             room = self.subscribing.pop(item.cid, None)
+            if room is not None and item.error.code == ErrorCode.UNAVAILABLE:
+                return Retry(room)
             self.refused += room is not None
             what = f"subscribe room {room}" if room is not None else f"cid {item.cid}"
             return Problem(f"{what}: error {item.error.code} {item.error.message}")

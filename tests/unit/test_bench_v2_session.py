@@ -8,7 +8,7 @@ import orjson
 
 from gochat_py.bench.clients import ClientPlan, Counter, SocketSpec
 from gochat_py.bench.stamp import make_stamp, stamp_matcher
-from gochat_py.bench.v2_session import OTHER, READY, WELCOMED, Ack, Problem, V2Session
+from gochat_py.bench.v2_session import OTHER, READY, WELCOMED, Ack, Problem, Retry, V2Session
 from gochat_py.protocol.frames import Send
 from gochat_py.protocol.v2 import encode, encode_error, encode_result, encode_welcome
 from gochat_py.protocol.v2_codes import ErrorCode
@@ -53,6 +53,16 @@ def test_a_refused_subscribe_keeps_the_socket_out() -> None:
     problem = session.receive(encode_error(1, ErrorCode.TOO_MANY_ROOMS, "subscribed to 1 rooms already"))
     assert problem == Problem("subscribe room 11: error 4 subscribed to 1 rooms already")
     assert session.receive(subscribed(2, 12)) == OTHER  # the last answer, but not every room
+
+
+def test_an_unavailable_subscribe_is_tried_again() -> None:
+    session = V2Session((11, 12))
+    session.receive(WELCOME)
+    session.subscribes()
+    assert session.receive(subscribed(1, 11)) == OTHER
+    assert session.receive(encode_error(2, ErrorCode.UNAVAILABLE, "try again")) == Retry(12)
+    assert orjson.loads(session.subscribe(12)) == {"cid": 3, "cmd": "subscribe", "room": 12}
+    assert session.receive(subscribed(3, 12)) == READY  # the retry's answer completes the rooms
 
 
 def test_publish_and_send_are_answered_by_their_cid() -> None:
