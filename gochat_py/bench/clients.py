@@ -536,15 +536,21 @@ class ClientWorker:
         opened = len(self.plan.sockets) - self.failed
         if opened and self.counter.ready_count < opened:
             # every socket in its room; or every one either in it or closed by the server; or no
-            # progress for READY_SETTLE seconds (a refused join keeps a room from ever being complete)
+            # progress for READY_SETTLE seconds (a refused join keeps a room from ever being
+            # complete).  Progress is any socket ready, or any frame while they get there: a v2
+            # socket is ready only after its last subscribe, and a busy server answers the first
+            # subscribe of every socket before the second of any.
             ready_deadline = time.monotonic() + self.plan.ready_timeout
-            last_ready, changed = -1, time.monotonic()
+            last_moved: tuple[int, ...] = ()
+            changed = time.monotonic()
+            counter = self.counter
             while not self.stop_event.is_set() and time.monotonic() < ready_deadline:
-                ready = self.counter.ready_count
+                ready = counter.ready_count
                 if ready + self.disconnected >= opened:
                     break
-                if ready != last_ready:
-                    last_ready, changed = ready, time.monotonic()
+                moved = (ready, counter.other_frames, self.resubscribed, sum(map(bool, counter.first_frame_ns)))
+                if moved != last_moved:
+                    last_moved, changed = moved, time.monotonic()
                 elif time.monotonic() - changed > READY_SETTLE:
                     break
                 self.pipe.send(("opening", opened, ready))

@@ -357,7 +357,8 @@ class Coordinator:
                 targets=targets,
                 connect_concurrency=opts.connect_concurrency,
                 connect_timeout=min(60.0, self.remaining()),
-                ready_timeout=min(120.0, self.remaining()),
+                # v1: op-4 rounds keep frames coming, so only this bound ends a wait for a lost join
+                ready_timeout=min(120.0, self.remaining()) if self.protocol == "v1" else self.remaining(),
                 max_seconds=self.remaining() + 30,
                 protocol=self.protocol,
                 sends=sends[number],
