@@ -178,16 +178,19 @@ def module_process(
     )
 
 
-def redis_process(address: str, data_dir: Path, sink: TextIO | None = None) -> ManagedProcess:
+def redis_process(
+    address: str, data_dir: Path, sink: TextIO | None = None, extra: tuple[str, ...] = (), name: str = "redis"
+) -> ManagedProcess:
+    """``extra``: more redis-server options (``--replicaof host port`` for a replica)."""
     host, port = split_host_port(address)
     data_dir.mkdir(parents=True, exist_ok=True)
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     argv = [
         binary, "--port", str(port), "--bind", host, "--dir", str(data_dir),
         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-        "--loglevel", "warning",
+        "--loglevel", "warning", *extra,
     ]  # fmt: skip
-    return ManagedProcess("redis", argv, probe=lambda: port_open(address), sink=sink)
+    return ManagedProcess(name, argv, probe=lambda: port_open(address), sink=sink)
 
 
 def etcd_process(address: str, data_dir: Path, sink: TextIO | None = None) -> ManagedProcess:
@@ -225,7 +228,8 @@ class System:
     def start_infra(self) -> None:
         state = self.settings.state_path
         common = self.settings
-        if not port_open(common.redis.address):
+        # a Sentinel-managed Redis is the operators' to run: `up` starts only a lone local one
+        if not common.redis.sentinels and not port_open(common.redis.address):
             self.infra.append(redis_process(common.redis.address, state / "redis", self.sink).start())
         if not port_open(common.etcd.endpoint):
             self.infra.append(etcd_process(common.etcd.endpoint, state / "etcd", self.sink).start())

@@ -11,6 +11,10 @@ same id, to the hot stores of its conversations (storage.history), so a message 
 neither.  A private message's entry also records, in the field ``s``, the connect nodes holding a
 socket of its target at that moment, read in that same command: a socket that joins afterwards is
 already on a node in the list, one that joined before finds the message in its backlog.
+
+A push can be made *durable* across a failover of the primary: with ``wait_replicas`` set, the
+command that queues it is followed by ``WAIT`` on the same connection, and a push that fewer
+replicas acknowledged in time raises :class:`ReplicaWaitError` instead of counting as accepted.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import logging
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gochat_py.config import QueueSettings
 from gochat_py.logs import kv
-from gochat_py.metrics import MESSAGES_IN
+from gochat_py.metrics import MESSAGES_IN, REPLICA_WAIT_SHORT
 from gochat_py.protocol.message_id import format_id, parse_id
 from gochat_py.protocol.queue_message import QueueMessage, QueueMessageError
 
@@ -68,6 +74,19 @@ class Outgoing:
     # set, unless it exists, to the id just before this message's (a private message's target: its
     # inbox cursor, which then says "nothing before this one is owed")
     mark_key: str = ""
+
+
+class ReplicaWaitError(RedisError):
+    """The primary holds the write but fewer replicas than asked acknowledged it in time: a
+    failover now could lose it, so it is not reported as accepted (it may still be delivered)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaWait:
+    """``WAIT replicas timeout_ms`` after a durable write; 0 replicas = do not wait."""
+
+    replicas: int = 0
+    timeout_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,22 +168,32 @@ STATE_CAP = 10_000  # entries counted at most as unread (the count reads that ma
 
 class MessageQueue:
     def __init__(
-        self, redis: Redis, settings: QueueSettings, keeping: Keeping | None = None, group: str | None = None
+        self,
+        redis: Redis,
+        settings: QueueSettings,
+        keeping: Keeping | None = None,
+        group: str | None = None,
+        replica_wait: ReplicaWait | None = None,
     ) -> None:
-        """``group``: the consumer group this process reads in (task's by default)."""
+        """``group``: the consumer group this process reads in (task's by default);
+        ``replica_wait``: what a durable enqueue waits for."""
         self.redis = redis
         self.stream = settings.stream
         self.group = group or settings.group
         self.keeping = keeping or Keeping(1, 60, "")
+        self.replica_wait = replica_wait or ReplicaWait()
         self._enqueue = redis.register_script(_ENQUEUE)
         self._state = redis.register_script(_STATE)
 
     async def enqueue(self, message: QueueMessage) -> GroupState | None:
         return await self.enqueue_many([message])
 
-    async def enqueue_many(self, messages: list[QueueMessage | Outgoing], cap: int = STATE_CAP) -> GroupState | None:
+    async def enqueue_many(
+        self, messages: list[QueueMessage | Outgoing], cap: int = STATE_CAP, durable: bool = False
+    ) -> GroupState | None:
         """All of them in one command, in order; the group's state comes back with them (None
-        before any task created the group), its unread count up to ``cap``."""
+        before any task created the group), its unread count up to ``cap``.  ``durable``: returns
+        only once ``replica_wait.replicas`` replicas hold them too, else raises ReplicaWaitError."""
         if not messages:
             return None
         keeping = self.keeping
@@ -175,10 +204,62 @@ class MessageQueue:
             else:
                 message = item.message.encode()
                 args += [message, item.holders_key, item.mark_key, item.body, len(item.keep_in), *item.keep_in]
-        state = await self._enqueue(keys=[self.stream], args=args)
+        wait = self.replica_wait
+        if durable and wait.replicas > 0:
+            state, acknowledged = await self._enqueue_and_wait(args)
+        else:
+            state, acknowledged = await self._enqueue(keys=[self.stream], args=args), None
         for item in messages:
             MESSAGES_IN.labels(item.op if isinstance(item, QueueMessage) else item.message.op).inc()
+        if acknowledged is not None and acknowledged < wait.replicas:
+            REPLICA_WAIT_SHORT.inc(len(messages))
+            raise ReplicaWaitError(
+                f"{acknowledged} of {wait.replicas} replicas acknowledged the write within {wait.timeout_ms} ms;"
+                " try again"
+            )
         return _group_state(state)
+
+    async def _enqueue_and_wait(self, args: list[str | bytes | int]) -> tuple[list | None, int]:
+        """The queuing script and ``WAIT``, sent together on one connection of the pool: WAIT
+        counts the replicas holding *this connection's* writes, so on any other connection it would
+        return at once and prove nothing.  One round trip to the primary, plus the replicas' own.
+        Never sent twice: after a lost connection the script may have run (a repeat would queue
+        every message again), so the error goes to the caller, as any outage does."""
+        pool = self.redis.connection_pool
+        script = ("EVALSHA", self._enqueue.sha, 1, self.stream, *args)
+        wait = ("WAIT", self.replica_wait.replicas, self.replica_wait.timeout_ms)
+        connection = await pool.get_connection()
+        try:
+            state, acknowledged = await self._script_then_wait(connection, script, wait)
+            if isinstance(state, NoScriptError):  # a new primary after a failover, or SCRIPT FLUSH
+                await connection.send_command("SCRIPT", "LOAD", self._enqueue.script)
+                await connection.read_response()
+                state, acknowledged = await self._script_then_wait(connection, script, wait)
+            if isinstance(state, ResponseError):
+                raise state
+            return state, int(acknowledged)
+        except BaseException:
+            # whatever is left unread on the socket must not reach the next command of the pool
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
+
+    async def _script_then_wait(
+        self, connection: AbstractConnection, script: tuple, wait: tuple
+    ) -> tuple[list | ResponseError | None, int]:
+        """Both replies; the script's error (the WAIT after it still answers) is returned, not raised."""
+        await connection.send_packed_command(connection.pack_commands([script, wait]))
+        try:
+            state = await connection.read_response()
+        except ResponseError as exc:
+            state = exc
+        # WAIT blocks up to its own timeout: the read gets that on top of the usual one
+        limit = self.replica_wait.timeout_ms / 1000 + (connection.socket_timeout or 0)
+        acknowledged = await connection.read_response(timeout=limit)
+        if acknowledged is None:  # redis-py's way of saying the read timed out
+            raise RedisTimeoutError(f"no answer to WAIT within {limit:.1f} s")
+        return state, int(acknowledged)
 
     async def group_state(self, cap: int = STATE_CAP) -> GroupState | None:
         try:

@@ -22,7 +22,7 @@ from gochat_py.logic.sessions import SessionStore
 from gochat_py.logic.users import UserStore
 from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
-from gochat_py.queue import Keeping, MessageQueue
+from gochat_py.queue import Keeping, MessageQueue, ReplicaWait
 from gochat_py.rpc import logic_pb2_grpc
 from gochat_py.rpc.client import SERVER_OPTIONS
 from gochat_py.runtime import wait_for_stop_signal
@@ -40,7 +40,8 @@ async def serve(settings: Settings) -> None:
     await users.create_schema()
     redis = make_redis(settings.redis)
     hs = settings.history
-    queue = MessageQueue(redis, settings.queue, Keeping(hs.size, hs.ttl, SINCE_KEY))
+    replica_wait = ReplicaWait(settings.redis.wait_replicas, settings.redis.wait_timeout)
+    queue = MessageQueue(redis, settings.queue, Keeping(hs.size, hs.ttl, SINCE_KEY), replica_wait=replica_wait)
     sessions = SessionStore(redis, settings.logic.session_ttl, settings.queue.stream)
     history: HistoryReader | None = None
     if hs.enabled:

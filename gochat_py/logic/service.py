@@ -260,7 +260,9 @@ class LogicService(logic_pb2_grpc.LogicServicer):
             replies.append(pb.Reply(code=OK))
         if messages:
             await self.admission.admit()
-            self.admission.observe(await self.queue.enqueue_many(messages, cap=self.admission.cap))
+            # durable: with [redis] wait_replicas, accepted only once replicas hold the messages too
+            state = await self.queue.enqueue_many(messages, cap=self.admission.cap, durable=True)
+            self.admission.observe(state)
         return replies
 
     @_guard

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import sys
 import time
@@ -29,7 +30,7 @@ import websockets
 from gochat_py.client.tcp import TcpClient
 from gochat_py.config import load_settings
 from gochat_py.discovery import make_etcd_client
-from gochat_py.launcher import MODULE_ORDER, ManagedProcess, System, etcd_process, redis_process
+from gochat_py.launcher import MODULE_ORDER, ManagedProcess, System, etcd_process, port_open, redis_process
 
 _cluster_numbers = itertools.count(1)
 
@@ -110,6 +111,116 @@ class Infra:
     def start_etcd(self) -> None:
         self.etcd = etcd_process(self.etcd_address, self.root / "etcd", self.log).start()
         self.etcd.wait_ready(30)
+
+
+class SentinelInfra(Infra):
+    """Infra whose Redis is a primary, a replica of it and three Sentinels watching them (quorum
+    2), with Sentinel's timing knobs set low so a failover takes a few seconds, not a minute."""
+
+    MASTER_NAME = "gochat"
+
+    def __init__(self, root: Path, log: Path, down_after_ms: int = 500, failover_timeout_ms: int = 2000) -> None:
+        super().__init__(root, log)  # self.redis, at self.redis_address, starts as the primary
+        self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
+        self.replica_address = f"127.0.0.1:{free_port()}"
+        self.replica = self._server(self.replica_address, "redis_replica", replica_of=self.redis_address)
+        self.sentinel_addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+        self.sentinels = [self._sentinel(n, address) for n, address in enumerate(self.sentinel_addresses)]
+
+    def _server(self, address: str, name: str, replica_of: str = "") -> ManagedProcess:
+        extra = ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
+        if replica_of:
+            extra += ("--replicaof", *replica_of.split(":"))
+        return redis_process(address, self.root / name, self.log, extra, name=name)
+
+    def _sentinel(self, n: int, address: str) -> ManagedProcess:
+        folder = self.root / f"sentinel{n}"
+        folder.mkdir(parents=True, exist_ok=True)
+        host, port = address.split(":")
+        name, (primary_host, primary_port) = self.MASTER_NAME, self.redis_address.split(":")
+        conf = folder / "sentinel.conf"  # Sentinel rewrites its file: one each
+        conf.write_text(
+            f"port {port}\nbind {host}\ndir {folder}\n"
+            f"sentinel monitor {name} {primary_host} {primary_port} 2\n"
+            f"sentinel down-after-milliseconds {name} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {name} {self.failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {name} 1\n"
+        )
+        binary = shutil.which("redis-sentinel")
+        argv = (
+            [binary, str(conf)]
+            if binary
+            else [shutil.which("redis-server") or "/usr/bin/redis-server", str(conf), "--sentinel"]
+        )
+        return ManagedProcess(f"sentinel{n}", argv, probe=lambda: port_open(address), sink=self.log)
+
+    def start(self) -> SentinelInfra:
+        super().start()
+        self.replica.start().wait_ready(30)
+        for sentinel in self.sentinels:
+            sentinel.start().wait_ready(30)
+        deadline = time.monotonic() + 60
+        while not self._sentinels_see_everything():
+            assert time.monotonic() < deadline, "the Sentinels did not find the replica and each other"
+            time.sleep(0.2)
+        return self
+
+    def _sentinels_see_everything(self) -> bool:
+        """Every Sentinel knows the primary, its replica and the two other Sentinels: only then
+        can they agree on a failover."""
+        for address in self.sentinel_addresses:
+            try:
+                state = self._ask(address, "SENTINEL", "MASTER", self.MASTER_NAME)
+            except redis.RedisError:
+                return False
+            if int(state.get("num-slaves", 0)) < 1 or int(state.get("num-other-sentinels", 0)) < 2:
+                return False
+        return True
+
+    @staticmethod
+    def _ask(address: str, *command: str) -> Any:
+        host, port = address.split(":")
+        client = redis.Redis(host=host, port=int(port), socket_timeout=2, decode_responses=True)
+        try:
+            return client.execute_command(*command)
+        finally:
+            client.close()
+
+    def module_env(self) -> dict[str, str]:
+        """The GOCHAT_* settings that make every module find Redis through the Sentinels."""
+        return {
+            "GOCHAT_REDIS__SENTINELS": ",".join(self.sentinel_addresses),
+            "GOCHAT_REDIS__MASTER_NAME": self.MASTER_NAME,
+        }
+
+    def primary(self) -> str:
+        """The primary's address as the Sentinels see it now (all of them must agree)."""
+        answers = {
+            ":".join(self._ask(a, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER_NAME))
+            for a in self.sentinel_addresses
+        }
+        return answers.pop() if len(answers) == 1 else ""
+
+    def role(self, address: str) -> str:
+        return str(self._ask(address, "ROLE")[0])
+
+    def restart_server(self, address: str) -> ManagedProcess:
+        """The killed Redis at ``address`` started again on its data, as a supervisor would; the
+        Sentinels make it a replica of the promoted one."""
+        name = "redis" if address == self.redis_address else "redis_replica"
+        process = self._server(address, name).start()
+        process.wait_ready(30)
+        if name == "redis":
+            self.redis = process
+        else:
+            self.replica = process
+        return process
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        self.replica.stop()
+        super().stop()
 
 
 @contextlib.contextmanager
