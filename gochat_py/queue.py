@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
@@ -77,8 +78,14 @@ class Outgoing:
 
 
 class ReplicaWaitError(RedisError):
-    """The primary holds the write but fewer replicas than asked acknowledged it in time: a
-    failover now could lose it, so it is not reported as accepted (it may still be delivered)."""
+    """Fewer replicas than asked hold a durable write: a failover now could lose it, so it is not
+    reported as accepted.  ``queued``: the primary queued it all the same (the replicas did not
+    acknowledge in time), so it may still be delivered; else nothing was queued (too few replicas
+    were in sync to begin with)."""
+
+    def __init__(self, message: str, queued: bool) -> None:
+        super().__init__(message)
+        self.queued = queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +131,38 @@ local function group_state(stream, name, cap)
 end
 """
 
+# Replicas that follow this server now: connected, synced, and heard from within the last second
+# (a replica acknowledges every second).
+_REPLICAS_IN_SYNC = """
+local function replicas_in_sync()
+  local count, info = 0, redis.call('INFO', 'replication')
+  for state, lag in string.gmatch(info, 'slave%d+:[^\\r\\n]*state=(%a+)[^\\r\\n]*lag=(%d+)') do
+    if state == 'online' and tonumber(lag) <= 1 then count = count + 1 end
+  end
+  return count
+end
+"""
+NO_REPLICAS = "NOREPLICAS"  # the error the script answers with when too few replicas are in sync
+
 # KEYS[1]: the stream; ARGV[1]: the group; ARGV[2]: cap of the unread count; ARGV[3], [4], [5]:
-# size and ttl of the hot stores and the key marking where they begin; then per message, in
-# order: the queue entry, the holders hash ('' = none), the key to mark ('' = none), the body to
-# keep, how many stores keep it, and those stores.  One command for a whole batch (redis-py costs
-# tens of microseconds per command of a pipeline), and the group's state comes back with it.
+# size and ttl of the hot stores and the key marking where they begin; ARGV[6]: replicas that
+# must be in sync, else nothing is queued (0 = no such check); then per message, in order: the
+# queue entry, the holders hash ('' = none), the key to mark ('' = none), the body to keep, how
+# many stores keep it, and those stores.  One command for a whole batch (redis-py costs tens of
+# microseconds per command of a pipeline), and the group's state comes back with it.
 _ENQUEUE = (
     _GROUP_STATE
+    + _REPLICAS_IN_SYNC
     + """
 local size, ttl, since_key = ARGV[3], ARGV[4], ARGV[5]
-local i = 6
+local needed = tonumber(ARGV[6])
+if needed > 0 then
+  local in_sync = replicas_in_sync()
+  if in_sync < needed then
+    return redis.error_reply('NOREPLICAS ' .. in_sync .. ' of ' .. needed .. ' replicas in sync')
+  end
+end
+local i = 7
 while i <= #ARGV do
   local entry, holders, mark, body, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
   local id
@@ -197,16 +226,28 @@ class MessageQueue:
         if not messages:
             return None
         keeping = self.keeping
-        args: list[str | bytes | int] = [self.group, cap, keeping.size, keeping.ttl, keeping.since_key]
+        wait = self.replica_wait
+        waiting = durable and wait.replicas > 0
+        args: list[str | bytes | int] = [
+            *(self.group, cap, keeping.size, keeping.ttl, keeping.since_key),
+            wait.replicas if waiting else 0,
+        ]
         for item in messages:
             if isinstance(item, QueueMessage):
                 args += [item.encode(), "", "", b"", 0]
             else:
                 message = item.message.encode()
                 args += [message, item.holders_key, item.mark_key, item.body, len(item.keep_in), *item.keep_in]
-        wait = self.replica_wait
-        if durable and wait.replicas > 0:
-            state, acknowledged = await self._enqueue_and_wait(args)
+        if waiting:
+            try:
+                state, acknowledged = await self._enqueue_and_wait(args)
+            except ResponseError as exc:
+                if not str(exc).startswith(NO_REPLICAS):
+                    raise
+                REPLICA_WAIT_SHORT.inc(len(messages))
+                raise ReplicaWaitError(
+                    f"{str(exc)[len(NO_REPLICAS) + 1 :]}; nothing queued, try again", False
+                ) from None
         else:
             state, acknowledged = await self._enqueue(keys=[self.stream], args=args), None
         for item in messages:
@@ -215,51 +256,40 @@ class MessageQueue:
             REPLICA_WAIT_SHORT.inc(len(messages))
             raise ReplicaWaitError(
                 f"{acknowledged} of {wait.replicas} replicas acknowledged the write within {wait.timeout_ms} ms;"
-                " try again"
+                " try again",
+                True,
             )
         return _group_state(state)
 
     async def _enqueue_and_wait(self, args: list[str | bytes | int]) -> tuple[list | None, int]:
-        """The queuing script and ``WAIT``, sent together on one connection of the pool: WAIT
-        counts the replicas holding *this connection's* writes, so on any other connection it would
-        return at once and prove nothing.  One round trip to the primary, plus the replicas' own.
-        Never sent twice: after a lost connection the script may have run (a repeat would queue
-        every message again), so the error goes to the caller, as any outage does."""
+        """The queuing script, then ``WAIT``, on one connection taken from the pool for both:
+        WAIT counts the replicas holding *this connection's* writes, so on any other connection
+        it would prove nothing.  WAIT follows only a script that queued something (WAIT blocks
+        for its whole timeout whenever too few replicas are connected, whatever the connection
+        wrote).  Never sent twice: after a lost connection the script may have run (a repeat
+        would queue every message again), so the error goes to the caller, as any outage does."""
         pool = self.redis.connection_pool
         script = ("EVALSHA", self._enqueue.sha, 1, self.stream, *args)
-        wait = ("WAIT", self.replica_wait.replicas, self.replica_wait.timeout_ms)
         connection = await pool.get_connection()
         try:
-            state, acknowledged = await self._script_then_wait(connection, script, wait)
-            if isinstance(state, NoScriptError):  # a new primary after a failover, or SCRIPT FLUSH
-                await connection.send_command("SCRIPT", "LOAD", self._enqueue.script)
-                await connection.read_response()
-                state, acknowledged = await self._script_then_wait(connection, script, wait)
-            if isinstance(state, ResponseError):
-                raise state
+            try:
+                state = await _call(connection, script)
+            except NoScriptError:  # a new primary after a failover, or SCRIPT FLUSH: nothing ran
+                await _call(connection, ("SCRIPT", "LOAD", self._enqueue.script))
+                state = await _call(connection, script)
+            wait = self.replica_wait
+            # WAIT blocks up to its own timeout: the read gets that on top of the usual one
+            limit = wait.timeout_ms / 1000 + (connection.socket_timeout or 0)
+            acknowledged = await _call(connection, ("WAIT", wait.replicas, wait.timeout_ms), limit)
             return state, int(acknowledged)
+        except ResponseError:
+            raise  # an error reply leaves the connection as clean as any other reply
         except BaseException:
-            # whatever is left unread on the socket must not reach the next command of the pool
+            # a lost or timed-out connection may hold a late reply: it must not reach the next user
             await connection.disconnect(nowait=True)
             raise
         finally:
             await pool.release(connection)
-
-    async def _script_then_wait(
-        self, connection: AbstractConnection, script: tuple, wait: tuple
-    ) -> tuple[list | ResponseError | None, int]:
-        """Both replies; the script's error (the WAIT after it still answers) is returned, not raised."""
-        await connection.send_packed_command(connection.pack_commands([script, wait]))
-        try:
-            state = await connection.read_response()
-        except ResponseError as exc:
-            state = exc
-        # WAIT blocks up to its own timeout: the read gets that on top of the usual one
-        limit = self.replica_wait.timeout_ms / 1000 + (connection.socket_timeout or 0)
-        acknowledged = await connection.read_response(timeout=limit)
-        if acknowledged is None:  # redis-py's way of saying the read timed out
-            raise RedisTimeoutError(f"no answer to WAIT within {limit:.1f} s")
-        return state, int(acknowledged)
 
     async def group_state(self, cap: int = STATE_CAP) -> GroupState | None:
         try:
@@ -346,6 +376,15 @@ class MessageQueue:
         for consumer in await self.redis.xinfo_consumers(self.stream, self.group):
             if consumer["pending"] == 0 and consumer["idle"] > idle_ms:
                 await self.redis.xgroup_delconsumer(self.stream, self.group, _text(consumer["name"]))
+
+
+async def _call(connection: AbstractConnection, command: tuple, timeout: float | None = None) -> Any:
+    """One command on this connection, its error reply raised; ``timeout`` replaces the socket's."""
+    await connection.send_command(*command)
+    reply = await connection.read_response(timeout=timeout)
+    if reply is None and timeout is not None:  # redis-py's way of saying the read timed out
+        raise RedisTimeoutError(f"no answer to {command[0]} within {timeout:.1f} s")
+    return reply
 
 
 def _group_state(reply: list | None) -> GroupState | None:

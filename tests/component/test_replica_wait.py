@@ -81,8 +81,9 @@ async def test_a_frozen_replica_makes_a_durable_enqueue_fail_in_time_not_hang(
     replica.signal(signal.SIGSTOP)
     try:
         start = time.monotonic()
-        with pytest.raises(ReplicaWaitError, match=r"0 of 1 replicas acknowledged .* within 300 ms; try again"):
+        with pytest.raises(ReplicaWaitError, match=r"0 of 1 replicas acknowledged .* within 300 ms; try again") as info:
             await queue.enqueue_many(messages(2), durable=True)
+        assert info.value.queued
         took = time.monotonic() - start
         assert WAIT_MS / 1000 - 0.05 <= took < WAIT_MS / 1000 + 2, took
         # not durable: no WAIT, accepted at once
@@ -111,3 +112,32 @@ async def test_a_script_error_is_raised_and_the_connection_is_not_left_half_read
     await queue.ensure_group()
     assert (await queue.enqueue_many(messages(1), durable=True)).unread == 1
     assert await queue.redis.ping()
+
+
+@pytest.fixture(scope="module")
+def lone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A primary nobody replicates: a replica that died, or the promoted one after a failover."""
+    root: Path = tmp_path_factory.mktemp("lone")
+    address = f"127.0.0.1:{free_port()}"
+    with (root / "redis.log").open("a", buffering=1) as log:
+        process = redis_process(address, root / "data", log).start()
+        process.wait_ready(30)
+        yield address
+        process.stop()
+
+
+async def test_with_too_few_replicas_in_sync_nothing_is_queued(lone_server: str) -> None:
+    """Refused before anything is written: the sender's retry will not make a second copy."""
+    client = Redis.from_url(f"redis://{lone_server}/0")
+    try:
+        queue = MessageQueue(client, QueueSettings(stream="lone", group="g"), replica_wait=ReplicaWait(1, WAIT_MS))
+        await queue.ensure_group()
+        start = time.monotonic()
+        with pytest.raises(ReplicaWaitError, match=r"^0 of 1 replicas in sync; nothing queued, try again$") as info:
+            await queue.enqueue_many(messages(3), durable=True)
+        assert not info.value.queued
+        assert time.monotonic() - start < WAIT_MS / 1000  # no WAIT for replicas that are not there
+        assert await client.xlen("lone") == 0
+        assert (await queue.enqueue_many(messages(1))).unread == 1  # not durable: queued
+    finally:
+        await client.aclose()

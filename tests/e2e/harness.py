@@ -114,24 +114,30 @@ class Infra:
 
 
 class SentinelInfra(Infra):
-    """Infra whose Redis is a primary, a replica of it and three Sentinels watching them (quorum
-    2), with Sentinel's timing knobs set low so a failover takes a few seconds, not a minute."""
+    """Infra whose Redis is a primary, ``replicas`` replicas of it and three Sentinels watching
+    them (quorum 2), with Sentinel's timing knobs set low so a failover takes a few seconds."""
 
     MASTER_NAME = "gochat"
 
-    def __init__(self, root: Path, log: Path, down_after_ms: int = 500, failover_timeout_ms: int = 2000) -> None:
+    def __init__(
+        self, root: Path, log: Path, replicas: int = 1, down_after_ms: int = 500, failover_timeout_ms: int = 2000
+    ) -> None:
         super().__init__(root, log)  # self.redis, at self.redis_address, starts as the primary
         self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
-        self.replica_address = f"127.0.0.1:{free_port()}"
-        self.replica = self._server(self.replica_address, "redis_replica", replica_of=self.redis_address)
+        self.replica_addresses = [f"127.0.0.1:{free_port()}" for _ in range(replicas)]
+        self.servers = {self.redis_address: self._server(self.redis_address)}  # address -> process
+        for address in self.replica_addresses:
+            self.servers[address] = self._server(address, replica_of=self.redis_address)
+        self.redis = self.servers[self.redis_address]
         self.sentinel_addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
         self.sentinels = [self._sentinel(n, address) for n, address in enumerate(self.sentinel_addresses)]
 
-    def _server(self, address: str, name: str, replica_of: str = "") -> ManagedProcess:
+    def _server(self, address: str, replica_of: str = "") -> ManagedProcess:
+        port = address.rpartition(":")[2]
         extra = ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
         if replica_of:
             extra += ("--replicaof", *replica_of.split(":"))
-        return redis_process(address, self.root / name, self.log, extra, name=name)
+        return redis_process(address, self.root / f"redis_{port}", self.log, extra, name=f"redis_{port}")
 
     def _sentinel(self, n: int, address: str) -> ManagedProcess:
         folder = self.root / f"sentinel{n}"
@@ -147,33 +153,44 @@ class SentinelInfra(Infra):
             f"sentinel parallel-syncs {name} 1\n"
         )
         binary = shutil.which("redis-sentinel")
-        argv = (
-            [binary, str(conf)]
-            if binary
-            else [shutil.which("redis-server") or "/usr/bin/redis-server", str(conf), "--sentinel"]
-        )
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        argv = [binary, str(conf)] if binary else [server, str(conf), "--sentinel"]
         return ManagedProcess(f"sentinel{n}", argv, probe=lambda: port_open(address), sink=self.log)
 
     def start(self) -> SentinelInfra:
         super().start()
-        self.replica.start().wait_ready(30)
+        for address in self.replica_addresses:
+            self.servers[address].start().wait_ready(30)
         for sentinel in self.sentinels:
             sentinel.start().wait_ready(30)
         deadline = time.monotonic() + 60
-        while not self._sentinels_see_everything():
-            assert time.monotonic() < deadline, "the Sentinels did not find the replica and each other"
+        while not (self.replicating(self.redis_address) and self._sentinels_see_everything()):
+            assert time.monotonic() < deadline, (
+                "replicas not in sync, or the Sentinels did not find them and each other"
+            )
             time.sleep(0.2)
         return self
 
+    def replicating(self, primary: str) -> bool:
+        """Every replica finished its sync and follows ``primary``."""
+        try:
+            info = self._ask(primary, "INFO", "replication")
+        except redis.RedisError:
+            return False
+        online = [info.get(f"slave{n}", {}).get("state") == "online" for n in range(len(self.replica_addresses))]
+        return info.get("role") == "master" and all(online)
+
     def _sentinels_see_everything(self) -> bool:
-        """Every Sentinel knows the primary, its replica and the two other Sentinels: only then
+        """Every Sentinel knows the primary, its replicas and the two other Sentinels: only then
         can they agree on a failover."""
         for address in self.sentinel_addresses:
             try:
                 state = self._ask(address, "SENTINEL", "MASTER", self.MASTER_NAME)
             except redis.RedisError:
                 return False
-            if int(state.get("num-slaves", 0)) < 1 or int(state.get("num-other-sentinels", 0)) < 2:
+            if int(state.get("num-slaves", 0)) < len(self.replica_addresses):
+                return False
+            if int(state.get("num-other-sentinels", 0)) < 2:
                 return False
         return True
 
@@ -194,11 +211,11 @@ class SentinelInfra(Infra):
         }
 
     def primary(self) -> str:
-        """The primary's address as the Sentinels see it now (all of them must agree)."""
-        answers = {
-            ":".join(self._ask(a, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER_NAME))
-            for a in self.sentinel_addresses
-        }
+        """The primary's address as the Sentinels name it now ("" while they disagree)."""
+        answers = set()
+        for address in self.sentinel_addresses:
+            with contextlib.suppress(redis.RedisError):
+                answers.add(":".join(self._ask(address, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER_NAME)))
         return answers.pop() if len(answers) == 1 else ""
 
     def role(self, address: str) -> str:
@@ -206,20 +223,20 @@ class SentinelInfra(Infra):
 
     def restart_server(self, address: str) -> ManagedProcess:
         """The killed Redis at ``address`` started again on its data, as a supervisor would; the
-        Sentinels make it a replica of the promoted one."""
-        name = "redis" if address == self.redis_address else "redis_replica"
-        process = self._server(address, name).start()
+        Sentinels then make it a replica of the promoted one."""
+        process = self._server(address).start()
         process.wait_ready(30)
-        if name == "redis":
+        self.servers[address] = process
+        if address == self.redis_address:
             self.redis = process
-        else:
-            self.replica = process
         return process
 
     def stop(self) -> None:
         for sentinel in self.sentinels:
             sentinel.stop()
-        self.replica.stop()
+        for address, process in self.servers.items():
+            if address != self.redis_address:
+                process.stop()
         super().stop()
 
 
