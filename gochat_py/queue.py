@@ -131,13 +131,14 @@ local function group_state(stream, name, cap)
 end
 """
 
-# Replicas that follow this server now: connected, synced, and heard from within the last second
-# (a replica acknowledges every second).
+# Replicas that follow this server now: connected, synced, and heard from within the last few
+# seconds (a replica acknowledges every second; Redis counts the lag in whole seconds, -1 just after
+# an acknowledgement).
 _REPLICAS_IN_SYNC = """
 local function replicas_in_sync()
   local count, info = 0, redis.call('INFO', 'replication')
-  for state, lag in string.gmatch(info, 'slave%d+:[^\\r\\n]*state=(%a+)[^\\r\\n]*lag=(%d+)') do
-    if state == 'online' and tonumber(lag) <= 1 then count = count + 1 end
+  for state, lag in string.gmatch(info, 'slave%d+:[^\\r\\n]*state=(%a+)[^\\r\\n]*lag=(%-?%d+)') do
+    if state == 'online' and tonumber(lag) <= 3 then count = count + 1 end
   end
   return count
 end
