@@ -141,6 +141,11 @@ async def test_sigkill_of_the_primary_under_load_loses_no_accepted_push(cluster:
         clients = [Resumer([cluster.ws_url], account, room, private=(n == 0)) for n, account in enumerate(readers)]
         tasks = await start_clients(clients)
         sender = Sender(api, alice, room, bob_id)
+        # a client resumes from the last id it saw: one that has seen none yet cannot
+        first = unique("start")
+        assert (await sender.push(first, private=False) or {}).get("code") == 0
+        for client in clients:
+            await eventually(lambda c=client: first in c.texts(3), 30, f"the first message at {client.account.name}")
         sending = asyncio.create_task(sender.run())
         await eventually(lambda: all(len(c.received) >= 60 for c in clients), 60, "traffic before the kill")
         assert not sender.refused, sender.refused[:3]  # the replica acknowledges every push
