@@ -384,7 +384,7 @@ class ChatClient:
             raise ServerMessageError(f"expected the welcome, got {type(first).__name__}")
         resumed = self.welcome is not None
         self.welcome = first
-        self.state.welcome(first.user.id)
+        self.state.welcome(first.user.id, first.time)
         self._backoff.reset()
         link = _Link(conn, codec)
         self._link = link

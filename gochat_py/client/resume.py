@@ -7,7 +7,9 @@ messages) and on ``subscribe`` (a room's), and ``mid`` on publish and send.  :cl
 is the bookkeeping that uses them:
 
 - per subscribed room, the id of the last message delivered: the room's ``since`` on resubscribe;
-- the highest id of a private message delivered to us: the hello's ``since``;
+- the highest id of a private message delivered to us: the hello's ``since`` (before the first
+  one, a point just before the first welcome, so private messages sent while the socket is down
+  are caught up even when none arrived before);
 - per private conversation, the last id delivered, and the ids of our own sent messages, so that a
   message replayed after a reconnect (or seen twice for any other reason) is dropped;
 - the publishes and sends still waiting for their result, each with its client message id, so a
@@ -32,6 +34,7 @@ from gochat_py.protocol.v2_messages import Event, Gap, PrivateMessage, RoomMessa
 Key = tuple[int, int]  # a parsed message id
 FROM_START = format_id(ZERO)  # a since before every id: the whole kept backlog of a room
 OWN_IDS_KEPT = 1024  # our own private ids remembered to drop their copies; older copies cannot come
+CLOCK_SLACK_MS = 5000  # the welcome's clock (a connect node's) against the ids' (Redis's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +62,14 @@ class ResumeState:
 
     # ---- the hello and the subscriptions ----------------------------------------------------
 
-    def welcome(self, user_id: int) -> None:
-        """The socket's user; private messages to this id advance the hello's ``since``."""
+    def welcome(self, user_id: int, server_time_ms: int) -> None:
+        """The socket's user (private messages to this id advance the hello's ``since``) and the
+        server's clock.  Without a private message yet, the next hello's ``since`` is a moment
+        before this welcome: message ids begin with the time they were stored, and what is replayed
+        from before that moment is dropped here by id if it was delivered already."""
         self.user_id = user_id
+        if self._private is None:
+            self._private = (max(0, server_time_ms - CLOCK_SLACK_MS), 0)
 
     def hello_since(self) -> str | None:
         return format_id(self._private) if self._private is not None else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gochat_py.client.resume import FROM_START, OWN_IDS_KEPT, ResumeState
+from gochat_py.client.resume import CLOCK_SLACK_MS, FROM_START, OWN_IDS_KEPT, ResumeState
 from gochat_py.protocol.v2_messages import Gap, MemberJoined, PrivateMessage, RoomMessage, User
 
 ANN, BOB, CAROL = User(id=1, name="ann"), User(id=2, name="bob"), User(id=3, name="carol")
@@ -23,7 +23,7 @@ def private_msg(message_id: str, sender: User, to: int, user: int | None = None)
 
 def signed_in() -> ResumeState:
     state = ResumeState(mid_prefix="t")
-    state.welcome(ANN.id)
+    state.welcome(ANN.id, 0)  # at the epoch: the hello's since starts at 0-0
     return state
 
 
@@ -70,7 +70,7 @@ def test_tracking_a_followed_room_again_keeps_its_place() -> None:
 
 def test_the_hello_since_follows_private_messages_to_us_only() -> None:
     state = signed_in()
-    assert state.hello_since() is None
+    assert state.hello_since() == FROM_START
     assert state.accept(private_msg("10-0", BOB, to=ANN.id)) is True
     assert state.hello_since() == "10-0"
     # a copy of our own message to bob (sent from another socket of ours) is shown once but is not
@@ -87,7 +87,7 @@ def test_our_own_sent_message_is_dropped_if_it_comes_back_but_older_messages_to_
     state = signed_in()
     item = state.outgoing("send", BOB.id, "psst")
     state.acked(item, "20-0")
-    assert state.hello_since() is None  # our send is not a message to us
+    assert state.hello_since() == FROM_START  # our send is not a message to us
     assert state.accept(private_msg("20-0", ANN, to=BOB.id)) is False
     assert state.accept(private_msg("19-0", BOB, to=ANN.id)) is True  # bob wrote first; it was on its way
     assert state.accept(private_msg("21-0", BOB, to=ANN.id)) is True
@@ -115,6 +115,21 @@ def test_a_gap_with_an_unknown_since_forgets_the_watermark_a_gap_too_old_keeps_i
     assert state.accept(Gap(reason="unknown")) is True
     assert state.hello_since() is None
     assert state.accept(private_msg("5-0", BOB, to=ANN.id)) is True
+    state.welcome(ANN.id, 0)
+    assert state.hello_since() == "5-0"
+
+
+def test_before_any_private_message_the_hello_since_is_a_moment_before_the_first_welcome() -> None:
+    state = ResumeState()
+    assert state.hello_since() is None  # the first hello: the server sends what waited offline
+    state.welcome(ANN.id, 1_765_054_800_000)
+    assert state.hello_since() == f"{1_765_054_800_000 - CLOCK_SLACK_MS}-0"
+    state.welcome(ANN.id, 1_765_054_900_000)  # a reconnect does not move it
+    assert state.hello_since() == f"{1_765_054_800_000 - CLOCK_SLACK_MS}-0"
+    assert state.accept(private_msg("1765054700000-0", BOB, to=ANN.id)) is True  # waited while offline
+    assert state.hello_since() == f"{1_765_054_800_000 - CLOCK_SLACK_MS}-0"
+    assert state.accept(private_msg("1765054850000-0", BOB, to=ANN.id)) is True
+    assert state.hello_since() == "1765054850000-0"
 
 
 def test_other_events_pass_through() -> None:
