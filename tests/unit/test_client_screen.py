@@ -46,6 +46,7 @@ def test_room_and_connection_events_print_as_notices() -> None:
     view, _ = screen()
     assert view.render(MemberJoined(room=7, user=BOB)) == "* bob joined room 7"
     assert view.render(MemberLeft(room=7, user=BOB)) == "* bob left room 7"
+    assert view.render(MemberJoined(room=7, user=ANN)) is None  # /join says so already
     assert view.render(TypingEvent(room=7, sender=BOB)) is None
     assert "room 7" in (view.render(Gap(room=7, reason="too_old")) or "")
     assert "private" in (view.render(Gap(reason="unknown")) or "")
