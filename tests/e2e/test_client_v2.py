@@ -258,7 +258,7 @@ async def test_commands_answer_with_what_the_server_holds(cluster: Cluster) -> N
 
 
 async def test_a_refused_token_closes_the_client_for_good(cluster: Cluster) -> None:
-    for connect in (websocket_connector(cluster.ws_url),):
+    for connect in (websocket_connector(cluster.ws_url), tcp_connector(tcp_address(cluster))):
         refused = client(connect, "not-a-token")
         seen = Seen(refused)
         try:
