@@ -16,7 +16,11 @@ drops what it has delivered already (:class:`gochat_py.client.resume.ResumeState
 account), so the application sees every message once, in order within each conversation.  A
 command waiting for its reply when the socket dropped is sent again on the next socket; publish
 and send carry a client message id (``mid``) so the server stores such a retry once.  Publish and
-send also wait and retry when the server answers ``rate_limited`` or ``unavailable``.
+send keep to the welcome's ``publish_rate``/``publish_burst`` on their own, and wait and retry
+when the server answers ``rate_limited`` or ``unavailable`` all the same (without end: wrap them
+in ``asyncio.timeout`` for a deadline).  A command whose frame would exceed the welcome's
+``frame_size`` is refused here (``too_long``) rather than sent, since the server closes a socket
+for such a frame and the retry on the next socket would meet the same fate.
 
 Only a refusal of the token ends the client for good (websocket close 1008 before the welcome, or
 a ``session_ended`` instead of the welcome): it emits :class:`Closed` and every waiting command
@@ -36,6 +40,7 @@ from gochat_py.client.backoff import Backoff
 from gochat_py.client.resume import FROM_START, Outgoing, ResumeState
 from gochat_py.client.transport import Connection, Connector, TransportClosed
 from gochat_py.logs import kv
+from gochat_py.protocol.tcp_frame import HEADER_SIZE
 from gochat_py.protocol.v2_client import ClientCodec, Reply, ServerMessageError, UnknownEvent
 from gochat_py.protocol.v2_codes import CLOSE_POLICY, ErrorCode
 from gochat_py.protocol.v2_messages import (
@@ -67,6 +72,7 @@ from gochat_py.protocol.v2_messages import (
     Welcome,
     WireModel,
 )
+from gochat_py.token_buckets import TokenBuckets
 
 log = logging.getLogger("gochat.client")
 
@@ -154,6 +160,7 @@ class _Link:
     """One welcomed socket, with its cid numbering and the commands waiting for their reply."""
 
     conn: Connection
+    frame_size: int
     codec: ClientCodec = field(default_factory=ClientCodec)
     waiters: dict[int, asyncio.Future[WireModel]] = field(default_factory=dict)
 
@@ -189,6 +196,7 @@ class ChatClient:
         self._closed: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._conn: Connection | None = None
+        self._pace = TokenBuckets(0, 1)  # publish and send, at the rate the welcome allows
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -292,8 +300,11 @@ class ChatClient:
         self, item: Outgoing, result: type[PublishResult | SendResult], kind: type[Command], **fields: Any
     ) -> str:
         delay = Backoff(0.1, 5.0)
+        loop = asyncio.get_running_loop()
         try:
             while True:
+                while (wait := self._pace.take("", loop.time())) > 0:
+                    await asyncio.sleep(wait)
                 try:
                     reply = await self._call(result, kind, **fields)
                 except CommandError as exc:
@@ -319,6 +330,9 @@ class ChatClient:
 
     async def _command_on(self, link: _Link, kind: type[Command], **fields: Any) -> WireModel:
         cid, data = link.codec.command(kind, **{k: v for k, v in fields.items() if v is not None})
+        if len(data) + HEADER_SIZE > link.frame_size:
+            link.codec.pending.pop(cid, None)
+            raise CommandError(ErrorCode.TOO_LONG, f"a frame of {len(data)} bytes is over limits.frame_size")
         waiter: asyncio.Future[WireModel] = asyncio.get_running_loop().create_future()
         link.waiters[cid] = waiter
         try:
@@ -386,7 +400,9 @@ class ChatClient:
         self.welcome = first
         self.state.welcome(first.user.id, first.time)
         self._backoff.reset()
-        link = _Link(conn, codec)
+        link = _Link(conn, first.limits.frame_size, codec)
+        if first.limits.publish_rate != self._pace.rate or first.limits.publish_burst != self._pace.burst:
+            self._pace = TokenBuckets(first.limits.publish_rate, first.limits.publish_burst)
         self._link = link
         log.info("connected", extra=kv(user=first.user.id, resumed=resumed))
         self._events.put_nowait(Connected(first.user, first.limits, resumed))

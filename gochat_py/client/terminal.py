@@ -35,6 +35,7 @@ from gochat_py.client.chat import (
     SubscriptionLost,
 )
 from gochat_py.client.transport import Connector, tcp_connector, websocket_connector
+from gochat_py.protocol.v2_codes import MAX_ID
 from gochat_py.protocol.v2_messages import (
     Gap,
     MemberJoined,
@@ -85,7 +86,7 @@ class Screen:
         matches = [user_id for user_id, name in self.names.items() if name == who]
         if len(matches) == 1:
             return matches[0]
-        if who.isdigit() and int(who) > 0:
+        if who.isdigit() and 0 < int(who) <= MAX_ID:
             return int(who)
         return None
 
@@ -230,7 +231,7 @@ class Screen:
 
 
 def _room(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
+    if not text.isdigit() or not 0 < int(text) <= MAX_ID:
         raise ValueError(f"not a room number: {text!r}")
     return int(text)
 
@@ -286,8 +287,15 @@ async def _run(args: argparse.Namespace) -> int:
     lines = _stdin_lines(asyncio.get_running_loop())
     status = 0
     try:
-        while (line := await lines.get()) is not None:
-            if not await screen.handle(line):
+        while True:
+            typed = asyncio.ensure_future(lines.get())
+            await asyncio.wait({typed, shower}, return_when=asyncio.FIRST_COMPLETED)
+            if not typed.done():  # the client closed (the session ended elsewhere): nothing to type to
+                typed.cancel()
+                status = 1
+                break
+            line = typed.result()
+            if line is None or not await screen.handle(line):
                 break
     except ClientClosed:
         status = 1

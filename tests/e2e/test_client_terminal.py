@@ -16,9 +16,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from gochat_py.client.api import login
 from tests.e2e.harness import Cluster, eventually
 
 CLUSTER_MODULES = ("logic", "connect_websocket", "connect_tcp", "task", "api")
+CLUSTER_ENV = {"GOCHAT_CONNECT__SESSION_CHECK": "1"}  # nodes notice a session ended elsewhere within 1 s
 WAIT = 30.0
 
 
@@ -119,10 +121,13 @@ async def test_two_people_chat_in_rooms_and_privately_from_their_terminals(clust
 
     tmux.type(bob, "/msg nobody-we-know hello?")
     await tmux.shows(bob, "* unknown user 'nobody-we-know'")
-    tmux.type(ann, "/quit")
     tmux.type(bob, "/quit")
-    await tmux.shows(ann, "EXITED 0")
     await tmux.shows(bob, "EXITED 0")
+    # ann logs in somewhere else: this terminal's session ends, and the chat says so and stops
+    await login(cluster.api_url, ann, "pw-123456")
+    await tmux.shows(ann, "* session ended")
+    await tmux.shows(ann, "* closed: refused")
+    await tmux.shows(ann, "EXITED 1")
 
     bob_screen = tmux.screen(bob)
     assert f"* {bob} joined" not in bob_screen  # one's own joins are the "* joined room" lines

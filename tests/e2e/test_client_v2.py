@@ -14,9 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gochat_py.client.api import login, whoami
 from gochat_py.client.backoff import Backoff
-from gochat_py.client.chat import ChatClient, ClientEvent, Closed, Connected, Disconnected
+from gochat_py.client.chat import ChatClient, ClientEvent, Closed, CommandError, Connected, Disconnected
 from gochat_py.client.transport import Connector, tcp_connector, websocket_connector
 from gochat_py.protocol.message_id import parse_id
 from gochat_py.protocol.v2_messages import MemberJoined, PrivateMessage, RoomMessage, TypingEvent
@@ -24,6 +26,7 @@ from tests.e2e.harness import Cluster, eventually, free_port
 from tests.e2e.relay import Relay
 
 CLUSTER_MODULES = ("logic", "connect_websocket", "connect_tcp", "task", "api")
+CLUSTER_ENV = {"GOCHAT_CONNECT__V2_FRAME_SIZE": "2048"}  # websocket frames from clients, 2 KB at most
 WAIT = 30.0  # a busy two-core machine; every wait ends as soon as its condition holds
 
 
@@ -298,3 +301,21 @@ async def test_the_readme_example_runs(cluster: Cluster) -> None:
         process.kill()
         await process.wait()
     assert lines[0].startswith("stored as ") and "last page:" in lines[0], lines
+
+
+async def test_a_message_too_big_for_a_frame_is_refused_before_it_is_sent(cluster: Cluster) -> None:
+    """The server would close the socket (1009), and the retry on the next socket would be closed
+    again: the client refuses it instead, and the socket stays."""
+    room = random.randint(10**6, 10**9)
+    token, _ = await user(cluster, f"ann{tag()}")
+    async with client(websocket_connector(cluster.ws_url), token) as ann:
+        seen = Seen(ann)
+        assert ann.welcome is not None and ann.welcome.limits.frame_size == 2048
+        await ann.subscribe(room)
+        with pytest.raises(CommandError) as refused:
+            await ann.publish(room, "é" * 1200)  # 1200 characters, 2400 bytes
+        assert refused.value.name == "too_long"
+        await ann.publish(room, "x" * 1900)
+        await seen.until(lambda: len(seen.room(room)) == 1, "the message that fits arrived")
+        assert ann.state.unacked() == []
+    assert not seen.of(Disconnected)

@@ -81,6 +81,7 @@ async def test_typed_lines_that_need_no_server_are_answered_at_once() -> None:
     view, printed = screen()
     assert await view.handle("hello") is True
     assert await view.handle("/join zero") is True
+    assert await view.handle("/join 99999999999999999999") is True
     assert await view.handle("/frobnicate") is True
     assert await view.handle("/msg bob") is True
     assert await view.handle("/msg dave hi") is True
@@ -89,6 +90,7 @@ async def test_typed_lines_that_need_no_server_are_answered_at_once() -> None:
     assert printed == [
         "* join a room first: /join N",
         "* not a room number: 'zero'",
+        "* not a room number: '99999999999999999999'",
         "* unknown command /frobnicate; /help lists them",
         "* usage: /msg USER text",
         "* unknown user 'dave': give the user id, or a name seen in your rooms",
