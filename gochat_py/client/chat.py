@@ -228,7 +228,8 @@ class ChatClient:
         return self._link is not None and self._ready.is_set()
 
     async def events(self) -> AsyncIterator[ClientEvent]:
-        """Every event, in the order it arrived, until :class:`Closed` (which is yielded last)."""
+        """Every event, in the order it arrived, until :class:`Closed` (which is yielded last).
+        Events wait in memory until read, so a client that subscribes to rooms should read them."""
         while True:
             event = await self._events.get()
             yield event

@@ -15,6 +15,8 @@ is the bookkeeping that uses them:
 - the publishes and sends still waiting for their result, each with its client message id, so a
   retry after a reconnect carries the same ``mid`` and the server stores it once.
 
+It also drops the echo of our own typing notices, which a room sends to every subscribed socket.
+
 Ids are compared as pairs of integers (:func:`gochat_py.protocol.message_id.parse_id`), never as
 strings.  Nothing here does I/O or looks at a clock; :class:`gochat_py.client.chat.ChatClient`
 drives it.
@@ -29,7 +31,7 @@ from typing import Literal
 
 from gochat_py.protocol.message_id import ZERO, format_id, parse_id
 from gochat_py.protocol.v2_codes import GAP_UNKNOWN
-from gochat_py.protocol.v2_messages import Event, Gap, PrivateMessage, RoomMessage
+from gochat_py.protocol.v2_messages import Event, Gap, PrivateMessage, RoomMessage, TypingEvent
 
 Key = tuple[int, int]  # a parsed message id
 FROM_START = format_id(ZERO)  # a since before every id: the whole kept backlog of a room
@@ -121,6 +123,8 @@ class ResumeState:
             if event.to == self.user_id and (self._private is None or key > self._private):
                 self._private = key
             return True
+        if isinstance(event, TypingEvent):
+            return event.sender.id != self.user_id  # a room's typing reaches the typist's socket too
         if isinstance(event, Gap) and event.reason == GAP_UNKNOWN:
             if event.room is None:
                 self._private = None

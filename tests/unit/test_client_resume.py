@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gochat_py.client.resume import CLOCK_SLACK_MS, FROM_START, OWN_IDS_KEPT, ResumeState
-from gochat_py.protocol.v2_messages import Gap, MemberJoined, PrivateMessage, RoomMessage, User
+from gochat_py.protocol.v2_messages import Gap, MemberJoined, PrivateMessage, RoomMessage, TypingEvent, User
 
 ANN, BOB, CAROL = User(id=1, name="ann"), User(id=2, name="bob"), User(id=3, name="carol")
 
@@ -132,9 +132,12 @@ def test_before_any_private_message_the_hello_since_is_a_moment_before_the_first
     assert state.hello_since() == "1765054850000-0"
 
 
-def test_other_events_pass_through() -> None:
+def test_other_events_pass_through_but_the_echo_of_our_own_typing() -> None:
     state = signed_in()
     assert state.accept(MemberJoined(room=7, user=BOB)) is True
+    assert state.accept(TypingEvent(room=7, sender=BOB)) is True
+    assert state.accept(TypingEvent(room=7, sender=ANN)) is False
+    assert state.accept(TypingEvent(user=BOB.id, sender=BOB)) is True
 
 
 def test_outgoing_messages_get_distinct_mids_and_stay_unacked_until_their_result() -> None:
