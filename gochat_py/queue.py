@@ -75,6 +75,8 @@ class Outgoing:
     # set, unless it exists, to the id just before this message's (a private message's target: its
     # inbox cursor, which then says "nothing before this one is owed")
     mark_key: str = ""
+    # the sender's client message id (mid_key): while it exists the message is not queued again
+    mid_key: str = ""
 
 
 class ReplicaWaitError(RedisError):
@@ -103,6 +105,7 @@ class Keeping:
     size: int
     ttl: int
     since_key: str  # set to the first id kept after Redis lost its data (or on a new install)
+    mid_ttl: int = 600  # seconds a client message id is remembered (queue.Outgoing.mid_key)
 
 
 # The group's {pending, unread, last-delivered-id, age of the oldest unread entry in ms (by Redis's
@@ -146,50 +149,60 @@ end
 NO_REPLICAS = "NOREPLICAS"  # the error the script answers with when too few replicas are in sync
 
 # KEYS[1]: the stream; ARGV[1]: the group; ARGV[2]: cap of the unread count; ARGV[3], [4], [5]:
-# size and ttl of the hot stores and the key marking where they begin; ARGV[6]: replicas that
-# must be in sync, else nothing is queued (0 = no such check); then per message, in order: the
-# queue entry, the holders hash ('' = none), the key to mark ('' = none), the body to keep, how
-# many stores keep it, and those stores.  One command for a whole batch (redis-py costs tens of
-# microseconds per command of a pipeline), and the group's state comes back with it.
+# size and ttl of the hot stores and the key marking where they begin; ARGV[6]: seconds a client
+# message id is remembered; ARGV[7]: replicas that must be in sync, else nothing is queued (0 = no
+# such check); then per message, in order: the queue entry, the holders hash ('' = none), the key
+# to mark ('' = none), its client message id key ('' = none), the body to keep, how many stores
+# keep it, and those stores.  A message whose client message id key exists is not queued again:
+# its id is the one the key holds.  Returns {the group's state, the ids}: one command for a whole
+# batch (redis-py costs tens of microseconds per command of a pipeline).
 _ENQUEUE = (
     _GROUP_STATE
     + _REPLICAS_IN_SYNC
     + """
-local size, ttl, since_key = ARGV[3], ARGV[4], ARGV[5]
-local needed = tonumber(ARGV[6])
+local size, ttl, since_key, mid_ttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local needed = tonumber(ARGV[7])
 if needed > 0 then
   local in_sync = replicas_in_sync()
   if in_sync < needed then
     return redis.error_reply('NOREPLICAS ' .. in_sync .. ' of ' .. needed .. ' replicas in sync')
   end
 end
-local i = 7
+local ids = {}
+local i = 8
 while i <= #ARGV do
-  local entry, holders, mark, body, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
-  local id
-  if holders ~= '' then
+  local entry, holders, mark, mid, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local n = tonumber(ARGV[i + 5])
+  local id = mid ~= '' and redis.call('GET', mid)
+  if id then
+    n = -n  -- queued before: nothing to do but answer its id
+  elseif holders ~= '' then
     local nodes = redis.call('HKEYS', holders)
     id = redis.call('XADD', KEYS[1], '*', 'm', entry, 's', table.concat(nodes, ','))
   else
     id = redis.call('XADD', KEYS[1], '*', 'm', entry)
   end
-  if mark ~= '' and redis.call('EXISTS', mark) == 0 then
-    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-    if seq == '0' then
-      redis.call('SET', mark, string.format('%.0f', tonumber(ms) - 1) .. '-18446744073709551615')
-    else
-      redis.call('SET', mark, ms .. '-' .. string.format('%.0f', tonumber(seq) - 1))
+  ids[#ids + 1] = id
+  if n >= 0 then
+    if mid ~= '' then redis.call('SET', mid, id, 'EX', mid_ttl) end
+    if mark ~= '' and redis.call('EXISTS', mark) == 0 then
+      local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+      if seq == '0' then
+        redis.call('SET', mark, string.format('%.0f', tonumber(ms) - 1) .. '-18446744073709551615')
+      else
+        redis.call('SET', mark, ms .. '-' .. string.format('%.0f', tonumber(seq) - 1))
+      end
     end
+    for k = 1, n do
+      local store = ARGV[i + 5 + k]
+      redis.call('XADD', store, 'MAXLEN', '~', size, id, 'm', body)
+      redis.call('EXPIRE', store, ttl)
+    end
+    if n > 0 then redis.call('SET', since_key, id, 'NX') end
   end
-  for k = 1, n do
-    local store = ARGV[i + 4 + k]
-    redis.call('XADD', store, 'MAXLEN', '~', size, id, 'm', body)
-    redis.call('EXPIRE', store, ttl)
-  end
-  if n > 0 then redis.call('SET', since_key, id, 'NX') end
-  i = i + 5 + n
+  i = i + 6 + math.abs(n)
 end
-return group_state(KEYS[1], ARGV[1], ARGV[2])
+return {group_state(KEYS[1], ARGV[1], ARGV[2]), ids}
 """
 )
 _STATE = _GROUP_STATE + "return group_state(KEYS[1], ARGV[1], ARGV[2])\n"
@@ -224,24 +237,39 @@ class MessageQueue:
         """All of them in one command, in order; the group's state comes back with them (None
         before any task created the group), its unread count up to ``cap``.  ``durable``: returns
         only once ``replica_wait.replicas`` replicas hold them too, else raises ReplicaWaitError."""
+        return (await self.enqueue_with_ids(messages, cap, durable))[0]
+
+    async def enqueue_with_ids(
+        self, messages: list[QueueMessage | Outgoing], cap: int = STATE_CAP, durable: bool = False
+    ) -> tuple[GroupState | None, list[str]]:
+        """:meth:`enqueue_many`, and the messages' ids in order (for one with a ``mid_key`` seen
+        before, the id it was queued under then)."""
         if not messages:
-            return None
+            return None, []
         keeping = self.keeping
         wait = self.replica_wait
         waiting = durable and wait.replicas > 0
         args: list[str | bytes | int] = [
-            *(self.group, cap, keeping.size, keeping.ttl, keeping.since_key),
+            *(self.group, cap, keeping.size, keeping.ttl, keeping.since_key, keeping.mid_ttl),
             wait.replicas if waiting else 0,
         ]
         for item in messages:
             if isinstance(item, QueueMessage):
-                args += [item.encode(), "", "", b"", 0]
+                args += [item.encode(), "", "", "", b"", 0]
             else:
                 message = item.message.encode()
-                args += [message, item.holders_key, item.mark_key, item.body, len(item.keep_in), *item.keep_in]
+                args += [
+                    message,
+                    item.holders_key,
+                    item.mark_key,
+                    item.mid_key,
+                    item.body,
+                    len(item.keep_in),
+                    *item.keep_in,
+                ]
         if waiting:
             try:
-                state, acknowledged = await self._enqueue_and_wait(args)
+                (state, ids), acknowledged = await self._enqueue_and_wait(args)
             except ResponseError as exc:
                 if not str(exc).startswith(NO_REPLICAS):
                     raise
@@ -250,7 +278,7 @@ class MessageQueue:
                     f"{str(exc)[len(NO_REPLICAS) + 1 :]}; nothing queued, try again", False
                 ) from None
         else:
-            state, acknowledged = await self._enqueue(keys=[self.stream], args=args), None
+            (state, ids), acknowledged = await self._enqueue(keys=[self.stream], args=args), None
         for item in messages:
             MESSAGES_IN.labels(item.op if isinstance(item, QueueMessage) else item.message.op).inc()
         if acknowledged is not None and acknowledged < wait.replicas:
@@ -260,9 +288,9 @@ class MessageQueue:
                 " try again",
                 True,
             )
-        return _group_state(state)
+        return _group_state(state), [_text(i) for i in ids]
 
-    async def _enqueue_and_wait(self, args: list[str | bytes | int]) -> tuple[list | None, int]:
+    async def _enqueue_and_wait(self, args: list[str | bytes | int]) -> tuple[list, int]:
         """The queuing script, then ``WAIT``, on one connection taken from the pool for both:
         WAIT counts the replicas holding *this connection's* writes, so on any other connection
         it would prove nothing.  WAIT follows only a script that queued something (WAIT blocks

@@ -41,7 +41,8 @@ async def serve(settings: Settings) -> None:
     redis = make_redis(settings.redis)
     hs = settings.history
     replica_wait = ReplicaWait(settings.redis.wait_replicas, settings.redis.wait_timeout)
-    queue = MessageQueue(redis, settings.queue, Keeping(hs.size, hs.ttl, SINCE_KEY), replica_wait=replica_wait)
+    keeping = Keeping(hs.size, hs.ttl, SINCE_KEY, settings.logic.mid_window)
+    queue = MessageQueue(redis, settings.queue, keeping, replica_wait=replica_wait)
     sessions = SessionStore(redis, settings.logic.session_ttl, settings.queue.stream)
     history: HistoryReader | None = None
     if hs.enabled:
