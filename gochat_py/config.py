@@ -37,6 +37,18 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _tls_files_complete(section: str, ca: str, cert: str, key: str, ca_required: bool) -> None:
+    """Half a TLS configuration is refused at load time, naming what is missing: a certificate
+    without its key cannot be presented, and without the CA nothing verifies the peer."""
+    names = f"[{section}] tls_ca / tls_cert / tls_key (GOCHAT_{section.upper()}__TLS_CA, __TLS_CERT, __TLS_KEY)"
+    if bool(cert) != bool(key):
+        have, missing = ("tls_cert", "tls_key") if cert else ("tls_key", "tls_cert")
+        raise ValueError(f"{names}: {have} is set but {missing} is not; set both, or neither")
+    if ca_required and (ca or cert) and not (ca and cert):
+        missing = "tls_cert and tls_key" if ca else "tls_ca"
+        raise ValueError(f"{names}: mutual TLS needs all three; {missing} not set")
+
+
 class EtcdSettings(Section):
     endpoint: str = "127.0.0.1:2379"
     base_path: str = "/gochat_srv"
@@ -46,6 +58,18 @@ class EtcdSettings(Section):
     password: str = ""
     timeout: float = Field(5.0, gt=0, description="seconds for one etcd call")
     lease_ttl: int = Field(8, ge=2, description="seconds before a dead node's keys vanish")
+    # PEM files.  tls_ca alone: TLS, etcd's certificate checked against it; with tls_cert and
+    # tls_key too: the client certificate etcd asks for (--client-cert-auth).
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> EtcdSettings:
+        _tls_files_complete("etcd", self.tls_ca, self.tls_cert, self.tls_key, ca_required=False)
+        if self.tls_cert and not self.tls_ca:
+            raise ValueError("[etcd] tls_cert and tls_key need tls_ca: the CA that signed etcd's certificate")
+        return self
 
 
 class RedisSettings(Section):
@@ -54,6 +78,18 @@ class RedisSettings(Section):
     db: int = 0
     timeout: float = Field(3.0, gt=0, description="socket timeout for one Redis command")
     max_connections: int = Field(64, ge=1, description="Redis connections per process; more commands wait")
+    # PEM files.  tls_ca set: TLS to Redis (its tls-port), its certificate checked against the CA;
+    # tls_cert and tls_key too: the client certificate Redis asks for (tls-auth-clients yes).
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> RedisSettings:
+        _tls_files_complete("redis", self.tls_ca, self.tls_cert, self.tls_key, ca_required=False)
+        if self.tls_cert and not self.tls_ca:
+            raise ValueError("[redis] tls_cert and tls_key need tls_ca: the CA that signed Redis's certificate")
+        return self
 
 
 class QueueSettings(Section):
@@ -103,6 +139,26 @@ class RpcSettings(Section):
     timeout: float = Field(3.0, gt=0, description="deadline of every gRPC call, seconds")
     auth_timeout: float = Field(15.0, gt=0, description="deadline of Login and Register: password hashing queues")
     attempts: int = Field(3, ge=1, description="nodes tried before a call fails")
+    # Mutual TLS between the layers (PEM files), all three or none: servers ask for a client
+    # certificate signed by tls_ca, clients check the server's against it.  See README, "TLS
+    # between the layers", for the names a certificate must carry.
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_server_name: str = Field(
+        "", description="name every server certificate carries, checked instead of the address a node registered"
+    )
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> RpcSettings:
+        _tls_files_complete("rpc", self.tls_ca, self.tls_cert, self.tls_key, ca_required=True)
+        if self.tls_server_name and not self.tls_ca:
+            raise ValueError("[rpc] tls_server_name is set but TLS is not (tls_ca, tls_cert, tls_key)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca)
 
 
 class LogicSettings(Section):

@@ -25,9 +25,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import aetcd
+import aetcd.client
+import aetcd.watcher
+import grpc
 
 from gochat_py.config import ConfigError, EtcdSettings, split_host_port
 from gochat_py.logs import kv
+from gochat_py.tls import check_files, read_pem
 
 log = logging.getLogger("gochat.discovery")
 # etcd restarting is routine: reconnect within a second or two of its return, not gRPC's default
@@ -60,9 +64,49 @@ class EtcdClient(aetcd.Client):
 
     _token_renewed_at = float("-inf")
 
-    def __init__(self, *args: Any, clock: Callable[[], float] = time.monotonic, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        clock: Callable[[], float] = time.monotonic,
+        credentials: grpc.ChannelCredentials | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``credentials``: TLS to etcd (aetcd itself only speaks plaintext); None = plaintext."""
         super().__init__(*args, **kwargs)
         self.clock = clock
+        self._credentials = credentials
+
+    @aetcd.client._handle_errors
+    async def connect(self) -> None:
+        """aetcd's connect (aetcd 1.0), with a TLS channel when credentials are set."""
+        if self._connected.is_set():
+            return
+        if self._is_connecting:  # another task is connecting: wait for it
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        try:
+            self._is_connecting = True
+            target = f"{self._host}:{self._port}"
+            options = list(self._options.items())
+            if self._credentials is None:
+                self.channel = aetcd.rpc.insecure_channel(target, options=options)
+            else:
+                self.channel = grpc.aio.secure_channel(target, self._credentials, options=options)
+            if self._username is not None and self._password is not None:
+                self.auth_stub = aetcd.rpc.AuthStub(self.channel)
+                request = aetcd.rpc.AuthenticateRequest(name=self._username, password=self._password)
+                reply = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                self.metadata = (("token", reply.token),)
+            self.kvstub = aetcd.rpc.KVStub(self.channel)
+            self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
+            self.leasestub = aetcd.rpc.LeaseStub(self.channel)
+            self.maintenancestub = aetcd.rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(
+                aetcd.rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
 
     async def renew_token_if_refused(self, exc: BaseException) -> None:
         """Never raises: it runs in the callers' error handling."""
@@ -84,6 +128,18 @@ class EtcdClient(aetcd.Client):
         log.info("etcd refused the auth token (restarted?); logged in again", extra=kv(error=str(exc)))
 
 
+def etcd_credentials(settings: EtcdSettings) -> grpc.ChannelCredentials | None:
+    """TLS credentials from ``[etcd] tls_*`` (None without tls_ca), the files read once."""
+    if not settings.tls_ca:
+        return None
+    check_files("etcd", settings.tls_ca, settings.tls_cert, settings.tls_key)
+    ca = read_pem("etcd", "tls_ca", settings.tls_ca)
+    if not settings.tls_cert:
+        return grpc.ssl_channel_credentials(root_certificates=ca)
+    cert, key = read_pem("etcd", "tls_cert", settings.tls_cert), read_pem("etcd", "tls_key", settings.tls_key)
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
 def make_etcd_client(settings: EtcdSettings) -> EtcdClient:
     host, port = split_host_port(settings.endpoint)
     return EtcdClient(
@@ -93,6 +149,7 @@ def make_etcd_client(settings: EtcdSettings) -> EtcdClient:
         password=settings.password or None,
         timeout=settings.timeout,
         options=dict(CHANNEL_OPTIONS),
+        credentials=etcd_credentials(settings),
     )
 
 

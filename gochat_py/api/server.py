@@ -12,6 +12,7 @@ from gochat_py.discovery import ServiceWatcher, make_etcd_client
 from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
 from gochat_py.rpc.client import LogicClient
+from gochat_py.rpc.credentials import load_rpc_tls
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.tls import server_context
 
@@ -19,11 +20,12 @@ log = logging.getLogger("gochat.api")
 
 
 async def serve(settings: Settings) -> None:
+    rpc_tls = load_rpc_tls(settings.rpc)
     etcd_settings = settings.etcd
     etcd = make_etcd_client(etcd_settings)
     watcher = ServiceWatcher(etcd, etcd_settings, etcd_settings.logic_service)
     await watcher.start()
-    logic = LogicClient(watcher, settings.rpc)
+    logic = LogicClient(watcher, settings.rpc, rpc_tls)
     runner = web.AppRunner(create_app(logic, settings.api), access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_host_port(settings.api.bind)

@@ -28,6 +28,7 @@ from gochat_py.protocol.message_id import format_id, parse_id, with_id
 from gochat_py.rpc import connect_pb2_grpc
 from gochat_py.rpc import logic_pb2 as logic_pb
 from gochat_py.rpc.client import SERVER_OPTIONS, LogicClient, RpcError
+from gochat_py.rpc.credentials import add_port, load_rpc_tls
 
 log = logging.getLogger("gochat.connect")
 # server type -> its settings section, named when its advertised address is refused
@@ -57,10 +58,11 @@ class ConnectNode:
         self.server_type = server_type
         self.server_id = node_settings.server_id or f"{server_type}-{uuid.uuid4()}"
         self.hub = Hub(settings.connect.buckets)
+        self.tls = load_rpc_tls(settings.rpc)
         etcd_settings = settings.etcd
         self._etcd = make_etcd_client(etcd_settings)
         self._logic_nodes = ServiceWatcher(self._etcd, etcd_settings, etcd_settings.logic_service)
-        self.logic = LogicClient(self._logic_nodes, settings.rpc)
+        self.logic = LogicClient(self._logic_nodes, settings.rpc, self.tls)
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
         self.encode = encode
         self.service = service = ConnectService(self.hub, RecentIds(settings.connect.dedup_window), encode)
@@ -77,7 +79,7 @@ class ConnectNode:
 
     async def start(self) -> None:
         """Serves task's RPCs and registers in etcd; the front end opens its sockets after this."""
-        port = self._server.add_insecure_port(self.node_settings.rpc_bind)
+        port = add_port(self._server, self.node_settings.rpc_bind, self.tls)
         # before anything starts: an address nobody can dial refuses start-up (a ConfigError)
         address = advertised_address(
             self.node_settings.rpc_bind, self.node_settings.rpc_advertise, port, SECTIONS[self.server_type]

@@ -25,6 +25,7 @@ from gochat_py.metrics import serve_metrics
 from gochat_py.queue import Keeping, MessageQueue
 from gochat_py.rpc import logic_pb2_grpc
 from gochat_py.rpc.client import SERVER_OPTIONS
+from gochat_py.rpc.credentials import add_port, load_rpc_tls
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.archive import Archive
 from gochat_py.storage.history import SINCE_KEY, HotHistory
@@ -35,6 +36,7 @@ DRAIN_DELAY = 0.5
 
 
 async def serve(settings: Settings) -> None:
+    tls = load_rpc_tls(settings.rpc)  # first: unreadable certificates refuse start-up at once
     settings.state_path.mkdir(parents=True, exist_ok=True)
     users = UserStore(settings.database_url)
     await users.create_schema()
@@ -67,7 +69,7 @@ async def serve(settings: Settings) -> None:
 
     server = grpc.aio.server(options=SERVER_OPTIONS)
     logic_pb2_grpc.add_LogicServicer_to_server(service, server)
-    port = server.add_insecure_port(settings.logic.rpc_bind)
+    port = add_port(server, settings.logic.rpc_bind, tls)
     # before serving: an address nobody can dial refuses start-up (a ConfigError)
     address = advertised_address(settings.logic.rpc_bind, settings.logic.rpc_advertise, port, "logic")
     await server.start()
@@ -88,7 +90,7 @@ async def serve(settings: Settings) -> None:
         reap_dead_nodes(connect_nodes, service.sessions, service.purge_node, settings.logic.node_grace)
     )
     serve_metrics(settings, "logic")
-    log.info("ready", extra=kv(rpc=address, database=settings.database_url.split("://")[0]))
+    log.info("ready", extra=kv(rpc=address, rpc_tls=tls is not None, database=settings.database_url.split("://")[0]))
 
     await wait_for_stop_signal()
     log.info("stopping")

@@ -18,6 +18,7 @@ from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
 from gochat_py.queue import Entry, MessageQueue
 from gochat_py.rpc.client import ConnectClients
+from gochat_py.rpc.credentials import load_rpc_tls
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.archive import Archive
 from gochat_py.storage.redis import make_redis
@@ -140,11 +141,12 @@ class Consumer:
 
 
 async def serve(settings: Settings) -> None:
+    rpc_tls = load_rpc_tls(settings.rpc)
     etcd_settings = settings.etcd
     etcd = make_etcd_client(etcd_settings)
     watcher = ServiceWatcher(etcd, etcd_settings, etcd_settings.connect_service)
     await watcher.start()
-    clients = ConnectClients(watcher)
+    clients = ConnectClients(watcher, rpc_tls)
     redis = make_redis(settings.redis)
     name = settings.task.consumer or f"{socket.gethostname()}-{os.getpid()}"
     leadership = Leadership(redis, LEASE_KEY, name, settings.task.leader_ttl)
