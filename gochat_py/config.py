@@ -121,7 +121,8 @@ class HistorySettings(Section):
 
 
 class MetricsSettings(Section):
-    """Where each module serves Prometheus metrics (/metrics); empty = not served; port 0 = any."""
+    """Where each module serves Prometheus metrics (/metrics) and its probes (/healthz, /readyz);
+    empty = not served; port 0 = any."""
 
     logic: str = "127.0.0.1:9169"
     api: str = "127.0.0.1:9170"
@@ -129,6 +130,13 @@ class MetricsSettings(Section):
     connect_tcp: str = "127.0.0.1:9172"
     task: str = "127.0.0.1:9173"
     site: str = ""
+    probe_timeout: float = Field(
+        2.0, gt=0, description="seconds the loop (/healthz) and each readiness check (/readyz) may take"
+    )
+
+    def addresses(self) -> dict[str, str]:
+        """Module -> address, for every module (empty where not served)."""
+        return {name: value for name, value in self.model_dump().items() if isinstance(value, str)}
 
 
 class LogSettings(Section):

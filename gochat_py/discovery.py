@@ -262,6 +262,7 @@ class Registration:
         self._value = encode_value(node.server_id, node.server_type)
         self._lease_id: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._confirmed_at: float | None = None  # monotonic time etcd last confirmed the lease
 
     async def start(self) -> None:
         """Registers, then keeps the lease alive.  A node started while etcd is away does not
@@ -282,6 +283,7 @@ class Registration:
         lease = await self._client.lease(self._settings.lease_ttl)
         await self._client.put(self.key, self._value, lease=lease.id)
         self._lease_id = lease.id
+        self._confirmed_at = time.monotonic()
         log.info(
             "registered in etcd",
             extra=kv(key=self.key.decode(), server_id=self.node.server_id, ttl=self._settings.lease_ttl),
@@ -297,6 +299,7 @@ class Registration:
                 if reply is None or reply.TTL <= 0:
                     # The lease expired while etcd was away (or etcd lost its data): start again.
                     await self._register()
+                self._confirmed_at = time.monotonic()
                 if not healthy:
                     log.info("etcd reachable again", extra=kv(key=self.key.decode()))
                 healthy = True
@@ -306,7 +309,18 @@ class Registration:
                 healthy = False
                 await self._client.renew_token_if_refused(exc)
 
+    async def check(self) -> str:
+        """Readiness: the key exists as far as we know, i.e. etcd confirmed the lease less than a
+        lease time ago (so a missed keep-alive or two does not count, an outage does)."""
+        if self._confirmed_at is None:
+            raise RuntimeError(f"not registered in etcd yet ({self._settings.endpoint})")
+        age = time.monotonic() - self._confirmed_at
+        if age >= self._settings.lease_ttl:
+            raise RuntimeError(f"etcd last confirmed the lease {age:.0f} s ago; the key may be gone")
+        return f"registered as {self.node.address}"
+
     async def stop(self) -> None:
+        self._confirmed_at = None  # leaving: not ready for traffic any more
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -364,6 +378,12 @@ class ServiceWatcher:
         self._changed.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
+
+    async def check(self) -> str:
+        """Readiness: etcd has answered a listing of this service (the nodes it has are known)."""
+        if not self.ready.is_set():
+            raise RuntimeError(f"etcd has not listed {self.service} yet ({self._settings.endpoint})")
+        return f"{len(self.nodes)} {self.service} node(s) known"
 
     def settled(self) -> bool:
         """True when ``nodes`` is etcd's current view: etcd answers, and every live node has had a

@@ -9,6 +9,7 @@ from aiohttp import web
 from gochat_py.api.app import create_app
 from gochat_py.config import Settings, split_host_port
 from gochat_py.discovery import ServiceWatcher, make_etcd_client
+from gochat_py.health import Health
 from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
 from gochat_py.rpc.client import LogicClient
@@ -32,7 +33,11 @@ async def serve(settings: Settings) -> None:
     tls = server_context(settings.api.tls_cert, settings.api.tls_key)
     site = web.TCPSite(runner, host, port, shutdown_timeout=5, ssl_context=tls)
     await site.start()
-    serve_metrics(settings, "api")
+
+    async def logic_reachable() -> str:
+        return f"reachable at {await logic.reachable(settings.metrics.probe_timeout)}"
+
+    serve_metrics(settings, "api", Health("api", {"etcd": watcher.check, "logic": logic_reachable}))
     log.info("ready", extra=kv(bind=f"{host}:{port}", tls=tls is not None))
     await wait_for_stop_signal()
     log.info("stopping")

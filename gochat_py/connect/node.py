@@ -22,6 +22,7 @@ from gochat_py.connect.hub import Channel, Hub, Key
 from gochat_py.connect.pacing import Pacer, Probe
 from gochat_py.connect.service import ConnectService, unchanged
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
+from gochat_py.health import Health
 from gochat_py.logs import kv
 from gochat_py.protocol.frames import OP_SINGLE_SEND, history_gap_body
 from gochat_py.protocol.message_id import format_id, parse_id, with_id
@@ -100,6 +101,20 @@ class ConnectNode:
         except Exception:
             await self._server.stop(None)
             raise
+
+    def health(self, module: str) -> Health:
+        """Readiness of a connect node: registered in etcd (task routes to it), and a logic node
+        reachable (joins are checked there)."""
+
+        async def registered() -> str:
+            if self._registration is None:
+                raise RuntimeError("not registered in etcd (starting or stopping)")
+            return await self._registration.check()
+
+        async def logic_reachable() -> str:
+            return f"reachable at {await self.logic.reachable(self.settings.metrics.probe_timeout)}"
+
+        return Health(module, {"etcd": registered, "logic": logic_reachable})
 
     async def deregister(self) -> None:
         """First step of shutdown: task stops routing here while the sockets are closed."""

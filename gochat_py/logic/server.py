@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from gochat_py.config import Settings
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
+from gochat_py.health import Health, database_check, redis_check
 from gochat_py.logic.admission import Admission
 from gochat_py.logic.history import HistoryReader
 from gochat_py.logic.member_lists import MemberLists
@@ -89,7 +90,8 @@ async def serve(settings: Settings) -> None:
     reaper = asyncio.create_task(
         reap_dead_nodes(connect_nodes, service.sessions, service.purge_node, settings.logic.node_grace)
     )
-    serve_metrics(settings, "logic")
+    checks = {"etcd": registration.check, "redis": redis_check(redis), "database": database_check(users.engine)}
+    serve_metrics(settings, "logic", Health("logic", checks))
     log.info("ready", extra=kv(rpc=address, rpc_tls=tls is not None, database=settings.database_url.split("://")[0]))
 
     await wait_for_stop_signal()

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from gochat_py import metrics
 from gochat_py.config import Settings
 from gochat_py.discovery import ServiceWatcher, make_etcd_client
+from gochat_py.health import Check, Health, database_check, redis_check
 from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
 from gochat_py.queue import Entry, MessageQueue
@@ -172,7 +173,10 @@ async def serve(settings: Settings) -> None:
     loops = {loop_task}
     if writer is not None:
         loops.add(asyncio.create_task(writer.run(), name="history-writer"))
-    serve_metrics(settings, "task")
+    checks: dict[str, Check] = {"etcd": watcher.check, "redis": redis_check(redis)}
+    if writer is not None:
+        checks["database"] = database_check(writer.archive.engine)
+    serve_metrics(settings, "task", Health("task", checks))
     log.info("ready", extra=kv(consumer=name, connect_nodes=len(watcher.nodes), history=writer is not None))
 
     stop = asyncio.create_task(wait_for_stop_signal())
