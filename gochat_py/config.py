@@ -15,7 +15,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "GOCHAT_"
 # Environment variables with the prefix that choose *which* files to read, not a key inside them.
@@ -39,7 +48,9 @@ class Section(BaseModel):
 
 def _tls_files_complete(section: str, ca: str, cert: str, key: str, ca_required: bool) -> None:
     """Half a TLS configuration is refused at load time, naming what is missing: a certificate
-    without its key cannot be presented, and without the CA nothing verifies the peer."""
+    without its key cannot be presented, and without the CA nothing verifies the peer.  Run as a
+    validator of the section's last TLS field (the earlier ones are in its ``info.data``), so the
+    error shows that field's value only, never the section's password."""
     names = f"[{section}] tls_ca / tls_cert / tls_key (GOCHAT_{section.upper()}__TLS_CA, __TLS_CERT, __TLS_KEY)"
     if bool(cert) != bool(key):
         have, missing = ("tls_cert", "tls_key") if cert else ("tls_key", "tls_cert")
@@ -47,6 +58,8 @@ def _tls_files_complete(section: str, ca: str, cert: str, key: str, ca_required:
     if ca_required and (ca or cert) and not (ca and cert):
         missing = "tls_cert and tls_key" if ca else "tls_ca"
         raise ValueError(f"{names}: mutual TLS needs all three; {missing} not set")
+    if cert and not ca:
+        raise ValueError(f"[{section}] tls_cert and tls_key need tls_ca: the CA that signed the server's certificate")
 
 
 class EtcdSettings(Section):
@@ -62,14 +75,13 @@ class EtcdSettings(Section):
     # tls_key too: the client certificate etcd asks for (--client-cert-auth).
     tls_ca: str = ""
     tls_cert: str = ""
-    tls_key: str = ""
+    tls_key: str = Field("", validate_default=True)
 
-    @model_validator(mode="after")
-    def _tls_complete(self) -> EtcdSettings:
-        _tls_files_complete("etcd", self.tls_ca, self.tls_cert, self.tls_key, ca_required=False)
-        if self.tls_cert and not self.tls_ca:
-            raise ValueError("[etcd] tls_cert and tls_key need tls_ca: the CA that signed etcd's certificate")
-        return self
+    @field_validator("tls_key")
+    @classmethod
+    def _tls_complete(cls, key: str, info: ValidationInfo) -> str:
+        _tls_files_complete("etcd", info.data.get("tls_ca", ""), info.data.get("tls_cert", ""), key, False)
+        return key
 
 
 class RedisSettings(Section):
@@ -82,14 +94,13 @@ class RedisSettings(Section):
     # tls_cert and tls_key too: the client certificate Redis asks for (tls-auth-clients yes).
     tls_ca: str = ""
     tls_cert: str = ""
-    tls_key: str = ""
+    tls_key: str = Field("", validate_default=True)
 
-    @model_validator(mode="after")
-    def _tls_complete(self) -> RedisSettings:
-        _tls_files_complete("redis", self.tls_ca, self.tls_cert, self.tls_key, ca_required=False)
-        if self.tls_cert and not self.tls_ca:
-            raise ValueError("[redis] tls_cert and tls_key need tls_ca: the CA that signed Redis's certificate")
-        return self
+    @field_validator("tls_key")
+    @classmethod
+    def _tls_complete(cls, key: str, info: ValidationInfo) -> str:
+        _tls_files_complete("redis", info.data.get("tls_ca", ""), info.data.get("tls_cert", ""), key, False)
+        return key
 
 
 class QueueSettings(Section):
@@ -154,15 +165,19 @@ class RpcSettings(Section):
     tls_cert: str = ""
     tls_key: str = ""
     tls_server_name: str = Field(
-        "", description="name every server certificate carries, checked instead of the address a node registered"
+        "",
+        validate_default=True,
+        description="name every server certificate carries, checked instead of the address a node registered",
     )
 
-    @model_validator(mode="after")
-    def _tls_complete(self) -> RpcSettings:
-        _tls_files_complete("rpc", self.tls_ca, self.tls_cert, self.tls_key, ca_required=True)
-        if self.tls_server_name and not self.tls_ca:
+    @field_validator("tls_server_name")
+    @classmethod
+    def _tls_complete(cls, name: str, info: ValidationInfo) -> str:
+        data = info.data
+        _tls_files_complete("rpc", data.get("tls_ca", ""), data.get("tls_cert", ""), data.get("tls_key", ""), True)
+        if name and not info.data.get("tls_ca"):
             raise ValueError("[rpc] tls_server_name is set but TLS is not (tls_ca, tls_cert, tls_key)")
-        return self
+        return name
 
     @property
     def tls(self) -> bool:

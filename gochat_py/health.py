@@ -28,6 +28,9 @@ log = logging.getLogger("gochat.health")
 
 # A check returns a short word on what answered, or raises with the reason it failed.
 Check = Callable[[], Awaitable[str]]
+# Of the probe timeout, what a check that waits on a peer itself gives it: it then gives up first
+# and says why, instead of the bare timeout.
+PEER_SHARE = 0.8
 
 
 class Health:

@@ -9,7 +9,7 @@ from aiohttp import web
 from gochat_py.api.app import create_app
 from gochat_py.config import Settings, split_host_port
 from gochat_py.discovery import ServiceWatcher, make_etcd_client
-from gochat_py.health import Health
+from gochat_py.health import PEER_SHARE, Health
 from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
 from gochat_py.rpc.client import LogicClient
@@ -35,7 +35,7 @@ async def serve(settings: Settings) -> None:
     await site.start()
 
     async def logic_reachable() -> str:
-        return f"reachable at {await logic.reachable(settings.metrics.probe_timeout)}"
+        return f"reachable at {await logic.reachable(settings.metrics.probe_timeout * PEER_SHARE)}"
 
     serve_metrics(settings, "api", Health("api", {"etcd": watcher.check, "logic": logic_reachable}))
     log.info("ready", extra=kv(bind=f"{host}:{port}", tls=tls is not None))

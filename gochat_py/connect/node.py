@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from grpc_health.v1.health import aio as grpc_health_aio
 
 from gochat_py import metrics
 from gochat_py.config import ConnectNodeSettings, Settings
@@ -22,7 +23,7 @@ from gochat_py.connect.hub import Channel, Hub, Key
 from gochat_py.connect.pacing import Pacer, Probe
 from gochat_py.connect.service import ConnectService, unchanged
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
-from gochat_py.health import Health
+from gochat_py.health import PEER_SHARE, Health
 from gochat_py.logs import kv
 from gochat_py.protocol.frames import OP_SINGLE_SEND, history_gap_body
 from gochat_py.protocol.message_id import format_id, parse_id, with_id
@@ -30,6 +31,7 @@ from gochat_py.rpc import connect_pb2_grpc
 from gochat_py.rpc import logic_pb2 as logic_pb
 from gochat_py.rpc.client import SERVER_OPTIONS, LogicClient, RpcError
 from gochat_py.rpc.credentials import add_port, load_rpc_tls
+from gochat_py.rpc.health import add_health_service
 
 log = logging.getLogger("gochat.connect")
 # server type -> its settings section, named when its advertised address is refused
@@ -74,6 +76,7 @@ class ConnectNode:
             service.pacer = self.pacer
         connect_pb2_grpc.add_ConnectServicer_to_server(service, self._server)
         self._registration: Registration | None = None
+        self._grpc_health: grpc_health_aio.HealthServicer | None = None
         # Joins and leaves come in bursts (a node restart, a network blip): a bounded number in
         # flight keeps logic and Redis answering, the rest wait their turn here.
         self._logic_slots = asyncio.Semaphore(settings.connect.logic_concurrency)
@@ -86,6 +89,7 @@ class ConnectNode:
             self.node_settings.rpc_bind, self.node_settings.rpc_advertise, port, SECTIONS[self.server_type]
         )
         await self._logic_nodes.start()
+        self._grpc_health = await add_health_service(self._server)
         await self._server.start()
         if self.pacer is not None:
             self.pacer.start()
@@ -112,12 +116,14 @@ class ConnectNode:
             return await self._registration.check()
 
         async def logic_reachable() -> str:
-            return f"reachable at {await self.logic.reachable(self.settings.metrics.probe_timeout)}"
+            return f"reachable at {await self.logic.reachable(self.settings.metrics.probe_timeout * PEER_SHARE)}"
 
         return Health(module, {"etcd": registered, "logic": logic_reachable})
 
     async def deregister(self) -> None:
         """First step of shutdown: task stops routing here while the sockets are closed."""
+        if self._grpc_health is not None:
+            await self._grpc_health.enter_graceful_shutdown()
         if self._registration:
             await self._registration.stop()
             self._registration = None

@@ -27,6 +27,7 @@ from gochat_py.queue import Keeping, MessageQueue
 from gochat_py.rpc import logic_pb2_grpc
 from gochat_py.rpc.client import SERVER_OPTIONS
 from gochat_py.rpc.credentials import add_port, load_rpc_tls
+from gochat_py.rpc.health import add_health_service
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.archive import Archive
 from gochat_py.storage.history import SINCE_KEY, HotHistory
@@ -70,6 +71,7 @@ async def serve(settings: Settings) -> None:
 
     server = grpc.aio.server(options=SERVER_OPTIONS)
     logic_pb2_grpc.add_LogicServicer_to_server(service, server)
+    grpc_health = await add_health_service(server)
     port = add_port(server, settings.logic.rpc_bind, tls)
     # before serving: an address nobody can dial refuses start-up (a ConfigError)
     address = advertised_address(settings.logic.rpc_bind, settings.logic.rpc_advertise, port, "logic")
@@ -96,6 +98,7 @@ async def serve(settings: Settings) -> None:
 
     await wait_for_stop_signal()
     log.info("stopping")
+    await grpc_health.enter_graceful_shutdown()
     await registration.stop()
     # Callers learn from etcd that we are gone within moments; until then they may still send
     # calls here, which must be served rather than cut off by the stop below.

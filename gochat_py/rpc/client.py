@@ -23,6 +23,7 @@ from gochat_py.logs import kv
 from gochat_py.metrics import RPC_SECONDS
 from gochat_py.rpc import connect_pb2_grpc, logic_pb2_grpc
 from gochat_py.rpc.credentials import RpcTls, open_channel
+from gochat_py.rpc.health import serving
 
 log = logging.getLogger("gochat.rpc")
 
@@ -98,20 +99,23 @@ class NodePool(Generic[StubT]):
         return entry[1]
 
     async def reachable(self, timeout: float) -> str:
-        """For readiness: which live node a connection (with its TLS handshake) can be made to;
-        raises RpcError naming why none can.  Tries the nodes in turn, one connection each."""
-        if not self.watcher.nodes:
+        """For readiness: a live node that answers the gRPC health check within ``timeout`` (split
+        between the nodes, tried in turn); raises RpcError with each node's reason otherwise."""
+        nodes = list(self.watcher.nodes)
+        if not nodes:
             raise RpcError(f"no {self.watcher.service} node is registered")
         errors = []
-        for address in list(self.watcher.nodes):
+        for address in nodes:
             self.stub(address)
             channel, _ = self._stubs[address]
             try:
-                await asyncio.wait_for(channel.channel_ready(), timeout / len(self.watcher.nodes))
+                await serving(channel, timeout / len(nodes))
                 return address
-            except TimeoutError:
-                errors.append(f"{address}: {channel.get_state(try_to_connect=False).name}")
-        raise RpcError(f"no {self.watcher.service} node reachable ({', '.join(errors)})")
+            except grpc.aio.AioRpcError as exc:
+                errors.append(f"{address}: {exc.code().name} {exc.details() or ''}".strip())
+            except RuntimeError as exc:
+                errors.append(f"{address}: {exc}")
+        raise RpcError(f"no {self.watcher.service} node reachable ({'; '.join(errors)})")
 
     async def close(self) -> None:
         for channel, _ in self._stubs.values():

@@ -17,6 +17,7 @@ import re
 import socket
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -266,6 +267,25 @@ def scrape(cluster: Cluster, module: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+def probe(cluster: Cluster, name: str, path: str) -> tuple[int, dict[str, Any]]:
+    """A module's /healthz or /readyz: (status, JSON body).  ``name`` is the process's name (site
+    answers on its own port; the others beside their metrics, on the port they logged)."""
+    if name == "site":
+        url = f"http://127.0.0.1:{cluster.site_port}"
+    else:
+        running = [p for p in cluster.processes(name) if p.running()]
+        assert len(running) == 1, name
+        ports = [int(m.group(1)) for line in list(running[0].lines) if (m := _METRICS_SERVED.search(line))]
+        assert ports, f"{name} logged no metrics address"
+        url = f"http://127.0.0.1:{ports[-1]}"
+    try:
+        with urllib.request.urlopen(url + path, timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("application/json")
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 class ApiClient:

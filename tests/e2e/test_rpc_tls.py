@@ -17,7 +17,18 @@ import pytest
 from gochat_py.client.tcp import TcpClient
 from gochat_py.rpc import connect_pb2, connect_pb2_grpc, logic_pb2, logic_pb2_grpc
 from tests.e2e.certs import Authority, Issued
-from tests.e2e.harness import ApiClient, Cluster, Infra, TcpReader, WsClient, op_is, registered
+from tests.e2e.harness import (
+    ApiClient,
+    Cluster,
+    Infra,
+    TcpReader,
+    WsClient,
+    eventually,
+    free_port,
+    op_is,
+    probe,
+    registered,
+)
 
 MODULES = ("logic", "connect_websocket", "connect_tcp", "task", "api")
 
@@ -134,36 +145,58 @@ async def test_a_connect_node_refuses_deliver_without_a_certificate_of_the_ca(
         await channel.close()
 
 
-def _start(env: dict[str, str], module: str = "logic") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+async def test_readiness_shows_a_node_whose_certificate_logic_does_not_trust(
+    cluster: Cluster, pki: tuple[Authority, Authority]
+) -> None:
+    for module in ("api", "connect_websocket", "connect_tcp"):  # reached logic through mutual TLS
+        status, body = probe(cluster, module, "/readyz")
+        assert status == 200 and body["checks"]["logic"].startswith("reachable at 127.0.0.1:"), body
+    # a node given another CA's certificate starts, but cannot reach logic: not ready, and says so
+    stranger = pki[1].issue("misissued")
+    node = cluster.start_module(
+        "connect_websocket",
+        name="connect_websocket_stranger",
+        GOCHAT_CONNECT_WEBSOCKET__BIND=f"127.0.0.1:{free_port()}",
+        GOCHAT_CONNECT_WEBSOCKET__SERVER_ID=f"ws-stranger-{uuid.uuid4().hex[:6]}",
+        **tls_env(stranger),
+    )
+    try:
+        await eventually(
+            lambda: probe(cluster, "connect_websocket_stranger", "/readyz")[0] == 503, 20, "stranger not ready"
+        )
+        status, body = probe(cluster, "connect_websocket_stranger", "/readyz")
+        assert body["failed"] == ["logic"], body
+        assert "no LogicRpc node reachable" in body["checks"]["logic"], body
+        assert "handshake failed" in body["checks"]["logic"], body  # gRPC's reason, passed on
+    finally:
+        node.stop()
+
+
+def _start(env: dict[str, str], module: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "gochat_py", "--module", module],
         env={**os.environ, "GOCHAT_LOGIC__RPC_BIND": "127.0.0.1:0", **env},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=60,
     )
 
 
 def test_half_a_tls_configuration_refuses_start_up_saying_what_is_missing(
     pki: tuple[Authority, Authority], tmp_path: Path
 ) -> None:
-    node = pki[0].issue("half")
+    node, other = pki[0].issue("half"), pki[1].issue("other")
     full = tls_env(node)
-    cert_only = {"GOCHAT_RPC__TLS_CA": full["GOCHAT_RPC__TLS_CA"], "GOCHAT_RPC__TLS_CERT": full["GOCHAT_RPC__TLS_CERT"]}
-    result = _start(cert_only)
-    assert result.returncode == 2, result
-    assert "tls_cert is set but tls_key is not" in result.stderr
-
-    result = _start({"GOCHAT_RPC__TLS_CERT": str(node.cert), "GOCHAT_RPC__TLS_KEY": str(node.key)}, "task")
-    assert result.returncode == 2, result
-    assert "mutual TLS needs all three; tls_ca not set" in result.stderr
-
     missing = tmp_path / "nowhere.pem"
-    result = _start({**full, "GOCHAT_RPC__TLS_KEY": str(missing)}, "connect_websocket")
-    assert result.returncode == 1, result
-    assert f"[rpc] tls_key {missing}: cannot read it" in result.stdout + result.stderr
-
-    other = pki[1].issue("other")  # a key that is not the certificate's
-    result = _start({**full, "GOCHAT_RPC__TLS_KEY": str(other.key)}, "api")
-    assert result.returncode == 1, result
-    assert "not a certificate and its key" in result.stdout + result.stderr
+    # (settings, module, exit status, what the message says); started side by side
+    cases = [
+        ({**full, "GOCHAT_RPC__TLS_KEY": ""}, "logic", 2, "tls_cert is set but tls_key is not"),
+        ({**full, "GOCHAT_RPC__TLS_CA": ""}, "task", 2, "mutual TLS needs all three; tls_ca not set"),
+        ({**full, "GOCHAT_RPC__TLS_KEY": str(missing)}, "connect_websocket", 1, f"tls_key {missing}: cannot read it"),
+        ({**full, "GOCHAT_RPC__TLS_KEY": str(other.key)}, "api", 1, "not a certificate and its key"),
+    ]
+    started = [(_start(env, module), status, message) for env, module, status, message in cases]
+    for process, status, message in started:
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == status, output
+        assert message in output, output

@@ -354,3 +354,13 @@ def test_complete_tls_configurations_load(tmp_path: Path) -> None:
     assert settings.etcd.tls_ca == "ca.pem" and not settings.etcd.tls_cert  # the CA alone: TLS without a client cert
     assert settings.redis.tls_cert == "c.pem"
     assert not load(tmp_path).rpc.tls
+
+
+def test_a_tls_error_never_shows_the_section_s_password(tmp_path: Path) -> None:
+    for section in ("ETCD", "REDIS"):
+        secret = "s3cret-" + "x" * 40  # long: a truncated dump of the section would still show some
+        environ = {f"GOCHAT_{section}__PASSWORD": secret, f"GOCHAT_{section}__TLS_CERT": "c.pem"}
+        with pytest.raises(ConfigError) as caught:
+            load(tmp_path, GOCHAT_ETCD__USERNAME="root", **environ)
+        assert "tls_cert is set but tls_key is not" in str(caught.value)
+        assert "s3cret" not in str(caught.value)
