@@ -173,17 +173,3 @@ def test_run_sh_dev_without_docker_says_what_to_do() -> None:
     )
     assert result.returncode == 1
     assert "Docker" in result.stderr and "./run.sh local" in result.stderr
-
-
-def test_every_module_container_is_probed_on_its_own_readyz() -> None:
-    """The healthcheck's URL is where that module, with the container's settings, serves /readyz:
-    beside its metrics, or on its own port for site (which has no metrics address)."""
-    probed = re.compile(r"urlopen\('http://127\.0\.0\.1:(\d+)/readyz'")
-    for name, module in module_services().items():
-        check = services()[name]["healthcheck"]
-        assert check["test"][:3] == ["CMD", "python", "-c"], name
-        (port,) = probed.findall(check["test"][3])
-        settings = load_settings(environ=service_environment(name))
-        address = settings.metrics.addresses()[module] or getattr(settings, module).bind
-        host, expected = split_host_port(address)
-        assert int(port) == expected and host in ("127.0.0.1", "0.0.0.0"), (name, address)
