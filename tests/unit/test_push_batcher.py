@@ -1,4 +1,4 @@
-"""The api's push batcher: requests of one loop turn share a call, and every request is answered."""
+"""The push batcher (api and connect nodes): requests of one loop turn share a call, and every request is answered."""
 
 from __future__ import annotations
 
