@@ -3,6 +3,7 @@ server's certificate (the registered host, or ``[rpc] tls_server_name``)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,10 +28,10 @@ def settings(issued: Issued, server_name: str = "") -> RpcSettings:
     )
 
 
-async def serve(tls: RpcTls) -> tuple[grpc.aio.Server, int]:
+async def serve(tls: RpcTls, bind: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(options=SERVER_OPTIONS)
     connect_pb2_grpc.add_ConnectServicer_to_server(Answering(), server)
-    port = add_port(server, "127.0.0.1:0", tls)
+    port = add_port(server, bind, tls)
     await server.start()
     return server, port
 
@@ -79,13 +80,25 @@ async def test_tls_server_name_is_checked_instead_of_the_address(authority: Auth
         await deliver(f"127.0.0.1:{named_server}", wrong)
 
 
-async def test_an_ip_san_matches_the_registered_address(authority: Authority) -> None:
+async def test_an_ip_or_dns_san_matches_the_registered_address(authority: Authority) -> None:
     tls = load_rpc_tls(settings(authority.issue("node")))  # SANs 127.0.0.1, ::1, localhost
     assert tls is not None
     server, port = await serve(tls)
     try:
         assert await deliver(f"127.0.0.1:{port}", tls) == 0
         assert await deliver(f"localhost:{port}", tls) == 0
+    finally:
+        await server.stop(None)
+
+
+async def test_an_ipv6_san_matches_a_bracketed_address(authority: Authority) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this host")
+    tls = load_rpc_tls(settings(authority.issue("node6", ips=("::1",), dns=())))
+    assert tls is not None
+    server, port = await serve(tls, "[::1]:0")
+    try:
+        assert await deliver(f"[::1]:{port}", tls) == 0
     finally:
         await server.stop(None)
 
