@@ -27,8 +27,10 @@ from gochat_py.rpc import logic_pb2_grpc
 from gochat_py.rpc.client import SERVER_OPTIONS
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.archive import Archive
+from gochat_py.storage.database_identity import claim_cluster_database
 from gochat_py.storage.history import SINCE_KEY, HotHistory
 from gochat_py.storage.redis import make_redis
+from gochat_py.storage.schema import require_current_schema
 
 log = logging.getLogger("gochat.logic")
 DRAIN_DELAY = 0.5
@@ -37,15 +39,20 @@ DRAIN_DELAY = 0.5
 async def serve(settings: Settings) -> None:
     settings.state_path.mkdir(parents=True, exist_ok=True)
     users = UserStore(settings.database_url)
-    await users.create_schema()
     redis = make_redis(settings.redis)
+    try:
+        await require_current_schema(users.engine, settings.database_url, "logic")
+        await claim_cluster_database(redis, users.engine, settings.database_url, "logic")
+    except BaseException:
+        await redis.aclose()
+        await users.close()
+        raise
     hs = settings.history
     queue = MessageQueue(redis, settings.queue, Keeping(hs.size, hs.ttl, SINCE_KEY))
     sessions = SessionStore(redis, settings.logic.session_ttl, settings.queue.stream)
     history: HistoryReader | None = None
     if hs.enabled:
         archive = Archive(users.engine)
-        await archive.create_schema()
         hot = HotHistory(redis, hs.ttl)
         if await archive.is_empty():
             try:

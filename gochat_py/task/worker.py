@@ -20,7 +20,9 @@ from gochat_py.queue import Entry, MessageQueue
 from gochat_py.rpc.client import ConnectClients
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.archive import Archive
+from gochat_py.storage.database_identity import claim_cluster_database
 from gochat_py.storage.redis import make_redis
+from gochat_py.storage.schema import require_current_schema
 from gochat_py.storage.sql import make_engine
 from gochat_py.task.archiver import HistoryWriter
 from gochat_py.task.leader import Leadership
@@ -140,12 +142,22 @@ class Consumer:
 
 
 async def serve(settings: Settings) -> None:
+    redis = make_redis(settings.redis)
+    archive: Archive | None = None
+    if settings.history.enabled:  # before discovery: a module that cannot start touches nothing
+        archive = Archive(make_engine(settings.database_url))
+        try:
+            await require_current_schema(archive.engine, settings.database_url, "task")
+            await claim_cluster_database(redis, archive.engine, settings.database_url, "task")
+        except BaseException:
+            await archive.close()
+            await redis.aclose()
+            raise
     etcd_settings = settings.etcd
     etcd = make_etcd_client(etcd_settings)
     watcher = ServiceWatcher(etcd, etcd_settings, etcd_settings.connect_service)
     await watcher.start()
     clients = ConnectClients(watcher)
-    redis = make_redis(settings.redis)
     name = settings.task.consumer or f"{socket.gethostname()}-{os.getpid()}"
     leadership = Leadership(redis, LEASE_KEY, name, settings.task.leader_ttl)
     consumer = Consumer(
@@ -156,9 +168,7 @@ async def serve(settings: Settings) -> None:
         leadership,
     )
     writer: HistoryWriter | None = None
-    if settings.history.enabled:
-        archive = Archive(make_engine(settings.database_url))
-        await archive.create_schema()
+    if archive is not None:
         writer = HistoryWriter(
             MessageQueue(redis, settings.queue, group=settings.history.group), archive, settings, name
         )
