@@ -4,7 +4,7 @@ Written off the delivery path by task's history writer (a consumer group of its 
 in batches, idempotent by message id: a batch written twice (the writer died before its
 acknowledgement) changes nothing.  Read by logic for history pages and for backlogs that the hot
 store (:mod:`gochat_py.storage.history`) no longer covers.  Portable SQL only: SQLite by default,
-PostgreSQL or any database with an async driver.
+PostgreSQL (asyncpg); the tests run both.
 """
 
 from __future__ import annotations
