@@ -123,7 +123,8 @@ def _database_command(command: str, settings: Settings) -> int:
     try:
         return asyncio.run(current() if command == "current" else migrate())
     except Exception as exc:  # unreachable server, wrong password, unknown driver: one line, no traceback
-        print(f"gochat-py db {command}: cannot use the database {safe_url(url)}: {exc}", file=sys.stderr)
+        detail = getattr(exc, "orig", None) or exc
+        print(f"gochat-py db {command}: cannot use the database {safe_url(url)}: {detail}", file=sys.stderr)
         return 1
 
 

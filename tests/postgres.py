@@ -68,11 +68,17 @@ class PostgresServer:
         finally:
             os.close(log)
         deadline = time.monotonic() + 60
-        while not port_open(f"127.0.0.1:{self.port}"):
+        while not self._accepting():  # the port opens before the server takes connections
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"postgres did not start:\n{self.log_path.read_text()[-3000:]}")
             time.sleep(0.1)
         return self
+
+    def _accepting(self) -> bool:
+        if not port_open(f"127.0.0.1:{self.port}"):
+            return False
+        ready = [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        return subprocess.run(ready, timeout=10, cwd="/").returncode == 0
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         result = subprocess.run(

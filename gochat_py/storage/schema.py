@@ -175,7 +175,8 @@ async def require_current_schema(engine: AsyncEngine, database_url: str, module:
                 log.info("database created", extra=kv(module=module, database=where, revision=after.current))
             state = after or await read_state(engine)
     except (sa.exc.DBAPIError, OSError) as exc:
-        raise DatabaseRefused(f"cannot use the database {safe_url(database_url)}: {exc}") from exc
+        detail = getattr(exc, "orig", None) or exc  # the driver's words, without SQLAlchemy's link
+        raise DatabaseRefused(f"cannot use the database {safe_url(database_url)}: {detail}") from exc
     problem = state.problem(database_url)
     if problem:
         raise SchemaError(problem)
