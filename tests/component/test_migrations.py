@@ -194,7 +194,9 @@ async def test_upgrades_started_together_run_once(database_url: str) -> None:
         await engine.dispose()
 
 
-def test_db_current_and_upgrade_commands(database_url: str) -> None:
+def test_db_current_and_upgrade_commands(postgres: PostgresServer) -> None:
+    """On PostgreSQL, where operators run them; the SQLite adoption test above runs `db upgrade` too."""
+    database_url = postgres.new_database()
     shown = gochat_db("current", database_url)
     assert shown.returncode == 1 and "revision: none" in shown.stdout and "gochat-py db upgrade" in shown.stdout
     assert gochat_db("upgrade", database_url).returncode == 0
