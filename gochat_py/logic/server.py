@@ -27,7 +27,7 @@ from gochat_py.rpc import logic_pb2_grpc
 from gochat_py.rpc.client import SERVER_OPTIONS
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.archive import Archive
-from gochat_py.storage.database_identity import claim_cluster_database
+from gochat_py.storage.database_identity import claim_cluster_database, keep_cluster_database
 from gochat_py.storage.history import SINCE_KEY, HotHistory
 from gochat_py.storage.redis import make_redis
 from gochat_py.storage.schema import require_current_schema
@@ -42,7 +42,7 @@ async def serve(settings: Settings) -> None:
     redis = make_redis(settings.redis)
     try:
         await require_current_schema(users.engine, settings.database_url, "logic")
-        await claim_cluster_database(redis, users.engine, settings.database_url, "logic")
+        identity = await claim_cluster_database(redis, users.engine, settings.database_url, "logic")
     except BaseException:
         await redis.aclose()
         await users.close()
@@ -94,6 +94,7 @@ async def serve(settings: Settings) -> None:
     reaper = asyncio.create_task(
         reap_dead_nodes(connect_nodes, service.sessions, service.purge_node, settings.logic.node_grace)
     )
+    keeper = asyncio.create_task(keep_cluster_database(redis, identity, "logic"))
     serve_metrics(settings, "logic")
     log.info("ready", extra=kv(rpc=address, database=settings.database_url.split("://")[0]))
 
@@ -103,9 +104,10 @@ async def serve(settings: Settings) -> None:
     # Callers learn from etcd that we are gone within moments; until then they may still send
     # calls here, which must be served rather than cut off by the stop below.
     await asyncio.sleep(DRAIN_DELAY)
-    reaper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await reaper
+    for background in (reaper, keeper):
+        background.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await background
     await server.stop(grace=5)
     await member_lists.close()
     await connect_nodes.stop()

@@ -68,3 +68,28 @@ async def claim_cluster_database(redis: Redis, engine: AsyncEngine, database_url
         )
     log.info("cluster database", extra=kv(module=module, identity=identity))
     return identity
+
+
+async def keep_cluster_database(redis: Redis, identity: str, module: str, interval: float = 10.0) -> None:
+    """Runs until cancelled: records the identity again once Redis lost it (restarted without its
+    data), so a process started later on another database is still refused; logs an error while
+    Redis holds another identity (a process on another database started in that gap)."""
+    warned = False
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if await redis.set(IDENTITY_KEY, identity, nx=True):
+                log.warning("recorded the cluster's database again", extra=kv(module=module, identity=identity))
+            recorded = await redis.get(IDENTITY_KEY)
+        except RedisError:
+            continue  # Redis away: the next round records it
+        other = recorded.decode() if isinstance(recorded, bytes) else recorded
+        if other is not None and other != identity:
+            if not warned:
+                log.error(
+                    "the cluster uses another database than this process",
+                    extra=kv(module=module, identity=identity, cluster_identity=other, key=IDENTITY_KEY),
+                )
+            warned = True
+        else:
+            warned = False

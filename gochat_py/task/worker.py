@@ -4,6 +4,7 @@ history writer (task/archiver.py) beside it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -20,7 +21,7 @@ from gochat_py.queue import Entry, MessageQueue
 from gochat_py.rpc.client import ConnectClients
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.archive import Archive
-from gochat_py.storage.database_identity import claim_cluster_database
+from gochat_py.storage.database_identity import claim_cluster_database, keep_cluster_database
 from gochat_py.storage.redis import make_redis
 from gochat_py.storage.schema import require_current_schema
 from gochat_py.storage.sql import make_engine
@@ -144,11 +145,12 @@ class Consumer:
 async def serve(settings: Settings) -> None:
     redis = make_redis(settings.redis)
     archive: Archive | None = None
+    identity = ""
     if settings.history.enabled:  # before discovery: a module that cannot start touches nothing
         archive = Archive(make_engine(settings.database_url))
         try:
             await require_current_schema(archive.engine, settings.database_url, "task")
-            await claim_cluster_database(redis, archive.engine, settings.database_url, "task")
+            identity = await claim_cluster_database(redis, archive.engine, settings.database_url, "task")
         except BaseException:
             await archive.close()
             await redis.aclose()
@@ -178,8 +180,10 @@ async def serve(settings: Settings) -> None:
     leadership.start()
     loop_task = asyncio.create_task(consumer.run(), name="consumer")
     loops = {loop_task}
+    keeper = None
     if writer is not None:
         loops.add(asyncio.create_task(writer.run(), name="history-writer"))
+        keeper = asyncio.create_task(keep_cluster_database(redis, identity, "task"))
     serve_metrics(settings, "task")
     log.info("ready", extra=kv(consumer=name, connect_nodes=len(watcher.nodes), history=writer is not None))
 
@@ -196,6 +200,10 @@ async def serve(settings: Settings) -> None:
         log.warning("a loop did not finish in time; its entries stay pending for another task")
         for unfinished in late:
             unfinished.cancel()
+    if keeper is not None:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
     await leadership.stop()
     consumer._log_stats()
     if writer is not None:

@@ -19,25 +19,18 @@ from sqlalchemy.engine import make_url
 from gochat_py.logic.users import Base, UserStore
 from gochat_py.storage import archive
 from gochat_py.storage.archive import Archive
-from gochat_py.storage.database_identity import IDENTITY_KEY, ForeignDatabaseError, claim_cluster_database
+from gochat_py.storage.database_identity import (
+    IDENTITY_KEY,
+    ForeignDatabaseError,
+    claim_cluster_database,
+    keep_cluster_database,
+)
 from gochat_py.storage.history import Conversation
 from gochat_py.storage.schema import SchemaError, head_revision, read_state, require_current_schema, upgrade
 from gochat_py.storage.sql import make_engine
-from tests.e2e.harness import Infra
+from tests.e2e.harness import Infra, eventually
 from tests.postgres import PostgresServer
-
-# What the release before migrations made (its create_all on SQLite), as sqlite_master holds it.
-PRE_MIGRATION_SQLITE = {
-    "user": "CREATE TABLE user (\n\tid INTEGER NOT NULL, \n\tuser_name VARCHAR(255) NOT NULL, \n\t"
-    "password VARCHAR(255) NOT NULL, \n\tcreate_time DATETIME NOT NULL, \n\t"
-    "PRIMARY KEY (id), \n\tUNIQUE (user_name)\n)",
-    "message": "CREATE TABLE message (\n\tid VARCHAR(41) NOT NULL, \n\tms BIGINT NOT NULL, \n\t"
-    "seq BIGINT NOT NULL, \n\t"
-    "conversation VARCHAR(64) NOT NULL, \n\trecipient BIGINT NOT NULL, \n\top SMALLINT NOT NULL, \n\t"
-    "body BLOB NOT NULL, \n\tPRIMARY KEY (id)\n)",
-    "ix_message_recipient": "CREATE INDEX ix_message_recipient ON message (recipient, ms, seq)",
-    "ix_message_conversation": "CREATE INDEX ix_message_conversation ON message (conversation, ms, seq)",
-}
+from tests.pre_migration import PRE_MIGRATION_SQLITE, make_pre_migration_sqlite
 
 
 def sqlite_path(database_url: str) -> Path:
@@ -48,23 +41,6 @@ def sqlite_objects(path: Path) -> dict[str, str]:
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall()
     return dict(rows)
-
-
-def make_pre_migration_sqlite(path: Path, with_messages: bool = True) -> None:
-    """A database as the release before migrations left it, with users (and kept messages)."""
-    with sqlite3.connect(path) as conn:
-        conn.execute(PRE_MIGRATION_SQLITE["user"])
-        conn.executemany(
-            "INSERT INTO user (user_name, password, create_time) VALUES (?, ?, ?)",
-            [("alice", "$argon2id$a", "2025-01-02 03:04:05.000000"), ("bob", "0123abcd", "2025-01-02 03:04:06.5")],
-        )
-        if with_messages:
-            for name in ("message", "ix_message_recipient", "ix_message_conversation"):
-                conn.execute(PRE_MIGRATION_SQLITE[name])
-            conn.executemany(
-                "INSERT INTO message (id, ms, seq, conversation, recipient, op, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [("100-0", 100, 0, "room:1", 0, 3, b'{"msg":"one"}'), ("100-1", 100, 1, "pair:1:2", 2, 2, b"two")],
-            )
 
 
 def gochat_db(command: str, database_url: str) -> subprocess.CompletedProcess[str]:
@@ -234,3 +210,35 @@ async def test_the_first_database_is_the_clusters_and_another_is_refused(
         await redis.aclose()
         for engine in engines:
             await engine.dispose()
+
+
+async def test_a_running_process_records_its_database_again_after_redis_lost_it(
+    infra: Infra, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gochat.sqlite3'}"
+    await upgrade(url)
+    redis = Redis.from_url(f"redis://{infra.redis_address}/14")
+    engine = make_engine(url)
+    keeper: asyncio.Task[None] | None = None
+    try:
+        await redis.flushdb()
+        identity = await claim_cluster_database(redis, engine, url, "logic")
+        keeper = asyncio.create_task(keep_cluster_database(redis, identity, "logic", interval=0.05))
+        await redis.flushdb()  # Redis restarted without its data
+        await eventually(redis_holds(redis, identity), 5, "the identity recorded again")
+        await redis.set(IDENTITY_KEY, "another-database")  # a process on another database got in first
+        await eventually(lambda: "the cluster uses another database than this process" in caplog.text, 5, "error")
+        assert (await redis.get(IDENTITY_KEY)) == b"another-database"  # said, not overwritten
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+        await redis.flushdb()
+        await redis.aclose()
+        await engine.dispose()
+
+
+def redis_holds(redis: Redis, identity: str):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        return (await redis.get(IDENTITY_KEY)) == identity.encode()
+
+    return check

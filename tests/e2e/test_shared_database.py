@@ -24,9 +24,9 @@ from gochat_py.rpc import logic_pb2 as pb
 from gochat_py.rpc import logic_pb2_grpc
 from gochat_py.storage.database_identity import IDENTITY_KEY
 from gochat_py.storage.schema import upgrade
-from tests.component.test_migrations import make_pre_migration_sqlite
 from tests.e2e.harness import ApiClient, Cluster, Infra, WsClient, op_is, registered
 from tests.postgres import PostgresServer
+from tests.pre_migration import make_pre_migration_sqlite
 
 CLUSTER_MODULES = ("logic", "connect_websocket", "task", "api")
 READY_RPC = re.compile(r"msg=ready rpc=(\S+)")
