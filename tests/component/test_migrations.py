@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
+from gochat_py.config import load_settings
+from gochat_py.launcher import upgrade_local_database
 from gochat_py.logic.users import Base, UserStore
 from gochat_py.storage import archive
 from gochat_py.storage.archive import Archive
@@ -242,3 +244,26 @@ def redis_holds(redis: Redis, identity: str):  # type: ignore[no-untyped-def]
         return (await redis.get(IDENTITY_KEY)) == identity.encode()
 
     return check
+
+
+def test_up_upgrades_a_local_sqlite_database_and_leaves_a_shared_one_to_db_upgrade(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """`gochat-py up` (./run.sh local): a state folder from the release before migrations keeps
+    working with one command; a PostgreSQL database is upgraded by an operator only."""
+    make_pre_migration_sqlite(tmp_path / "gochat.sqlite3")
+    local = load_settings(env="dev", environ={"GOCHAT_STATE_DIR": str(tmp_path)})
+    done = upgrade_local_database(local)
+    assert done == f"database {tmp_path / 'gochat.sqlite3'}: schema revision none -> {head_revision()}"
+    assert upgrade_local_database(local) is None  # nothing left to do
+    with sqlite3.connect(tmp_path / "gochat.sqlite3") as conn:
+        assert conn.execute("SELECT user_name FROM user ORDER BY id").fetchall() == [("alice",), ("bob",)]
+
+    shared_url = postgres.new_database()
+    shared = load_settings(
+        env="dev", environ={"GOCHAT_STATE_DIR": str(tmp_path), "GOCHAT_LOGIC__DATABASE_URL": shared_url}
+    )
+    assert upgrade_local_database(shared) is None
+    assert (
+        postgres.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", shared_url.rsplit("/", 1)[1]) == "0"
+    )
