@@ -6,8 +6,8 @@
 #   ./run.sh install        only install what is missing (Debian packages, Python virtualenv)
 #   ./run.sh dev [IP]       build and start everything in Docker; IP: the address browsers use (127.0.0.1)
 #
-# Installs what it needs on first use: redis-server, etcd (and chromium, postgresql for test) from Debian (as root),
-# and the project with its test extras into a virtualenv (.venv, or $GOCHAT_VENV).
+# Installs what it needs on first use: redis-server, etcd (for test also chromium, tmux, postgresql) from
+# Debian (as root), and the project with its test extras into a virtualenv (.venv, or $GOCHAT_VENV).
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${GOCHAT_VENV:-.venv}
@@ -40,6 +40,11 @@ ensure_browser() {
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
     if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
+# The terminal chat's tests drive it in tmux, as a person types.
+ensure_terminal() {
+    command -v tmux >/dev/null 2>&1 || apt_install tmux
 }
 
 # The database tests start throwaway PostgreSQL servers of their own (tests/postgres.py) with
@@ -75,6 +80,7 @@ case "$command" in
     test)
         ensure_system_packages
         ensure_browser
+        ensure_terminal
         ensure_postgresql
         ensure_venv
         exec "$VENV/bin/python" -m pytest "$@"
