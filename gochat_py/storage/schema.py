@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -145,8 +146,6 @@ def _upgrade(connection: Connection, only_if_empty: bool) -> tuple[SchemaState, 
         return before, None
     config = _alembic_config()
     config.attributes["connection"] = connection
-    from alembic import command
-
     command.upgrade(config, "head")
     return before, _read_state(connection)
 

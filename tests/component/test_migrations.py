@@ -128,6 +128,33 @@ async def test_a_database_made_before_migrations_is_adopted_with_every_row(tmp_p
         await store.close()
 
 
+async def test_a_postgresql_database_made_by_create_all_is_adopted_with_every_row(postgres: PostgresServer) -> None:
+    """Releases before migrations made any database's tables with create_all (the models)."""
+    url = postgres.new_database()
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+            await conn.execute(
+                text("""INSERT INTO "user" (user_name, password, create_time) VALUES ('ann', 'h', now())""")
+            )
+        with pytest.raises(SchemaError, match="before schema migrations"):
+            await require_current_schema(engine, url, "logic")
+        before, after = await upgrade(url)
+        assert before.current is None and after is not None and after.up_to_date
+        await require_current_schema(engine, url, "logic")
+        store = UserStore(url)
+        try:
+            ann = await store.by_name("ann")
+            assert ann is not None and ann.id == 1
+            assert (await store.create("ben", "h")).id == 2  # the sequence goes on
+            assert await Archive(store.engine).is_empty()  # the table history needs was added
+        finally:
+            await store.close()
+    finally:
+        await engine.dispose()
+
+
 async def test_the_start_up_check_creates_only_a_new_sqlite_database(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
