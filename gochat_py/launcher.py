@@ -265,6 +265,26 @@ class System:
             process.stop()
 
 
+def upgrade_local_database(settings: Settings) -> str | None:
+    """``up`` runs the whole system on this machine, so a SQLite database is this machine's alone:
+    its schema is brought to this release's before the modules start (a state folder from an older
+    release keeps working with one command).  A shared database (PostgreSQL) is left to
+    ``gochat-py db upgrade``.  Returns what was done, for the operator; None: nothing."""
+    import asyncio
+
+    from sqlalchemy.engine import make_url
+
+    from gochat_py.storage.schema import upgrade
+
+    if make_url(settings.database_url).get_backend_name() != "sqlite":
+        return None
+    before, after = asyncio.run(upgrade(settings.database_url))
+    if after is None:
+        return None
+    where = make_url(settings.database_url).database
+    return f"database {where}: schema revision {before.current or 'none'} -> {after.current}"
+
+
 def up(settings: Settings, start_infra: bool = True) -> int:
     """Runs everything until Ctrl-C or SIGTERM (exit 0), restarting what dies; non-zero when the
     system could not start or a process kept dying (see :mod:`gochat_py.supervisor`)."""
@@ -278,6 +298,12 @@ def up(settings: Settings, start_infra: bool = True) -> int:
     try:
         if start_infra:
             system.start_infra()
+        try:
+            upgraded = upgrade_local_database(settings)
+        except Exception as exc:  # a folder it cannot write to, a file that is no database...
+            raise RuntimeError(f"cannot upgrade the database: {getattr(exc, 'orig', None) or exc}") from exc
+        if upgraded:
+            print(f"gochat-py: {upgraded}", flush=True)
         system.start_all()
         # the Redis and etcd it started are its own to restart; ones it found running are not
         supervisor = Supervisor(system.infra + system.modules, settings.launcher)

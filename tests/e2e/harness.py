@@ -15,6 +15,7 @@ import os
 import random
 import re
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -192,6 +193,19 @@ class Cluster:
             self.stop()
             raise
         return self
+
+    def upgrade_database(self) -> str:
+        """``gochat-py db upgrade`` with the cluster's settings (a PostgreSQL database starts empty);
+        its output."""
+        result = subprocess.run(
+            [PYTHON, "-m", "gochat_py", "db", "upgrade"],
+            env={**os.environ, **self.env, "GOCHAT_ENV": "dev"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
 
     def start_module(self, module: str, name: str | None = None, **env: str) -> ManagedProcess:
         process = self.system.start_module(module, env, name)
