@@ -59,7 +59,12 @@ def service_environment(name: str, host_ip: str | None = None) -> dict[str, str]
 
 
 def published_ports(service: dict[str, Any]) -> set[tuple[int, int]]:
-    return {tuple(int(p) for p in str(entry).split(":")) for entry in service.get("ports", [])}
+    """(host port, container port) of each ``[ip:]host:container`` entry."""
+    found = set()
+    for entry in service.get("ports", []):
+        host, container = interpolate(str(entry), {}).split(":")[-2:]
+        found.add((int(host), int(container)))
+    return found
 
 
 def hostnames(name: str) -> set[str]:
@@ -89,6 +94,10 @@ def test_the_ports_the_readme_promises() -> None:
         if name == "connect_tcp":
             expected = {(7001, 7001), (7002, 7002)}
         assert published_ports(service) == expected, name
+        # PUBLISH_IP picks the host address of every published port (default: all of them)
+        for entry in service.get("ports", []):
+            assert interpolate(str(entry), {}).startswith("0.0.0.0:"), entry
+            assert interpolate(str(entry), {"PUBLISH_IP": "127.0.0.2"}).startswith("127.0.0.2:"), entry
     # the modules listen on those ports in the container (config/prod)
     settings = load_settings(env="prod", environ={})
     assert split_host_port(settings.site.bind) == ("0.0.0.0", 8080)
@@ -246,3 +255,13 @@ def test_docker_compose_1_29_accepts_the_file() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_dependencies_layer_depends_on_pyproject_only() -> None:
+    """A code change must not reinstall every wheel: only pyproject.toml is copied before that pip install."""
+    lines = [line.strip() for line in DOCKERFILE.read_text().splitlines() if line.strip()[:1] not in ("", "#")]
+    first_pip = next(i for i, line in enumerate(lines) if "pip install" in line)
+    copied_before = [line.split()[1:-1] for line in lines[:first_pip] if line.startswith("COPY ")]
+    assert copied_before == [["pyproject.toml"]]
+    assert "-r /tmp/requirements.txt" in " ".join(lines[first_pip : first_pip + 4])
+    assert any("pip install --no-deps -e ." in line for line in lines[first_pip + 1 :])
