@@ -223,8 +223,19 @@ class System:
         self.modules: list[ManagedProcess] = []
 
     def start_infra(self) -> None:
+        """Starts a plaintext Redis and etcd where none answers; with TLS configured for one, it
+        refuses instead: the modules could never talk to a plaintext server (RuntimeError)."""
         state = self.settings.state_path
         common = self.settings
+        for name, address, tls in (
+            ("Redis", common.redis.address, common.redis.tls_ca),
+            ("etcd", common.etcd.endpoint, common.etcd.tls_ca),
+        ):
+            if tls and not port_open(address):
+                raise RuntimeError(
+                    f"nothing answers at {address} and TLS to {name} is configured; up starts only plaintext"
+                    f" servers: start {name} with TLS yourself (README, TLS between the layers)"
+                )
         if not port_open(common.redis.address):
             self.infra.append(redis_process(common.redis.address, state / "redis", self.sink).start())
         if not port_open(common.etcd.endpoint):

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from gochat_py.config import Settings
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
+from gochat_py.health import Health, database_check, redis_check
 from gochat_py.logic.admission import Admission
 from gochat_py.logic.history import HistoryReader
 from gochat_py.logic.member_lists import MemberLists
@@ -25,6 +26,8 @@ from gochat_py.metrics import serve_metrics
 from gochat_py.queue import Keeping, MessageQueue
 from gochat_py.rpc import logic_pb2_grpc
 from gochat_py.rpc.client import SERVER_OPTIONS
+from gochat_py.rpc.credentials import add_port, load_rpc_tls
+from gochat_py.rpc.health import add_health_service
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.archive import Archive
 from gochat_py.storage.history import SINCE_KEY, HotHistory
@@ -35,6 +38,7 @@ DRAIN_DELAY = 0.5
 
 
 async def serve(settings: Settings) -> None:
+    tls = load_rpc_tls(settings.rpc)  # first: unreadable certificates refuse start-up at once
     settings.state_path.mkdir(parents=True, exist_ok=True)
     users = UserStore(settings.database_url)
     await users.create_schema()
@@ -67,7 +71,8 @@ async def serve(settings: Settings) -> None:
 
     server = grpc.aio.server(options=SERVER_OPTIONS)
     logic_pb2_grpc.add_LogicServicer_to_server(service, server)
-    port = server.add_insecure_port(settings.logic.rpc_bind)
+    grpc_health = await add_health_service(server)
+    port = add_port(server, settings.logic.rpc_bind, tls)
     # before serving: an address nobody can dial refuses start-up (a ConfigError)
     address = advertised_address(settings.logic.rpc_bind, settings.logic.rpc_advertise, port, "logic")
     await server.start()
@@ -87,11 +92,13 @@ async def serve(settings: Settings) -> None:
     reaper = asyncio.create_task(
         reap_dead_nodes(connect_nodes, service.sessions, service.purge_node, settings.logic.node_grace)
     )
-    serve_metrics(settings, "logic")
-    log.info("ready", extra=kv(rpc=address, database=settings.database_url.split("://")[0]))
+    checks = {"etcd": registration.check, "redis": redis_check(redis), "database": database_check(users.engine)}
+    serve_metrics(settings, "logic", Health("logic", checks))
+    log.info("ready", extra=kv(rpc=address, rpc_tls=tls is not None, database=settings.database_url.split("://")[0]))
 
     await wait_for_stop_signal()
     log.info("stopping")
+    await grpc_health.enter_graceful_shutdown()
     await registration.stop()
     # Callers learn from etcd that we are gone within moments; until then they may still send
     # calls here, which must be served rather than cut off by the stop below.

@@ -14,10 +14,12 @@ from redis.exceptions import RedisError
 from gochat_py import metrics
 from gochat_py.config import Settings
 from gochat_py.discovery import ServiceWatcher, make_etcd_client
+from gochat_py.health import Check, Health, database_check, redis_check
 from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
 from gochat_py.queue import Entry, MessageQueue
 from gochat_py.rpc.client import ConnectClients
+from gochat_py.rpc.credentials import load_rpc_tls
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.archive import Archive
 from gochat_py.storage.redis import make_redis
@@ -140,11 +142,12 @@ class Consumer:
 
 
 async def serve(settings: Settings) -> None:
+    rpc_tls = load_rpc_tls(settings.rpc)
     etcd_settings = settings.etcd
     etcd = make_etcd_client(etcd_settings)
     watcher = ServiceWatcher(etcd, etcd_settings, etcd_settings.connect_service)
     await watcher.start()
-    clients = ConnectClients(watcher)
+    clients = ConnectClients(watcher, rpc_tls)
     redis = make_redis(settings.redis)
     name = settings.task.consumer or f"{socket.gethostname()}-{os.getpid()}"
     leadership = Leadership(redis, LEASE_KEY, name, settings.task.leader_ttl)
@@ -170,7 +173,10 @@ async def serve(settings: Settings) -> None:
     loops = {loop_task}
     if writer is not None:
         loops.add(asyncio.create_task(writer.run(), name="history-writer"))
-    serve_metrics(settings, "task")
+    checks: dict[str, Check] = {"etcd": watcher.check, "redis": redis_check(redis)}
+    if writer is not None:
+        checks["database"] = database_check(writer.archive.engine)
+    serve_metrics(settings, "task", Health("task", checks))
     log.info("ready", extra=kv(consumer=name, connect_nodes=len(watcher.nodes), history=writer is not None))
 
     stop = asyncio.create_task(wait_for_stop_signal())
