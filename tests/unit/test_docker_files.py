@@ -217,12 +217,13 @@ def test_every_service_restarts_and_has_a_healthcheck() -> None:
 
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_a_module_is_probed_where_it_listens_in_its_container(module: str) -> None:
-    """The probe URL's port is the module's own [metrics] address (site: its page) under config/prod."""
+    """The probe is the module's /readyz on its own [metrics] address (site: its page) under config/prod."""
     settings = load_settings(environ=service_environment(module))
     test = services()[module]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python3", "-c"]
     url = test[4]
-    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host_port, path = url.split("//", 1)[1].split("/", 1)
+    assert path == "readyz"
     address = settings.site.bind if module == "site" else getattr(settings.metrics, module)
     assert address, f"{module} serves nothing to probe"
     assert split_host_port(host_port) == ("127.0.0.1", split_host_port(address)[1])
