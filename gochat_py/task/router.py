@@ -1,11 +1,11 @@
 """Turns queue entries into per-node delivery batches and reports which entries are done.
 
-A private message (op 2) goes to the node recorded for its target; room frames (ops 3 to 5)
-go to every node, once each.  All of a batch's entries for one node travel in one Deliver call,
-and the calls to different nodes run concurrently, each with a deadline.  An entry is done when
-every node it went to accepted it, or when its target is on no known node (an offline user);
-an entry a node failed to take stays pending and is delivered again later, and the connect
-node drops the repeat by message id.
+A private message (op 2) goes to the nodes recorded for its target; room frames (ops 3 to 5)
+go to every node, once each; a v2 event goes where its target, a user or a room, is.  All of a
+batch's entries for one node travel in one Deliver call, and the calls to different nodes run
+concurrently, each with a deadline.  An entry is done when every node it went to accepted it, or
+when its target is on no known node (an offline user); an entry a node failed to take stays
+pending and is delivered again later, and the connect node drops the repeat by message id.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from gochat_py.protocol.frames import (
     room_count_body,
     room_info_body,
 )
-from gochat_py.protocol.queue_message import OP_DISCONNECT_USER, QueueMessage
+from gochat_py.protocol.queue_message import OP_DISCONNECT_USER, OP_V2_EVENT, QueueMessage
 from gochat_py.queue import Entry
 from gochat_py.rpc import connect_pb2 as pb
 from gochat_py.rpc.client import ConnectClients
@@ -58,7 +58,7 @@ def frame_body(message: QueueMessage) -> bytes | None:
     """The bytes every target socket receives, or None for an op nobody knows."""
     if message.op == OP_DISCONNECT_USER:
         return b"logged out"  # the close reason
-    if message.op in (OP_SINGLE_SEND, OP_ROOM_SEND):
+    if message.op in (OP_SINGLE_SEND, OP_ROOM_SEND, OP_V2_EVENT):
         return message.msg or b""
     if message.op == OP_ROOM_COUNT_SEND:
         return room_count_body(message.count)
@@ -107,7 +107,7 @@ class Router:
                 for server_id in nodes:
                     batches[server_id].append(delivery)
                 targets[entry.id] = set(nodes)
-            elif message.op == OP_SINGLE_SEND:
+            elif message.op == OP_SINGLE_SEND or (message.op == OP_V2_EVENT and message.user_id):
                 # every node holding a socket of the user (phone and desktop on different nodes)
                 servers = message.server_id if entry.servers is None else entry.servers
                 holders = {sid for sid in servers.split(",") if sid in nodes}
