@@ -245,7 +245,7 @@ function forgetToken() {
 function resetChat() {
   for (const entry of state.outbox.values()) clearTimeout(entry.timer);
   state.outbox.clear();
-  releaseHeldEchoes(false);
+  dropHeldEchoes();
   state.rooms.clear();
   state.privates.clear();
   state.privateSince = '';
@@ -415,7 +415,6 @@ function socketGone() {
   const waiting = [...state.replies.values()];
   state.replies.clear();
   for (const onReply of waiting) onReply(null);
-  releaseHeldEchoes(true);
   for (const room of state.rooms.values()) {
     room.subscribed = false;
     room.subscribing = false;
@@ -1174,6 +1173,7 @@ function failSend(entry, reason) {
   entry.message.error = reason;
   if (isShown(entry.log)) renderMessages('keep');
   announce('A message was not sent');
+  for (const id of [...state.heldEchoes.keys()]) releaseEcho(id); // those nothing waits for now show
 }
 
 // The Retry button of a failed message: the same mid again, so it is stored once at most.
@@ -1189,37 +1189,44 @@ function retrySend(mid) {
   if (!state.ws && state.token) reconnectNow();
 }
 
-// Our own message's event, before the result of the command that sent it: held a moment, so that
-// it does not show beside the pending copy; the result takes it over.
+// Whether a message of ours in this log waits for its result (and may be the one an event is about).
+function awaitingResult(log) {
+  for (const entry of state.outbox.values()) {
+    if (entry.log === log && !entry.failed) return true;
+  }
+  return false;
+}
+
+// Our own message's event, before the result of the command that sent it: held, so that it does
+// not show beside the pending copy; the result (on this socket, or the same mid's on the next one)
+// takes it over. Held while any of ours there waits for a result: they end sent or failed.
 function holdEcho(log, message) {
   if (!message.own || log.ids.has(message.id) || state.heldEchoes.has(message.id)) return false;
-  const waiting = [...state.outbox.values()].some((entry) => entry.log === log && entry.inFlight);
-  if (!waiting) return false;
+  if (!awaitingResult(log)) return false;
   const timer = setTimeout(() => releaseEcho(message.id), ECHO_HOLD_MS);
   state.heldEchoes.set(message.id, { log, message, timer });
   return true;
 }
 
+// Shows a held event, once none of ours there waits for a result any more.
 function releaseEcho(id) {
   const held = state.heldEchoes.get(id);
   if (!held) return;
-  state.heldEchoes.delete(id);
   clearTimeout(held.timer);
   const { log, message } = held;
+  if (isCurrentLog(log) && awaitingResult(log)) {
+    held.timer = setTimeout(() => releaseEcho(id), ECHO_HOLD_MS);
+    return;
+  }
+  state.heldEchoes.delete(id);
   if (!isCurrentLog(log)) return;
   if (log.kind === 'room') addRoomMessage(state.rooms.get(log.key), message);
   else addPrivate(state.privates.get(log.key), message);
 }
 
-function releaseHeldEchoes(show) {
-  for (const id of [...state.heldEchoes.keys()]) {
-    if (show) {
-      releaseEcho(id);
-    } else {
-      clearTimeout(state.heldEchoes.get(id).timer);
-      state.heldEchoes.delete(id);
-    }
-  }
+function dropHeldEchoes() {
+  for (const held of state.heldEchoes.values()) clearTimeout(held.timer);
+  state.heldEchoes.clear();
 }
 
 // ---------------------------------------------------------------------------

@@ -314,8 +314,10 @@ async def test_a_since_the_server_does_not_know_reloads_the_history_and_is_forgo
     assert history_requests, "the page did not reload the history after the gap event"
 
     # the unknown ids are forgotten: the newest real one is what the next subscribe resumes from
+    # (once its event came: the result of the publish that sent it may come first)
     newest = (await shown(yan))[-1][0]
-    assert await yan.evaluate("(room) => state.rooms.get(room).lastId", room) == newest
+    assert newest, await shown(yan)
+    await yan.wait_for_function("([room, id]) => state.rooms.get(room).lastId === id", arg=[room, newest])
     assert await yan.evaluate("localStorage.getItem('gochat.lastId.' + state.me.userId)") == ""
     await yan.evaluate("state.ws.close()")
     await eventually(lambda: len(subscribes(sent, room)) == 2, 10, "another subscribe")
