@@ -6,7 +6,7 @@
 #   ./run.sh install        only install what is missing (Debian packages, Python virtualenv)
 #   ./run.sh dev [IP]       build and start everything in Docker; IP: the address browsers use (127.0.0.1)
 #
-# Installs what it needs on first use: redis-server, etcd (and chromium for test) from Debian (as root),
+# Installs what it needs on first use: redis-server, etcd (and chromium, tmux for test) from Debian (as root),
 # and the project with its test extras into a virtualenv (.venv, or $GOCHAT_VENV).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -42,6 +42,11 @@ ensure_browser() {
     if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
+# The terminal chat's tests drive it in tmux, as a person types.
+ensure_terminal() {
+    command -v tmux >/dev/null 2>&1 || apt_install tmux
+}
+
 ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating virtualenv $VENV"
@@ -69,6 +74,7 @@ case "$command" in
     test)
         ensure_system_packages
         ensure_browser
+        ensure_terminal
         ensure_venv
         exec "$VENV/bin/python" -m pytest "$@"
         ;;

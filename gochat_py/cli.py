@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from gochat_py.client import tcp as tcp_client
+from gochat_py.client import terminal as chat_client
 from gochat_py.config import ConfigError, Settings, load_settings
 
 # module name -> "package.module:coroutine function" taking Settings; imported only when chosen.
@@ -36,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start the whole system on this machine (and Redis, etcd); restart what dies")
     up.add_argument("--no-infra", action="store_true", help="never start Redis or etcd, only use running ones")
     client = commands.add_parser("client", help="small clients for people and scripts")
-    tcp_client.add_parser(client.add_subparsers(dest="client", required=True))
+    clients = client.add_subparsers(dest="client", required=True)
+    tcp_client.add_parser(clients)
+    chat_client.add_parser(clients)
     commands.add_parser("bench", help="benchmark a running system: gochat-py bench --help, docs/benchmarks.md")
     return parser
 
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "client":
-        return tcp_client.main(args)
+        return chat_client.main(args) if args.client == "chat" else tcp_client.main(args)
     if args.command is None and args.module is None:
         parser.print_help(sys.stderr)
         return 2
