@@ -58,6 +58,17 @@ class Sockets:
         return [body for body in self.sent if "v" in body and "authToken" in body]
 
 
+# Records in window.mostCopies the most messages with the given text the log ever showed at once.
+WATCH_COPIES = """(text) => {
+  window.mostCopies = 0;
+  const count = () => {
+    const copies = [...document.querySelectorAll('#messages .msg-text')].filter((n) => n.textContent === text);
+    window.mostCopies = Math.max(window.mostCopies, copies.length);
+  };
+  new MutationObserver(count).observe(document.getElementById('messages'), { childList: true, subtree: true });
+}"""
+
+
 def messages_with(page: Page, text: str):
     return page.locator("#messages .msg", has=page.locator(".msg-text", has_text=re.compile(f"^{re.escape(text)}$")))
 
@@ -113,11 +124,16 @@ async def test_two_rooms_and_a_private_chat_share_one_websocket(cluster: Cluster
     await expect(ann.locator("#conv-title")).to_have_text(f"Room {first}")
     await expect(log(ann).locator(".msg-text")).to_have_text(["hello first room"])
     await expect(room_tab(ann, first).locator(".badge")).to_have_count(0)
+    await ann.evaluate(WATCH_COPIES, "ann in the first room")
     await send(ann, "ann in the first room")
     await expect(log(ann).locator(".msg-text")).to_have_text(["hello first room", "ann in the first room"])
     mine = log(ann).last
     await expect(mine).to_have_attribute("data-status", "sent")
     await expect(mine).to_have_attribute("data-id", re.compile(r"^\d+-\d+$"))
+    # its echo (the message event) came too, before or after the result: still one copy, all along
+    mine_id = await mine.get_attribute("data-id")
+    await ann.wait_for_function("([room, id]) => state.rooms.get(room).lastId === id", arg=[first, mine_id])
+    assert await ann.evaluate("window.mostCopies") == 1
     await expect(log(bob).locator(".msg-text")).to_have_text(["psst, ann"])  # bob is in the private view
     await bob.locator("#conversations .conv-room").click()
     await expect(log(bob).locator(".msg-text")).to_have_text(["hello first room", "ann in the first room"])
