@@ -6,8 +6,8 @@
 #   ./run.sh install        only install what is missing (Debian packages, Python virtualenv)
 #   ./run.sh dev [IP]       build and start everything in Docker; IP: the address browsers use (127.0.0.1)
 #
-# Installs what it needs on first use: redis-server, etcd (and chromium, tmux for test) from Debian (as root),
-# and the project with its test extras into a virtualenv (.venv, or $GOCHAT_VENV).
+# Installs what it needs on first use: redis-server, etcd (for test also chromium, tmux, postgresql) from
+# Debian (as root), and the project with its test extras into a virtualenv (.venv, or $GOCHAT_VENV).
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${GOCHAT_VENV:-.venv}
@@ -47,6 +47,12 @@ ensure_terminal() {
     command -v tmux >/dev/null 2>&1 || apt_install tmux
 }
 
+# The database tests start throwaway PostgreSQL servers of their own (tests/postgres.py) with
+# Debian's server binaries; the package's own cluster is not used.
+ensure_postgresql() {
+    if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then apt_install postgresql; fi
+}
+
 ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating virtualenv $VENV"
@@ -75,6 +81,7 @@ case "$command" in
         ensure_system_packages
         ensure_browser
         ensure_terminal
+        ensure_postgresql
         ensure_venv
         exec "$VENV/bin/python" -m pytest "$@"
         ;;

@@ -5,7 +5,9 @@ empty, the host name the browser used for the page with the api's and websocket'
 (``[api] bind``, ``[connect_websocket] bind`` and ``path``), so the page works behind any host name.
 
 Only files inside the site folder are served; no directory listings, no source files (the
-original exposed both).  Unknown paths get ``index.html`` so client-side routes work.
+original exposed both).  Unknown paths get ``index.html`` so client-side routes work, except
+``/healthz`` and ``/readyz`` (the probes every module has; site has no metrics port by default, so
+they are on its own, answered by its loop).
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from pathlib import Path
 from aiohttp import web
 
 from gochat_py.config import Settings, split_host_port
+from gochat_py.health import Health
 from gochat_py.logs import kv
+from gochat_py.metrics import serve_metrics
 from gochat_py.runtime import wait_for_stop_signal
 
 log = logging.getLogger("gochat.site")
 
 SITE_CONFIG = web.AppKey("site_config", dict)
 SITE_ROOT = web.AppKey("site_root", Path)
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 async def config_json(request: web.Request) -> web.Response:
@@ -44,6 +49,25 @@ def _derived_url(request: web.Request, scheme: str, port: int, path: str = "") -
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}{path}"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"module": "site", "alive": True, "checks": {"loop": "ok"}}, headers=_NO_STORE)
+
+
+async def site_files_check(root: Path) -> str:
+    if not (root / "index.html").is_file():
+        raise FileNotFoundError(f"no index.html in {root}")
+    return f"{root / 'index.html'} present"
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        checks = {"loop": "ok", "files": await site_files_check(request.app[SITE_ROOT])}
+    except OSError as exc:
+        body = {"module": "site", "ready": False, "checks": {"loop": "ok", "files": str(exc)}, "failed": ["files"]}
+        return web.json_response(body, status=503, headers=_NO_STORE)
+    return web.json_response({"module": "site", "ready": True, "checks": checks}, headers=_NO_STORE)
 
 
 async def static_file(request: web.Request) -> web.StreamResponse:
@@ -69,6 +93,8 @@ def create_app(settings: Settings) -> web.Application:
         "wsPath": settings.connect_websocket.path,
     }
     app.router.add_get("/config.json", config_json)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/{path:.*}", static_file)
     return app
 
@@ -78,6 +104,8 @@ async def serve(settings: Settings) -> None:
     await runner.setup()
     host, port = split_host_port(settings.site.bind)
     await web.TCPSite(runner, host, port).start()
+    root = settings.site_root.resolve()
+    serve_metrics(settings, "site", Health("site", {"files": lambda: site_files_check(root)}))
     log.info("ready", extra=kv(bind=f"{host}:{port}", root=str(settings.site_root)))
     await wait_for_stop_signal()
     await runner.cleanup()
