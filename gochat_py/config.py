@@ -205,6 +205,11 @@ class ConnectNodeSettings(Section):
     server_id: str = ""
     rpc_bind: str = "127.0.0.1:6912"
     rpc_advertise: str = ""
+    public_url: str = Field(
+        "",
+        description="where clients reach this node (a websocket node: its ws:// or wss:// URL); registered in "
+        "etcd, and the chat page is handed the live websocket nodes' URLs",
+    )
     # PEM files; both set = clients connect with TLS (wss://, or TLS around the TCP frames)
     tls_cert: str = ""
     tls_key: str = ""

@@ -52,6 +52,7 @@ class Node:
     address: str
     server_id: str
     server_type: str
+    public_url: str = ""  # where clients reach it (a websocket node's ws:// or wss:// URL), if set
 
 
 class EtcdClient(aetcd.Client):
@@ -236,8 +237,13 @@ def advertised_address(
     return join_host_port(routable[0], bound_port)
 
 
-def encode_value(server_id: str, server_type: str) -> bytes:
-    return urlencode(sorted({"serverId": server_id, "serverType": server_type}.items())).encode()
+def encode_value(server_id: str, server_type: str, public_url: str = "") -> bytes:
+    """The original's ``serverId=…&serverType=…``; ``publicUrl`` is added when the node has one
+    (readers of the original's layout ignore keys they do not know)."""
+    fields = {"serverId": server_id, "serverType": server_type}
+    if public_url:
+        fields["publicUrl"] = public_url
+    return urlencode(sorted(fields.items())).encode()
 
 
 def parse_node(key: bytes, value: bytes, prefix: str) -> Node | None:
@@ -248,7 +254,12 @@ def parse_node(key: bytes, value: bytes, prefix: str) -> Node | None:
     fields = dict(parse_qsl(value.decode(errors="replace")))
     if not address or "serverId" not in fields:
         return None
-    return Node(address=address, server_id=fields["serverId"], server_type=fields.get("serverType", ""))
+    return Node(
+        address=address,
+        server_id=fields["serverId"],
+        server_type=fields.get("serverType", ""),
+        public_url=fields.get("publicUrl", ""),
+    )
 
 
 class Registration:
@@ -259,7 +270,7 @@ class Registration:
         self._settings = settings
         self.node = node
         self.key = f"{service_prefix(settings, service)}tcp@{node.address}".encode()
-        self._value = encode_value(node.server_id, node.server_type)
+        self._value = encode_value(node.server_id, node.server_type, node.public_url)
         self._lease_id: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._confirmed_at: float | None = None  # monotonic time etcd last confirmed the lease

@@ -40,6 +40,7 @@ const ERROR_TOO_MANY_ROOMS = 4;
 const state = {
   apiUrl: '',
   wsUrl: '',
+  wsUrls: [],
   token: null,
   me: null,                 // {userId: string, userName} once checkAuth succeeds
   rooms: new Map(),         // roomId (number) -> room (see newRoom), in the order they were opened
@@ -108,6 +109,25 @@ async function loadConfig() {
   }
   state.apiUrl = (nonEmptyString(cfg.apiUrl) || defaults.apiUrl).replace(/\/+$/, '');
   state.wsUrl = nonEmptyString(cfg.wsUrl) || defaults.wsUrl;
+  state.wsUrls = wsUrlsOf(cfg, state.wsUrl);
+}
+
+function wsUrlsOf(cfg, fallback) {
+  const urls = Array.isArray(cfg.wsUrls) ? cfg.wsUrls.map(nonEmptyString).filter(Boolean) : [];
+  return urls.length ? urls : [fallback];
+}
+
+// Before reconnecting: ask which websocket nodes are live now, and leave the one that failed
+// for another (its clients resume there by since). One node only: try it again.
+async function moveToAnotherNode() {
+  try {
+    const res = await fetch('config.json', { cache: 'no-store' });
+    if (res.ok) state.wsUrls = wsUrlsOf((await res.json()) || {}, state.wsUrl);
+  } catch (_) {
+    // the site is away too: keep the list we have
+  }
+  const others = state.wsUrls.filter((url) => url !== state.wsUrl);
+  if (others.length) state.wsUrl = others[Math.floor(Math.random() * others.length)];
 }
 
 // ---------------------------------------------------------------------------
@@ -449,7 +469,7 @@ function scheduleReconnect() {
   const delay = Math.round(base * (0.8 + Math.random() * 0.4)); // jitter: no thundering herd
   state.reconnectAttempt += 1;
   state.reconnectAt = Date.now() + delay;
-  state.reconnectTimer = setTimeout(connect, delay);
+  state.reconnectTimer = setTimeout(() => moveToAnotherNode().then(connect), delay);
   showCountdown();
   state.countdownTimer = setInterval(showCountdown, 1000);
 }

@@ -122,7 +122,7 @@ class ConnectNode:
             self._etcd,
             etcd_settings,
             etcd_settings.connect_service,
-            Node(address, self.server_id, self.server_type),
+            Node(address, self.server_id, self.server_type, self.node_settings.public_url),
         )
         try:
             await self._registration.start()

@@ -1,8 +1,12 @@
 """Serves the chat page, and ``/config.json`` telling the page where the api and websocket are.
 
-``/config.json`` is ``{"apiUrl", "wsUrl"}``: the configured ``[site] api_url`` and ``ws_url``, or, when
-empty, the host name the browser used for the page with the api's and websocket's configured ports
-(``[api] bind``, ``[connect_websocket] bind`` and ``path``), so the page works behind any host name.
+``/config.json`` is ``{"apiUrl", "wsUrl", "wsUrls"}``: the configured ``[site] api_url`` and
+``ws_url``, or, when empty, the host name the browser used for the page with the api's and
+websocket's configured ports (``[api] bind``, ``[connect_websocket] bind`` and ``path``), so the page
+works behind any host name.  Without ``[site] ws_url``, the websocket nodes that registered a
+``public_url`` in etcd are handed out instead, live ones only: ``wsUrls`` lists them and ``wsUrl``
+is one of them at random (spreading browsers over the nodes); the page moves to another one when
+its node goes away.
 
 Only files inside the site folder are served; no directory listings, no source files (the
 original exposed both).  Unknown paths get ``index.html`` so client-side routes work, except
@@ -13,11 +17,13 @@ they are on its own, answered by its loop).
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 
 from aiohttp import web
 
 from gochat_py.config import Settings, split_host_port
+from gochat_py.discovery import ServiceWatcher, make_etcd_client
 from gochat_py.health import Health
 from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
@@ -27,15 +33,28 @@ log = logging.getLogger("gochat.site")
 
 SITE_CONFIG = web.AppKey("site_config", dict)
 SITE_ROOT = web.AppKey("site_root", Path)
+WS_NODES = web.AppKey("ws_nodes", ServiceWatcher)
 _NO_STORE = {"Cache-Control": "no-store"}
+
+
+def live_ws_urls(watcher: ServiceWatcher | None) -> list[str]:
+    """The public URLs of the websocket nodes registered now."""
+    if watcher is None:
+        return []
+    return sorted({n.public_url for n in watcher.nodes.values() if n.server_type == "ws" and n.public_url})
 
 
 async def config_json(request: web.Request) -> web.Response:
     config = request.app[SITE_CONFIG]
+    ws_url = config["wsUrl"]
+    live = [] if ws_url else live_ws_urls(request.app.get(WS_NODES))
+    if not ws_url:
+        ws_url = random.choice(live) if live else _derived_url(request, "ws", config["wsPort"], config["wsPath"])
     return web.json_response(
         {
             "apiUrl": config["apiUrl"] or _derived_url(request, "http", config["apiPort"]),
-            "wsUrl": config["wsUrl"] or _derived_url(request, "ws", config["wsPort"], config["wsPath"]),
+            "wsUrl": ws_url,
+            "wsUrls": live or [ws_url],
         },
         headers={"Cache-Control": "no-cache"},
     )
@@ -100,7 +119,15 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def serve(settings: Settings) -> None:
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    app = create_app(settings)
+    watcher: ServiceWatcher | None = None
+    etcd = None
+    if not settings.site.ws_url:
+        etcd = make_etcd_client(settings.etcd)
+        watcher = ServiceWatcher(etcd, settings.etcd, settings.etcd.connect_service)
+        await watcher.start()
+        app[WS_NODES] = watcher
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_host_port(settings.site.bind)
     await web.TCPSite(runner, host, port).start()
@@ -109,4 +136,7 @@ async def serve(settings: Settings) -> None:
     log.info("ready", extra=kv(bind=f"{host}:{port}", root=str(settings.site_root)))
     await wait_for_stop_signal()
     await runner.cleanup()
+    if watcher is not None and etcd is not None:
+        await watcher.stop()
+        await etcd.close()
     log.info("stopped")
