@@ -278,7 +278,7 @@ async def serve_tcp(settings: Settings) -> None:
     await node.start()
     front = TcpFrontEnd(node, settings)
     bound = await front.start()
-    serve_metrics(settings, "connect_tcp")
+    serve_metrics(settings, "connect_tcp", node.health("connect_tcp"))
     log.info("ready", extra=kv(server_id=node.server_id, tcp=",".join(bound)))
     await wait_for_stop_signal()
     log.info("stopping", extra=kv(connections=len(front.connections)))

@@ -5,25 +5,50 @@ pooled connection needs after Redis restarted) and then fails at once.  redis-py
 (ten retries with backoff, several seconds) would make every request hang while Redis is down;
 the callers have their own answer to an outage: logic replies UNAVAILABLE, task backs off.
 
+With ``[redis] tls_ca`` set the connections use TLS (Redis's ``tls-port``), checking Redis's
+certificate against the CA and the address's host; ``tls_cert`` and ``tls_key`` add the client
+certificate Redis asks for by default (``tls-auth-clients yes``).
+
 With ``[redis] sentinels`` set, a new connection asks the Sentinels where the primary of
 ``master_name`` is.  After a failover the connections to the old primary fail (it died, or it
 answers READONLY as a replica now), each such command fails like any outage, and the next one
-connects to the promoted replica: no restart, and no command waits for the failover to end.
+connects to the promoted replica: no restart, and no command waits for the failover to end.  With
+TLS configured too, the Sentinels are asked over TLS as well (their ``tls-port``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedSSLConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gochat_py.config import RedisSettings, split_host_port
+from gochat_py.tls import check_files
 
 SENTINEL_TIMEOUT = 1.0  # seconds for one question to one Sentinel: a dead one costs no more
+
+
+def _tls_files(settings: RedisSettings) -> dict[str, Any]:
+    return {
+        "ssl_ca_certs": settings.tls_ca,
+        "ssl_certfile": settings.tls_cert or None,
+        "ssl_keyfile": settings.tls_key or None,
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+    }
+
+
+def tls_options(settings: RedisSettings) -> dict[str, Any]:
+    """The pool's TLS arguments; none without ``tls_ca``.  The files are checked here, once."""
+    if not settings.tls_ca:
+        return {}
+    check_files("redis", settings.tls_ca, settings.tls_cert, settings.tls_key)
+    connection = SentinelManagedSSLConnection if settings.sentinels else SSLConnection
+    return {"connection_class": connection, **_tls_files(settings)}
 
 
 class SentinelBlockingConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -53,16 +78,19 @@ def make_redis(settings: RedisSettings) -> Redis:
         health_check_interval=15,
         # a timeout is not retried: a Redis that hangs costs one socket_timeout, not several
         retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        **tls_options(settings),
     )
     if settings.sentinels:
         asked = min(settings.timeout, SENTINEL_TIMEOUT)
+        sentinel_options: dict[str, Any] = {
+            "socket_timeout": asked,
+            "socket_connect_timeout": asked,
+            "password": settings.sentinel_password or None,
+        }
+        if settings.tls_ca:
+            sentinel_options.update(ssl=True, **_tls_files(settings))
         sentinel = Sentinel(
-            [split_host_port(address) for address in settings.sentinels],
-            sentinel_kwargs={
-                "socket_timeout": asked,
-                "socket_connect_timeout": asked,
-                "password": settings.sentinel_password or None,
-            },
+            [split_host_port(address) for address in settings.sentinels], sentinel_kwargs=sentinel_options
         )
         return sentinel.master_for(
             settings.master_name,
