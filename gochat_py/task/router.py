@@ -6,13 +6,22 @@ batch's entries for one node travel in one Deliver call, and the calls to differ
 concurrently, each with a deadline.  An entry is done when every node it went to accepted it, or
 when its target is on no known node (an offline user); an entry a node failed to take stays
 pending and is delivered again later, and the connect node drops the repeat by message id.
+
+A node that refuses connections (gRPC UNAVAILABLE: the process or its host is gone) is routed
+around at once, not only when its etcd lease ends seconds later: its clients are reconnecting
+to other nodes, where they resume by ``since`` and drop repeats by id, and messages held back for
+a dead node would reach them late and out of order.  It is tried again every ``reprobe`` seconds
+and is routed to as soon as a call succeeds.  A node that is merely slow (a deadline) is not
+routed around: its clients are still there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -68,10 +77,20 @@ def frame_body(message: QueueMessage) -> bytes | None:
 
 
 class Router:
-    def __init__(self, clients: ConnectClients, timeout: float) -> None:
+    def __init__(
+        self,
+        clients: ConnectClients,
+        timeout: float,
+        reprobe: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.clients = clients
         self.timeout = timeout
+        self.reprobe = reprobe
+        self.clock = clock
         self.stats = RouteStats()
+        # server id -> when it last refused a connection: routed around until ``reprobe`` later
+        self._unreachable: dict[str, float] = {}
         # server id -> calls that failed since it last took a batch: one log line per bad spell of a
         # node, not one per batch (a dead node fails every batch until its lease expires)
         self._failing: dict[str, int] = {}
@@ -129,6 +148,12 @@ class Router:
     async def deliver(self, entries: list[Entry]) -> list[str]:
         """Delivers what it can; returns the ids that may be acknowledged."""
         nodes = self.clients.by_server_id()
+        for server_id in [sid for sid in self._unreachable if sid not in nodes]:
+            del self._unreachable[server_id]  # its lease ended: it is gone for good
+        now = self.clock()
+        for server_id, since in self._unreachable.items():
+            if now - since < self.reprobe:
+                nodes.pop(server_id, None)
         for server_id in [sid for sid in self._failing if sid not in nodes]:
             log.info(
                 "failing connect node left", extra=kv(server_id=server_id, failed_calls=self._failing.pop(server_id))
@@ -167,6 +192,13 @@ class Router:
                 await self.clients.stub(address).Deliver(pb.DeliverRequest(items=items), timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             self.stats.failed_calls += 1
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                if server_id not in self._unreachable:
+                    log.warning(
+                        "connect node unreachable: routing around it until it answers (its clients resume elsewhere)",
+                        extra=kv(server_id=server_id, address=address),
+                    )
+                self._unreachable[server_id] = self.clock()
             self._failing[server_id] = self._failing.get(server_id, 0) + 1
             if self._failing[server_id] == 1:
                 log.warning(
@@ -174,6 +206,7 @@ class Router:
                     extra=kv(server_id=server_id, address=address, items=len(items), error=exc.code().name),
                 )
             return False
+        self._unreachable.pop(server_id, None)
         if server_id in self._failing:
             log.info(
                 "connect node takes batches again",

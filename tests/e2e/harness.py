@@ -14,9 +14,12 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
+import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +32,7 @@ import websockets
 from gochat_py.client.tcp import TcpClient
 from gochat_py.config import load_settings
 from gochat_py.discovery import make_etcd_client
-from gochat_py.launcher import MODULE_ORDER, ManagedProcess, System, etcd_process, redis_process
+from gochat_py.launcher import MODULE_ORDER, ManagedProcess, System, etcd_process, port_open, redis_process
 
 _cluster_numbers = itertools.count(1)
 
@@ -79,8 +82,19 @@ class Infra:
         self.etcd_address = f"127.0.0.1:{free_port(span=2)}"  # etcd's peer listener takes port + 1
         self.root = root
         self.log = log.open("a", buffering=1)
-        self.redis = redis_process(self.redis_address, root / "redis", self.log)
-        self.etcd = etcd_process(self.etcd_address, root / "etcd", self.log)
+        self.redis = self.redis_process()
+        self.etcd = self.etcd_process()
+
+    # A subclass starts them otherwise (TLS); the same address and data folder every time.
+    def redis_process(self) -> ManagedProcess:
+        return redis_process(self.redis_address, self.root / "redis", self.log)
+
+    def etcd_process(self) -> ManagedProcess:
+        return etcd_process(self.etcd_address, self.root / "etcd", self.log)
+
+    def redis_client(self, db: int) -> redis.Redis:
+        """A plain client of this Redis (a subclass with TLS on says how to reach it)."""
+        return redis.Redis.from_url(f"redis://{self.redis_address}/{db}")
 
     def start(self) -> Infra:
         self.redis.start()
@@ -100,7 +114,7 @@ class Infra:
         assert self.redis.stop() == 0, self.redis.tail()
 
     def start_redis(self) -> None:
-        self.redis = redis_process(self.redis_address, self.root / "redis", self.log).start()
+        self.redis = self.redis_process().start()
         self.redis.wait_ready(30)
 
     def stop_etcd(self) -> None:
@@ -108,8 +122,135 @@ class Infra:
         assert not self.etcd.running()
 
     def start_etcd(self) -> None:
-        self.etcd = etcd_process(self.etcd_address, self.root / "etcd", self.log).start()
+        self.etcd = self.etcd_process().start()
         self.etcd.wait_ready(30)
+
+
+class SentinelInfra(Infra):
+    """Infra whose Redis is a primary, ``replicas`` replicas of it and three Sentinels watching
+    them (quorum 2), with Sentinel's timing knobs set low so a failover takes a few seconds."""
+
+    MASTER_NAME = "gochat"
+
+    def __init__(
+        self, root: Path, log: Path, replicas: int = 1, down_after_ms: int = 500, failover_timeout_ms: int = 2000
+    ) -> None:
+        super().__init__(root, log)  # self.redis, at self.redis_address, starts as the primary
+        self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
+        self.replica_addresses = [f"127.0.0.1:{free_port()}" for _ in range(replicas)]
+        self.servers = {self.redis_address: self._server(self.redis_address)}  # address -> process
+        for address in self.replica_addresses:
+            self.servers[address] = self._server(address, replica_of=self.redis_address)
+        self.redis = self.servers[self.redis_address]
+        self.sentinel_addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+        self.sentinels = [self._sentinel(n, address) for n, address in enumerate(self.sentinel_addresses)]
+
+    def _server(self, address: str, replica_of: str = "") -> ManagedProcess:
+        port = address.rpartition(":")[2]
+        extra = ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
+        if replica_of:
+            extra += ("--replicaof", *replica_of.split(":"))
+        return redis_process(address, self.root / f"redis_{port}", self.log, extra, name=f"redis_{port}")
+
+    def _sentinel(self, n: int, address: str) -> ManagedProcess:
+        folder = self.root / f"sentinel{n}"
+        folder.mkdir(parents=True, exist_ok=True)
+        host, port = address.split(":")
+        name, (primary_host, primary_port) = self.MASTER_NAME, self.redis_address.split(":")
+        conf = folder / "sentinel.conf"  # Sentinel rewrites its file: one each
+        conf.write_text(
+            f"port {port}\nbind {host}\ndir {folder}\n"
+            f"sentinel monitor {name} {primary_host} {primary_port} 2\n"
+            f"sentinel down-after-milliseconds {name} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {name} {self.failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {name} 1\n"
+        )
+        binary = shutil.which("redis-sentinel")
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        argv = [binary, str(conf)] if binary else [server, str(conf), "--sentinel"]
+        return ManagedProcess(f"sentinel{n}", argv, probe=lambda: port_open(address), sink=self.log)
+
+    def start(self) -> SentinelInfra:
+        super().start()
+        for address in self.replica_addresses:
+            self.servers[address].start().wait_ready(30)
+        for sentinel in self.sentinels:
+            sentinel.start().wait_ready(30)
+        deadline = time.monotonic() + 60
+        while not (self.replicating(self.redis_address) and self._sentinels_see_everything()):
+            assert time.monotonic() < deadline, (
+                "replicas not in sync, or the Sentinels did not find them and each other"
+            )
+            time.sleep(0.2)
+        return self
+
+    def replicating(self, primary: str) -> bool:
+        """Every replica finished its sync and follows ``primary``."""
+        try:
+            info = self._ask(primary, "INFO", "replication")
+        except redis.RedisError:
+            return False
+        online = [info.get(f"slave{n}", {}).get("state") == "online" for n in range(len(self.replica_addresses))]
+        return info.get("role") == "master" and all(online)
+
+    def _sentinels_see_everything(self) -> bool:
+        """Every Sentinel knows the primary, its replicas and the two other Sentinels: only then
+        can they agree on a failover."""
+        for address in self.sentinel_addresses:
+            try:
+                state = self._ask(address, "SENTINEL", "MASTER", self.MASTER_NAME)
+            except redis.RedisError:
+                return False
+            if int(state.get("num-slaves", 0)) < len(self.replica_addresses):
+                return False
+            if int(state.get("num-other-sentinels", 0)) < 2:
+                return False
+        return True
+
+    @staticmethod
+    def _ask(address: str, *command: str) -> Any:
+        host, port = address.split(":")
+        client = redis.Redis(host=host, port=int(port), socket_timeout=2, decode_responses=True)
+        try:
+            return client.execute_command(*command)
+        finally:
+            client.close()
+
+    def module_env(self) -> dict[str, str]:
+        """The GOCHAT_* settings that make every module find Redis through the Sentinels."""
+        return {
+            "GOCHAT_REDIS__SENTINELS": ",".join(self.sentinel_addresses),
+            "GOCHAT_REDIS__MASTER_NAME": self.MASTER_NAME,
+        }
+
+    def primary(self) -> str:
+        """The primary's address as the Sentinels name it now ("" while they disagree)."""
+        answers = set()
+        for address in self.sentinel_addresses:
+            with contextlib.suppress(redis.RedisError):
+                answers.add(":".join(self._ask(address, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER_NAME)))
+        return answers.pop() if len(answers) == 1 else ""
+
+    def role(self, address: str) -> str:
+        return str(self._ask(address, "ROLE")[0])
+
+    def restart_server(self, address: str) -> ManagedProcess:
+        """The killed Redis at ``address`` started again on its data, as a supervisor would; the
+        Sentinels then make it a replica of the promoted one."""
+        process = self._server(address).start()
+        process.wait_ready(30)
+        self.servers[address] = process
+        if address == self.redis_address:
+            self.redis = process
+        return process
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        for address, process in self.servers.items():
+            if address != self.redis_address:
+                process.stop()
+        super().stop()
 
 
 @contextlib.contextmanager
@@ -157,7 +298,7 @@ class Cluster:
             **{f"GOCHAT_METRICS__{m.upper()}": "127.0.0.1:0" for m in MODULE_ORDER if m != "site"},
             **extra,
         }
-        redis.Redis.from_url(f"redis://{infra.redis_address}/{self.db}").flushdb()
+        infra.redis_client(self.db).flushdb()
         self.settings = load_settings(env="dev", environ={**os.environ, **self.env})
         self.log_path = root / "cluster.log"
         self.log = self.log_path.open("a", buffering=1)
@@ -180,6 +321,19 @@ class Cluster:
             self.stop()
             raise
         return self
+
+    def upgrade_database(self) -> str:
+        """``gochat-py db upgrade`` with the cluster's settings (a PostgreSQL database starts empty);
+        its output."""
+        result = subprocess.run(
+            [PYTHON, "-m", "gochat_py", "db", "upgrade"],
+            env={**os.environ, **self.env, "GOCHAT_ENV": "dev"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
 
     def start_module(self, module: str, name: str | None = None, **env: str) -> ManagedProcess:
         process = self.system.start_module(module, env, name)
@@ -255,6 +409,25 @@ def scrape(cluster: Cluster, module: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+def probe(cluster: Cluster, name: str, path: str) -> tuple[int, dict[str, Any]]:
+    """A module's /healthz or /readyz: (status, JSON body).  ``name`` is the process's name (site
+    answers on its own port; the others beside their metrics, on the port they logged)."""
+    if name == "site":
+        url = f"http://127.0.0.1:{cluster.site_port}"
+    else:
+        running = [p for p in cluster.processes(name) if p.running()]
+        assert len(running) == 1, name
+        ports = [int(m.group(1)) for line in list(running[0].lines) if (m := _METRICS_SERVED.search(line))]
+        assert ports, f"{name} logged no metrics address"
+        url = f"http://127.0.0.1:{ports[-1]}"
+    try:
+        with urllib.request.urlopen(url + path, timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("application/json")
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 class ApiClient:

@@ -258,3 +258,65 @@ async def test_v2_over_tcp_speaks_the_same_commands_and_events(cluster: Cluster)
         assert (await tcp.fails("publish", room=room + 1, msg="x"))["code"] == 3
         await tcp.close()
         await ws.close()
+
+
+async def test_member_lists_and_presence_events_stay_right_under_churn(cluster: Cluster) -> None:
+    """Sockets subscribe, unsubscribe and close at random, concurrently; afterwards each room's
+    presence is exactly the users with a socket in it, and an observer that applied the join and
+    leave events to its first snapshot holds the same list."""
+    rooms = [new_room() for _ in range(3)]
+    rng = random.Random(7)
+    async with ApiClient(cluster.api_url) as api:
+        users = [await user(api) for _ in range(6)]
+        observer_token, observer_id, observer_name = await user(api)
+        observer, _ = await connect(cluster, observer_token)
+        views: dict[int, dict[str, str]] = {}
+        for room in rooms:
+            views[room] = dict((await observer.call("subscribe", room=room))["members"])
+        sockets = [(await connect(cluster, token))[0] for token, _, _ in users for _ in range(2)]
+        owners = [users[n // 2] for n in range(len(sockets))]
+        subscribed: list[set[int]] = [set() for _ in sockets]
+        open_sockets = set(range(len(sockets)))
+
+        async def churn(n: int) -> None:
+            for _ in range(8):
+                if n not in open_sockets:
+                    return
+                room = rng.choice(rooms)
+                action = rng.random()
+                if action < 0.55:
+                    await sockets[n].call("subscribe", room=room)
+                    subscribed[n].add(room)
+                elif action < 0.9:
+                    await sockets[n].call("unsubscribe", room=room)
+                    subscribed[n].discard(room)
+                else:
+                    open_sockets.discard(n)
+                    await sockets[n].close()
+
+        await asyncio.gather(*(churn(n) for n in range(len(sockets))))
+        expected = {
+            room: {str(observer_id): observer_name}
+            | {str(owners[n][1]): owners[n][2] for n in open_sockets if room in subscribed[n]}
+            for room in rooms
+        }
+
+        def events_applied() -> dict[int, dict[str, str]]:
+            result = {room: dict(members) for room, members in views.items()}
+            for event in observer.seen:
+                if event.get("type") in ("join", "leave") and event["room"] in result:
+                    key = str(event["user"]["id"])
+                    if event["type"] == "join":
+                        result[event["room"]][key] = event["user"]["name"]
+                    else:
+                        result[event["room"]].pop(key, None)
+            return result
+
+        for room in rooms:
+            presence = await observer.call("presence", room=room)
+            assert presence["members"] == expected[room], room
+            assert presence["count"] == len(expected[room])
+        await eventually(lambda: events_applied() == expected, 10, "the observer's lists match presence")
+        for n in open_sockets:
+            await sockets[n].close()
+        await observer.close()
