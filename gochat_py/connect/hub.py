@@ -73,15 +73,14 @@ class Channel:
     (``version`` 2) is in the ``rooms`` it subscribed to and gets every run as v2 events.  While
     it joins or subscribes, its frames are ``held`` (the node writes the backlog first, then what
     was held, less what the backlog already had); after that, kept messages up to the target's
-    floor (the end of its backlog: ``floor`` for v1, ``floors`` by room, 0 for private, for v2)
-    that task delivers late are not written again.
+    floor (the end of its backlog: ``floor``, and for a v2 socket each room's in ``rooms``, a room
+    -> floor map) that task delivers late are not written again.
     """
 
     __slots__ = (
         "auth_token",
         "closed",
         "floor",
-        "floors",
         "held",
         "ids",
         "limit",
@@ -110,8 +109,8 @@ class Channel:
         self.ids = version == 2
         self.floor: Key | None = None
         self.held: list[Run | bytes] | None = None
-        self.rooms: set[int] | tuple[int, ...] = set() if version == 2 else (room_id,) if room_id > 0 else ()
-        self.floors: dict[int, Key] | None = {} if version == 2 else None
+        # v2: room -> the floor of its subscribe's backlog (None: none); v1: its one room, if any
+        self.rooms: dict[int, Key | None] | tuple[int, ...] = {} if version == 2 else (room_id,) if room_id > 0 else ()
         self.auth_token = ""  # v2: the hello's token, which every command acts with
 
     def writable(self) -> bool:
@@ -119,8 +118,8 @@ class Channel:
 
     def render(self, run: Run) -> bytes:
         """The run as this socket gets it."""
-        if self.floors is not None:
-            floor = self.floors.get(run.room)
+        if isinstance(self.rooms, dict):
+            floor = self.rooms.get(run.room) if run.room else self.floor
             if floor is None or run.first is None or run.first > floor:
                 return run.v2
             return run.after(floor, V2)
@@ -215,19 +214,17 @@ class Hub:
         self.release(channel)
 
     def subscribe(self, channel: Channel, room_id: int) -> None:
-        """A v2 channel enters a room (``channel.rooms`` is a set for those)."""
-        assert isinstance(channel.rooms, set)
+        """A v2 channel enters a room (``channel.rooms`` is a dict for those)."""
+        assert isinstance(channel.rooms, dict)
         if room_id not in channel.rooms and not channel.closed:
-            channel.rooms.add(room_id)
+            channel.rooms[room_id] = None
             self.bucket(channel.user_id).rooms.setdefault(room_id, set()).add(channel)
 
     def unsubscribe(self, channel: Channel, room_id: int) -> None:
-        assert isinstance(channel.rooms, set)
+        assert isinstance(channel.rooms, dict)
         if room_id in channel.rooms:
-            channel.rooms.discard(room_id)
+            del channel.rooms[room_id]
             _discard(self.bucket(channel.user_id).rooms, room_id, channel)
-            if channel.floors is not None:
-                channel.floors.pop(room_id, None)
 
     def hold(self, channel: Channel) -> None:
         """Frames for the channel are kept back until :meth:`release`."""

@@ -352,8 +352,11 @@ class ConnectNode:
                 self.service.note_private(channel.user_id, message.id)
         metrics.BACKLOG_SENT.inc(len(reply.backlog))
         end = parse_id(reply.backlog_end)
-        if end is not None and channel.floors is not None:
-            channel.floors[room_id] = end  # before the held runs: they are rendered with it
+        # before the held runs: they are rendered with it
+        if room_id == 0:
+            channel.floor = end
+        elif isinstance(channel.rooms, dict) and room_id in channel.rooms:
+            channel.rooms[room_id] = end
         out.extend(entry if isinstance(entry, bytes) else channel.render(entry) for entry in held)
         channel.push(b"".join(out))
 

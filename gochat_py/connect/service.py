@@ -71,7 +71,10 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
         forms: Run | None = None
         if hub.id_channels or hub.holding:
             reader = target if kind == "user_id" else 0
-            items = [self._item(msg, frame, reader, hub.v2_channels > 0) for msg, frame in run]
+            # v1 sockets that opted in to ids (or one catching up, which may be one) need the frames
+            # with ids; v2 sockets the events
+            ids = hub.id_channels > hub.v2_channels or hub.holding > 0
+            items = [self._item(msg, frame, reader, ids, hub.v2_channels > 0) for msg, frame in run]
             forms = Run(data, items, 0 if kind == "user_id" else target)
         elif not data:
             return 0  # only v2 events, and no v2 socket here
@@ -89,8 +92,9 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
                 self.last_target = (kind, target)
         return sockets
 
-    def _item(self, msg: pb.Msg, frame: bytes, reader: int, v2: bool) -> Item:
-        """The frame's id if it is a kept message (op 2 and 3), and its forms (see hub.Item)."""
+    def _item(self, msg: pb.Msg, frame: bytes, reader: int, ids: bool, v2: bool) -> Item:
+        """The frame's id if it is a kept message (op 2 and 3), and its forms (see hub.Item): the
+        form with the id only when ``ids``, the v2 event only when ``v2``."""
         if msg.op == OP_V2_EVENT:
             return None, b"", b"", frame
         if msg.op not in (OP_SINGLE_SEND, OP_ROOM_SEND):
@@ -102,7 +106,7 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
         try:
             if v2 and (body := message_event(msg.body, msg.seq_id, reader)) is not None:
                 event = self.encode(body)
-            return key, frame, self.encode(with_id(msg.body, msg.seq_id)), event
+            return key, frame, self.encode(with_id(msg.body, msg.seq_id)) if ids else frame, event
         except ValueError:  # too large for the transport with the id: the plain frame, then
             return key, frame, frame, event
 

@@ -302,12 +302,15 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         session = await self.sessions.check(request.auth_token)
         if session is None:
             return pb.ConnectReply(code=FAIL, message="auth fail")
-        joined = await self.sessions.connect(session, request.room_id, request.server_id)
+        announce = b""
+        if request.room_id > NO_ROOM:
+            announce = self._presence(request.room_id, session.user_id, session.user_name, joined=True)
+        joined = await self.sessions.connect(
+            session, request.room_id, request.server_id, announce, self.member_lists.auto_limit
+        )
         if request.room_id > NO_ROOM:
             # The original broadcast nothing on join; the member list would go stale (§12.1.2).
             self.member_lists.request(request.room_id)
-            if joined.entered and joined.room_size <= self.member_lists.auto_limit:
-                await self._presence(request.room_id, session.user_id, session.user_name, joined=True)
         reply = pb.ConnectReply(code=OK, user_id=session.user_id, user_name=session.user_name)
         if request.subscribe:
             reply.members.update(await self.sessions.members(request.room_id))
@@ -327,25 +330,33 @@ class LogicService(logic_pb2_grpc.LogicServicer):
 
     @_guard
     async def Disconnect(self, request: pb.DisconnectRequest, context: Any) -> pb.Reply:
+        announce = b""
+        if request.room_id > NO_ROOM:
+            announce = await self._leave_announcement(request.room_id, request.user_id)
         left = await self.sessions.disconnect(
-            request.user_id, request.room_id, request.server_id, last_private_id=request.last_private_id
+            request.user_id,
+            request.room_id,
+            request.server_id,
+            last_private_id=request.last_private_id,
+            announce=announce,
+            announce_limit=self.member_lists.auto_limit,
         )
         if left == 0 and request.room_id > NO_ROOM:
             # An op-5 member list instead of the original's empty frame (§12.1.1).
             self.member_lists.request(request.room_id)
-            await self._left(request.room_id, request.user_id)
         return pb.Reply(code=OK)
 
-    async def _left(self, room_id: int, user_id: int) -> None:
-        if await self.sessions.online_count(room_id) < self.member_lists.auto_limit:
-            await self._presence(room_id, user_id, await self._user_name(user_id), joined=False)
+    async def _leave_announcement(self, room_id: int, user_id: int) -> bytes:
+        return self._presence(room_id, user_id, await self._user_name(user_id), joined=False)
 
-    async def _presence(self, room_id: int, user_id: int, user_name: str, joined: bool) -> None:
-        """A join or leave event for the room's v2 sockets.  Rooms over the member-list limit get
-        none, as they get no automatic member lists: every join would be a frame to every member."""
+    @staticmethod
+    def _presence(room_id: int, user_id: int, user_name: str, joined: bool) -> bytes:
+        """The queue entry of a join or leave event for the room's v2 sockets; the session store
+        queues it with the change itself, for rooms of up to the member-list limit (larger ones get
+        no automatic member lists either: every join would be a frame to every member)."""
         user = User(id=user_id, name=user_name)
         event = MemberJoined(room=room_id, user=user) if joined else MemberLeft(room=room_id, user=user)
-        await self.queue.enqueue(QueueMessage(op=OP_V2_EVENT, room_id=room_id, msg=encode_v2(event)))
+        return QueueMessage(op=OP_V2_EVENT, room_id=room_id, msg=encode_v2(event)).encode()
 
     @_guard
     async def Presence(self, request: pb.RoomRequest, context: Any) -> pb.PresenceReply:
@@ -398,12 +409,10 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         return pb.HistoryReply(code=OK, messages=[with_id(body, i) for i, body in entries], more=more)
 
     async def purge_node(self, server_id: str) -> None:
-        left = await self.sessions.purge_node(server_id)
+        left = await self.sessions.purge_node(server_id, self._leave_announcement, self.member_lists.auto_limit)
         rooms = {room_id for room_id, _ in left}
         for room_id in rooms:
             self.member_lists.request(room_id)
-        for room_id, user_id in sorted(left):
-            await self._left(room_id, user_id)
         log.info("purged dead connect node", extra=kv(server_id=server_id, rooms=len(rooms)))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -59,7 +60,10 @@ return found
 """
 
 # KEYS: room, count, refs, node, user_nodes, user_server, nodes, inbox cursor, the queue's stream;
-# ARGV: uid, name, rid, sid.  No TTLs on membership: it lives exactly as long as the sockets (a
+# ARGV: uid, name, rid, sid, the queue entry announcing the join to v2 sockets ('' = none), the
+# largest room that gets it.  The entry is queued here, with the change it announces: announced
+# from outside, a join and a leave racing each other could be queued in the other order.  No TTLs
+# on membership: it lives exactly as long as the sockets (a
 # dead node's is purged), so a socket open for days still gets its private messages.
 # Returns {whether the user had no socket open before this one, the inbox cursor ('' = none), the
 # queue's last id, the user's sockets in the room now (0 for no room), the room's members}: read
@@ -79,6 +83,9 @@ if rid ~= '0' then
   redis.call('HSET', KEYS[1], uid, name)
   members = redis.call('HLEN', KEYS[1])
   redis.call('SET', KEYS[2], members)
+  if refs == 1 and ARGV[5] ~= '' and members <= tonumber(ARGV[6]) then
+    redis.call('XADD', KEYS[9], '*', 'm', ARGV[5])
+  end
 end
 local last = '0-0'
 if redis.call('EXISTS', KEYS[9]) == 1 then
@@ -91,7 +98,8 @@ return {was_offline, redis.call('GET', KEYS[8]) or '', last, refs, members}
 """
 
 # Same KEYS; ARGV: uid, rid, sid, amount, the newest private message id the node wrote to the user
-# ('' = none; the inbox cursor becomes the larger of the two).  Returns the user's sockets left in
+# ('' = none; the inbox cursor becomes the larger of the two), the queue entry announcing the leave
+# ('' = none), the largest room that gets it.  Returns the user's sockets left in
 # the room, or -1 when this node held none (a repeated or late disconnect changes nothing).
 _DISCONNECT = """
 local function before(a, b)
@@ -128,6 +136,9 @@ if left <= 0 then
 end
 local members = redis.call('HLEN', KEYS[1])
 if members > 0 then redis.call('SET', KEYS[2], members) else redis.call('DEL', KEYS[2]) end
+if left == 0 and ARGV[6] ~= '' and members < tonumber(ARGV[7]) then
+  redis.call('XADD', KEYS[9], '*', 'm', ARGV[6])
+end
 return left
 """
 
@@ -223,23 +234,36 @@ class SessionStore:
             self.stream,
         ]
 
-    async def connect(self, session: Session, room_id: int, server_id: str) -> Joined:
+    async def connect(
+        self, session: Session, room_id: int, server_id: str, announce: bytes = b"", announce_limit: int = 0
+    ) -> Joined:
+        """``announce``: a queue entry to queue if the user enters the room by this (their first
+        socket in it) and it has at most ``announce_limit`` members then."""
         room_id = max(room_id, NO_ROOM)
         was_offline, cursor, end, refs, members = await self._connect(
             keys=self._member_keys(session.user_id, room_id, server_id),
-            args=[session.user_id, session.user_name, room_id, server_id],
+            args=[session.user_id, session.user_name, room_id, server_id, announce, announce_limit],
         )
         return Joined(bool(was_offline), _text(cursor), _text(end), int(refs) == 1, int(members))
 
     async def disconnect(
-        self, user_id: int, room_id: int, server_id: str, amount: int = 1, last_private_id: str = ""
+        self,
+        user_id: int,
+        room_id: int,
+        server_id: str,
+        amount: int = 1,
+        last_private_id: str = "",
+        announce: bytes = b"",
+        announce_limit: int = 0,
     ) -> int:
-        """Returns the user's sockets still in the room (0: the user left it; -1: nothing held)."""
+        """Returns the user's sockets still in the room (0: the user left it; -1: nothing held).
+        ``announce``: a queue entry to queue if the user leaves the room by this and it has fewer
+        than ``announce_limit`` members then."""
         room_id = max(room_id, NO_ROOM)
         return int(
             await self._disconnect(
                 keys=self._member_keys(user_id, room_id, server_id),
-                args=[user_id, room_id, server_id, amount, last_private_id],
+                args=[user_id, room_id, server_id, amount, last_private_id, announce, announce_limit],
             )
         )
 
@@ -279,14 +303,20 @@ class SessionStore:
     async def nodes_with_members(self) -> set[str]:
         return {sid.decode() for sid in await self.redis.smembers(NODES_KEY)}
 
-    async def purge_node(self, server_id: str) -> set[tuple[int, int]]:
+    async def purge_node(
+        self, server_id: str, announce: Callable[[int, int], Awaitable[bytes]] | None = None, announce_limit: int = 0
+    ) -> set[tuple[int, int]]:
         """Forgets every socket a dead node held; returns the (room, user) pairs of users who left
-        a room by it."""
+        a room by it.  ``announce(room, user)``: the queue entry announcing such a leave."""
         held = await self.redis.hgetall(f"gochat_node_{server_id}")
         changed: set[tuple[int, int]] = set()
         for field, amount in held.items():
             room_text, _, user_text = field.decode().partition(":")
-            left = await self.disconnect(int(user_text), int(room_text), server_id, int(amount))
+            room_id, user_id = int(room_text), int(user_text)
+            entry = await announce(room_id, user_id) if announce is not None and room_id != NO_ROOM else b""
+            left = await self.disconnect(
+                user_id, room_id, server_id, int(amount), announce=entry, announce_limit=announce_limit
+            )
             if left == 0 and int(room_text) != NO_ROOM:
                 changed.add((int(room_text), int(user_text)))
         async with self.redis.pipeline(transaction=True) as pipe:
