@@ -171,7 +171,11 @@ class MultiHostCluster:
 
     def start(self) -> MultiHostCluster:
         self.start_infra()
-        started = [self.start_module(self.hosts[h], module, name, wait=False) for h, module, name in LAYOUT]
+        # The first logic alone: two logic processes creating the schema of a new database at the
+        # same moment race (the loser fails with "table user already exists").
+        (h, module, name), *rest = LAYOUT
+        self.start_module(self.hosts[h], module, name)
+        started = [self.start_module(self.hosts[h], module, name, wait=False) for h, module, name in rest]
         for process in started:
             process.wait_ready(120)
         return self

@@ -16,7 +16,7 @@ from gochat_py.client.tcp import TcpClient
 from gochat_py.config import EtcdSettings
 from gochat_py.discovery import make_etcd_client
 from tests.e2e.harness import ApiClient, TcpReader, WsClient, op_is
-from tests.multihost.cluster import MultiHostCluster
+from tests.multihost.cluster import MultiHostCluster, etcd_healthy
 
 T = TypeVar("T")
 
@@ -169,3 +169,52 @@ def test_a_wildcard_bind_registers_a_routable_address_that_task_on_another_host_
         assert not cluster.died(), cluster.tails()
     finally:
         node.stop()
+
+
+def registrations(cluster: MultiHostCluster) -> dict[str, int]:
+    """How many times each running logic and connect node has registered in etcd (once, unless
+    its lease ran out)."""
+    return {
+        p.name: sum("registered in etcd" in line for line in p.lines)
+        for p in cluster.processes
+        if p.running() and p.name.startswith(("logic", "ws", "tcp"))
+    }
+
+
+def test_one_etcd_member_killed_quorum_holds_and_the_system_goes_on(cluster: MultiHostCluster) -> None:
+    """e1 is the first member in every module's endpoint list, so every etcd connection is on it
+    when it dies: each must move to e2 or e3 before its lease (3 s) runs out."""
+    before = registrations(cluster)
+    assert set(before.values()) == {1}, before
+    member = cluster.process("etcd_h1")
+    member.kill()
+    killed = time.monotonic()
+    try:
+        survivors = [f"{h.address}:2379" for h in cluster.etcd_hosts[1:]]
+        assert all(cluster.on_client(etcd_healthy, address) for address in survivors), "no quorum"
+        on_client(cluster, _round_trip, cluster)
+        # two lease times with e1 gone: a module that had lost etcd would have had to register again
+        time.sleep(max(0.0, killed + 6.5 - time.monotonic()))
+        assert registrations(cluster) == before, registrations(cluster)
+        keys = on_client(cluster, registered_nodes, cluster)
+        assert len(keys) == len(before), keys
+        on_client(cluster, _round_trip, cluster)
+        # a module started now registers through the members that are left
+        h3 = cluster.hosts["h3"]
+        late = cluster.start_module(
+            h3,
+            "connect_websocket",
+            "ws_late_3",
+            GOCHAT_CONNECT_WEBSOCKET__BIND=f"{h3.address}:7200",
+            GOCHAT_CONNECT_WEBSOCKET__RPC_BIND=f"{h3.address}:6930",
+        )
+        try:
+            keys = on_client(cluster, registered_nodes, cluster)
+            assert f"{h3.address}:6930" in addresses_of(keys), keys
+            on_client(cluster, _room_message_reaches, cluster, f"ws://{h3.address}:7200/ws")
+        finally:
+            late.stop()
+        assert not cluster.died("etcd_h1"), cluster.tails()
+    finally:
+        restarted = cluster.start_etcd_member(cluster.hosts["h1"])  # same data: it rejoins
+        restarted.wait_ready(60)
