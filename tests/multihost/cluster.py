@@ -87,6 +87,9 @@ class MultiHostCluster:
             "GOCHAT_LOGIC__PASSWORD_TIME_COST": "1",
             "GOCHAT_LOGIC__PASSWORD_MEMORY_KIB": "8192",
             "GOCHAT_TASK__CLAIM_IDLE": "1",
+            # every test client comes from one address that is not loopback: no rate limits
+            **{f"GOCHAT_API__{limit}_RATE": "0" for limit in ("LOGIN_ADDRESS", "LOGIN_USER", "REGISTER_ADDRESS")},
+            **{f"GOCHAT_API__{limit}_RATE": "0" for limit in ("PUSH_ADDRESS", "PUSH_USER")},
         }
 
     # -- infrastructure -------------------------------------------------------------------------
@@ -213,6 +216,13 @@ class MultiHostCluster:
     def on_client(self, function: Callable[..., Any], *args: Any, timeout: float = 300) -> Any:
         """Runs the test's client code in the client host."""
         return self.client.call(function, *args, timeout=timeout)
+
+    def power_off(self, host: Host) -> list[int]:
+        """Kills every process on ``host`` at once (see Host.power_off); returns their pids."""
+        for process in self.processes:
+            if self.where[process.name] is host:
+                process.expected_exit = True
+        return host.power_off()
 
     def died(self, *expected: str) -> list[str]:
         """Processes that exited although nobody stopped them (and are not in ``expected``)."""

@@ -12,11 +12,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import websockets
+
 from gochat_py.client.tcp import TcpClient
 from gochat_py.config import EtcdSettings
 from gochat_py.discovery import make_etcd_client
-from tests.e2e.harness import ApiClient, TcpReader, WsClient, op_is
+from tests.e2e.harness import ApiClient, TcpReader, WsClient, eventually, op_is
 from tests.multihost.cluster import MultiHostCluster, etcd_healthy
+from tests.multihost.netns import Host
 
 T = TypeVar("T")
 
@@ -218,3 +221,173 @@ def test_one_etcd_member_killed_quorum_holds_and_the_system_goes_on(cluster: Mul
     finally:
         restarted = cluster.start_etcd_member(cluster.hosts["h1"])  # same data: it rejoins
         restarted.wait_ready(60)
+
+
+class PageLikeClient:
+    """A websocket client that reconnects as the chat page does: after a drop, wait 1 s (doubling
+    per failed attempt, at most 30 s, with jitter), then join with ``since`` = the last id seen.
+    Each attempt goes to the next of ``urls``, as a load balancer in front of the connect nodes
+    would send it to one that answers.  Keeps every op-2/op-3 body with when and where it came."""
+
+    def __init__(self, urls: list[str], token: str, room: int) -> None:
+        self.urls, self.token, self.room = urls, token, room
+        self.at = 0
+        self.since = ""
+        self.received: list[tuple[float, str, dict[str, Any]]] = []  # (when, url, body)
+        self.joined = asyncio.Event()
+        self.drops: list[float] = []
+        self.stopping = False
+
+    @property
+    def url(self) -> str:
+        return self.urls[self.at % len(self.urls)]
+
+    def texts(self, op: int) -> list[str]:
+        return [body["msg"] for _, _, body in self.received if body["op"] == op]
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self.stopping:
+            try:
+                async with websockets.connect(self.url, open_timeout=5) as ws:
+                    await ws.send(json.dumps({"authToken": self.token, "roomId": self.room, "since": self.since}))
+                    attempt = 0
+                    await self._read(ws)
+            except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.ConnectionClosed):
+                pass
+            if self.stopping:
+                return
+            self.drops.append(time.monotonic())
+            self.at += 1
+            await asyncio.sleep(min(1.0 * 2**attempt, 30.0) * random.uniform(0.8, 1.2))
+            attempt += 1
+
+    async def _read(self, ws: websockets.ClientConnection) -> None:
+        while not self.stopping:
+            try:
+                message = await asyncio.wait_for(ws.recv(), 0.2)
+            except TimeoutError:
+                continue
+            body = json.loads(message)
+            if body.get("op") == 5:
+                self.joined.set()
+            elif body.get("op") == 7:
+                raise AssertionError(f"history gap: {body}")
+            elif body.get("op") in (2, 3):
+                self.received.append((time.monotonic(), self.url, body))
+                self.since = body["id"]
+
+
+class Sender:
+    """Sends room messages, every fourth a private one to ``to_user``, one at a time through the
+    apis in turn, until stopped; keeps what was accepted (code 0), in order."""
+
+    def __init__(self, apis: list[ApiClient], token: str, room: int, to_user: int) -> None:
+        self.apis, self.token, self.room, self.to_user = apis, token, room, to_user
+        self.room_accepted: list[str] = []
+        self.private_accepted: list[str] = []
+        self.refused: list[dict[str, Any]] = []
+        self.stopping = False
+
+    async def send(self, n: int, text: str, private: bool) -> bool:
+        api = self.apis[n % len(self.apis)]
+        if private:
+            body = {"authToken": self.token, "toUserId": str(self.to_user), "roomId": self.room, "msg": text}
+            reply = await api.post("/push/push", body)
+        else:
+            reply = await api.post("/push/pushRoom", {"authToken": self.token, "roomId": self.room, "msg": text})
+        if reply["code"] != 0:
+            self.refused.append(reply)
+            return False
+        (self.private_accepted if private else self.room_accepted).append(text)
+        return True
+
+    async def run(self) -> None:
+        n = 0
+        while not self.stopping:
+            private = n % 4 == 3
+            if not await self.send(n, f"{'p' if private else 'r'}{n}", private):
+                await asyncio.sleep(0.05)
+            n += 1
+            await asyncio.sleep(0.01)
+
+
+def check_exactly_once(client: PageLikeClient, sender: Sender, private: bool) -> None:
+    for op, accepted in ((3, sender.room_accepted), (2, sender.private_accepted if private else [])):
+        got = client.texts(op)
+        lost = [t for t in accepted if t not in set(got)]
+        repeated = sorted({t for t in got if got.count(t) > 1})
+        assert not lost, f"{len(lost)} op-{op} messages lost, e.g. {lost[:5]}"
+        assert not repeated, f"op-{op} messages repeated: {repeated[:5]}"
+        assert got == accepted, f"op-{op} messages out of order"
+
+
+async def _host_down(cluster: MultiHostCluster, victim: Host) -> dict[str, Any]:
+    room = random.randint(10**6, 10**9)
+    victim_url = f"ws://{victim.address}:7000/ws"
+    survivors = cluster.ws_urls
+    async with ApiClient(cluster.api_urls[0]) as api_1, ApiClient(cluster.api_urls[1]) as api_2:
+        alice = await api_1.register(unique("alice"))
+        tokens = [await api_2.register(unique(f"bob{n}")) for n in range(3)]
+        carol = await api_1.register(unique("carol"))  # on a node that stays up throughout
+        moving = [PageLikeClient([victim_url, *survivors], token, room) for token in tokens]
+        staying = PageLikeClient([survivors[1]], carol, room)
+        clients = [*moving, staying]
+        runs = [asyncio.create_task(c.run()) for c in clients]
+        for client in clients:
+            await asyncio.wait_for(client.joined.wait(), 20)
+        sender = Sender([api_1, api_2], alice, room, to_user=await api_1.user_id(tokens[0]))
+        sending = asyncio.create_task(sender.run())
+        await eventually(lambda: all(len(c.received) >= 40 for c in clients), 60, "traffic before the kill")
+        assert all(c.received[-1][1] == victim_url for c in moving)
+        killed_pids = await asyncio.to_thread(cluster.power_off, victim)
+        killed, sent_before = time.monotonic(), len(sender.room_accepted)
+
+        def back(client: PageLikeClient) -> float | None:
+            return next((t for t, url, _ in client.received if t > killed and url != victim_url), None)
+
+        await eventually(lambda: all(back(c) for c in moving), 60, "clients back on another node")
+        await eventually(lambda: len(sender.room_accepted) > sent_before + 100, 60, "more traffic after the kill")
+        sender.stopping = True
+        await sending
+        marker = unique("end")
+        assert await sender.send(0, marker, private=False)
+        assert await sender.send(1, marker + "p", private=True)
+        for client in clients:
+            await eventually(lambda c=client: marker in c.texts(3), 30, "the room marker")
+        await eventually(lambda: marker + "p" in moving[0].texts(2), 30, "the private marker")
+        for client in clients:
+            client.stopping = True
+        await asyncio.wait_for(asyncio.gather(*runs), 10)
+    for n, client in enumerate(clients):
+        check_exactly_once(client, sender, private=(n == 0))
+    for client in moving:
+        t_back = back(client)
+        assert t_back is not None
+        # not vacuous: messages were accepted while the client was away from any node
+        away = [t for t, *_ in client.received if t < t_back]
+        assert away and max(away) < killed < t_back
+    assert not staying.drops, "the client on a node that stayed up was dropped"
+    return {
+        "killed": len(killed_pids),
+        "recovery": [round(back(c) - killed, 2) for c in moving],
+        "accepted": len(sender.room_accepted) + len(sender.private_accepted),
+        "refused": sender.refused,
+    }
+
+
+def test_a_host_with_a_connect_node_and_a_logic_goes_down(cluster: MultiHostCluster) -> None:
+    """h4 runs a logic and a connect node; every process on it is killed at once.  Its clients
+    reconnect to the other nodes (as the page does) and, with a sender running throughout, end
+    with every accepted message exactly once, in order."""
+    victim = cluster.network.add_host("h4")
+    cluster.start_module(victim, "logic", "logic_4")
+    cluster.start_module(victim, "connect_websocket", "ws_4")
+    result = on_client(cluster, _host_down, cluster, victim)
+    print(
+        f"\nhost down: {result['killed']} processes killed; clients back on another node after"
+        f" {result['recovery']} s (kill to first message there); {result['accepted']} messages accepted,"
+        f" {len(result['refused'])} refused {sorted({r['message'] for r in result['refused']})}"
+    )
+    assert result["killed"] >= 2
+    assert not cluster.died(), cluster.tails()
