@@ -163,6 +163,9 @@ class LogicSettings(Section):
     member_list_delay: float = Field(0.2, ge=0, description="seconds member-list requests for a room are gathered")
     member_list_auto_limit: int = Field(1000, ge=0, description="largest room that gets member lists on join/leave")
     max_user_name_length: int = Field(64, ge=1, description="characters in a user name, checked at registration")
+    mid_window: int = Field(
+        600, ge=1, description="seconds a client message id (v2 mid) is remembered: a resend within it is stored once"
+    )
     # argon2id cost; the defaults are OWASP's minimum (19 MiB, 2 passes), about 30 ms per hash.
     password_time_cost: int = Field(2, ge=1)
     password_memory_kib: int = Field(19456, ge=1024)
@@ -200,7 +203,19 @@ class ConnectSettings(Section):
     ping_interval: float = Field(54.0, gt=0)
     pong_timeout: float = Field(6.0, gt=0, description="after a ping; 54 + 6 = the original's 60 s")
     write_timeout: float = Field(10.0, gt=0, description="TCP: unacknowledged data for this long drops the peer")
-    max_message_size: int = Field(512, ge=64)
+    max_message_size: int = Field(512, ge=64, description="bytes in a v1 client message (the join) at most")
+    v2_frame_size: int = Field(
+        32767, ge=512, le=1 << 20, description="bytes in one client frame of a protocol-v2 websocket at most"
+    )
+    max_rooms: int = Field(100, ge=1, description="rooms one protocol-v2 socket may be subscribed to at once")
+    command_rate: float = Field(
+        50.0, gt=0, description="v2 commands per second per socket, sustained; more is flooding"
+    )
+    command_burst: int = Field(200, ge=1, description="v2 commands per socket at once; more is flooding")
+    typing_rate: float = Field(1.0, gt=0, description="v2 typing notices per second per socket (more get rate_limited)")
+    session_check: float = Field(
+        60.0, gt=0, description="seconds between checks that the sessions of v2 sockets are still live"
+    )
     dedup_window: int = Field(65536, ge=0, description="recent message ids remembered per node")
     logic_concurrency: int = Field(64, ge=1, description="joins and leaves in flight to logic per node")
     pace_lag: float = Field(

@@ -19,6 +19,9 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 CONNECTIONS = Gauge("gochat_connections", "client sockets joined on this connect node", registry=REGISTRY)
 JOINS = Counter("gochat_joins", "joins accepted by this connect node", registry=REGISTRY)
+V2_COMMANDS = Counter(
+    "gochat_v2_commands", "protocol-v2 commands answered, by command and outcome", ["cmd", "outcome"], registry=REGISTRY
+)
 JOINS_REFUSED = Counter("gochat_joins_refused", "joins refused (bad token, logic unreachable)", registry=REGISTRY)
 FRAMES_OUT = Counter("gochat_frames_out", "frames written to client sockets, by op", ["op"], registry=REGISTRY)
 SLOW_CONSUMERS = Counter(

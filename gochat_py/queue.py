@@ -68,6 +68,8 @@ class Outgoing:
     # set, unless it exists, to the id just before this message's (a private message's target: its
     # inbox cursor, which then says "nothing before this one is owed")
     mark_key: str = ""
+    # the sender's client message id (mid_key): while it exists the message is not queued again
+    mid_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class Keeping:
     size: int
     ttl: int
     since_key: str  # set to the first id kept after Redis lost its data (or on a new install)
+    mid_ttl: int = 600  # seconds a client message id is remembered (queue.Outgoing.mid_key)
 
 
 # The group's {pending, unread, last-delivered-id, age of the oldest unread entry in ms (by Redis's
@@ -106,41 +109,51 @@ end
 """
 
 # KEYS[1]: the stream; ARGV[1]: the group; ARGV[2]: cap of the unread count; ARGV[3], [4], [5]:
-# size and ttl of the hot stores and the key marking where they begin; then per message, in
-# order: the queue entry, the holders hash ('' = none), the key to mark ('' = none), the body to
-# keep, how many stores keep it, and those stores.  One command for a whole batch (redis-py costs
-# tens of microseconds per command of a pipeline), and the group's state comes back with it.
+# size and ttl of the hot stores and the key marking where they begin; ARGV[6]: seconds a client
+# message id is remembered; then per message, in order: the queue entry, the holders hash ('' =
+# none), the key to mark ('' = none), its client message id key ('' = none), the body to keep, how
+# many stores keep it, and those stores.  A message whose client message id key exists is not
+# queued again: its id is the one the key holds.  Returns {the group's state, the ids}: one command
+# for a whole batch (redis-py costs tens of microseconds per command of a pipeline).
 _ENQUEUE = (
     _GROUP_STATE
     + """
-local size, ttl, since_key = ARGV[3], ARGV[4], ARGV[5]
-local i = 6
+local size, ttl, since_key, mid_ttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local ids = {}
+local i = 7
 while i <= #ARGV do
-  local entry, holders, mark, body, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
-  local id
-  if holders ~= '' then
+  local entry, holders, mark, mid, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local n = tonumber(ARGV[i + 5])
+  local id = mid ~= '' and redis.call('GET', mid)
+  if id then
+    n = -n  -- queued before: nothing to do but answer its id
+  elseif holders ~= '' then
     local nodes = redis.call('HKEYS', holders)
     id = redis.call('XADD', KEYS[1], '*', 'm', entry, 's', table.concat(nodes, ','))
   else
     id = redis.call('XADD', KEYS[1], '*', 'm', entry)
   end
-  if mark ~= '' and redis.call('EXISTS', mark) == 0 then
-    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-    if seq == '0' then
-      redis.call('SET', mark, string.format('%.0f', tonumber(ms) - 1) .. '-18446744073709551615')
-    else
-      redis.call('SET', mark, ms .. '-' .. string.format('%.0f', tonumber(seq) - 1))
+  ids[#ids + 1] = id
+  if n >= 0 then
+    if mid ~= '' then redis.call('SET', mid, id, 'EX', mid_ttl) end
+    if mark ~= '' and redis.call('EXISTS', mark) == 0 then
+      local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+      if seq == '0' then
+        redis.call('SET', mark, string.format('%.0f', tonumber(ms) - 1) .. '-18446744073709551615')
+      else
+        redis.call('SET', mark, ms .. '-' .. string.format('%.0f', tonumber(seq) - 1))
+      end
     end
+    for k = 1, n do
+      local store = ARGV[i + 5 + k]
+      redis.call('XADD', store, 'MAXLEN', '~', size, id, 'm', body)
+      redis.call('EXPIRE', store, ttl)
+    end
+    if n > 0 then redis.call('SET', since_key, id, 'NX') end
   end
-  for k = 1, n do
-    local store = ARGV[i + 4 + k]
-    redis.call('XADD', store, 'MAXLEN', '~', size, id, 'm', body)
-    redis.call('EXPIRE', store, ttl)
-  end
-  if n > 0 then redis.call('SET', since_key, id, 'NX') end
-  i = i + 5 + n
+  i = i + 6 + math.abs(n)
 end
-return group_state(KEYS[1], ARGV[1], ARGV[2])
+return {group_state(KEYS[1], ARGV[1], ARGV[2]), ids}
 """
 )
 _STATE = _GROUP_STATE + "return group_state(KEYS[1], ARGV[1], ARGV[2])\n"
@@ -165,20 +178,35 @@ class MessageQueue:
     async def enqueue_many(self, messages: list[QueueMessage | Outgoing], cap: int = STATE_CAP) -> GroupState | None:
         """All of them in one command, in order; the group's state comes back with them (None
         before any task created the group), its unread count up to ``cap``."""
+        return (await self.enqueue_with_ids(messages, cap))[0]
+
+    async def enqueue_with_ids(
+        self, messages: list[QueueMessage | Outgoing], cap: int = STATE_CAP
+    ) -> tuple[GroupState | None, list[str]]:
+        """:meth:`enqueue_many`, and the messages' ids in order (for one with a ``mid_key`` seen
+        before, the id it was queued under then)."""
         if not messages:
-            return None
+            return None, []
         keeping = self.keeping
-        args: list[str | bytes | int] = [self.group, cap, keeping.size, keeping.ttl, keeping.since_key]
+        args: list[str | bytes | int] = [self.group, cap, keeping.size, keeping.ttl, keeping.since_key, keeping.mid_ttl]
         for item in messages:
             if isinstance(item, QueueMessage):
-                args += [item.encode(), "", "", b"", 0]
+                args += [item.encode(), "", "", "", b"", 0]
             else:
                 message = item.message.encode()
-                args += [message, item.holders_key, item.mark_key, item.body, len(item.keep_in), *item.keep_in]
-        state = await self._enqueue(keys=[self.stream], args=args)
+                args += [
+                    message,
+                    item.holders_key,
+                    item.mark_key,
+                    item.mid_key,
+                    item.body,
+                    len(item.keep_in),
+                    *item.keep_in,
+                ]
+        state, ids = await self._enqueue(keys=[self.stream], args=args)
         for item in messages:
             MESSAGES_IN.labels(item.op if isinstance(item, QueueMessage) else item.message.op).inc()
-        return _group_state(state)
+        return _group_state(state), [_text(i) for i in ids]
 
     async def group_state(self, cap: int = STATE_CAP) -> GroupState | None:
         try:

@@ -35,13 +35,13 @@ from gochat_py.api.forms import (
     Form,
     bind,
 )
-from gochat_py.api.push_batcher import PushBatcher
 from gochat_py.api.ratelimit import LOGIN, PUSH, REGISTER, ApiLimits, too_many_requests
 from gochat_py.config import ApiSettings
 from gochat_py.logs import kv
 from gochat_py.metrics import API_IN_FLIGHT
 from gochat_py.rpc import logic_pb2 as pb
 from gochat_py.rpc.client import LogicClient, RpcError
+from gochat_py.rpc.push_batcher import PushBatcher
 
 log = logging.getLogger("gochat.api")
 

@@ -26,32 +26,36 @@ class Transport(Protocol):
 
 
 Key: TypeAlias = tuple[int, int]  # a parsed message id (protocol.message_id)
-# One frame of a run: the id of a kept message (op 2 or 3; None for others), the frame, and the
-# frame with its id in the body.
-Item: TypeAlias = tuple[Key | None, bytes, bytes]
+# One frame of a run: the id of a kept message (op 2 or 3; None for others), then the frame in each
+# form: as v1 sockets get it, with its id in the body (v1 sockets that opted in), as a v2 event.
+# A form the frame has no place in is b"" (a v2 event for v1 sockets, a member list for v2 ones).
+Item: TypeAlias = tuple[Key | None, bytes, bytes, bytes]
+PLAIN, WITH_ID, V2 = 1, 2, 3  # an Item's forms, by index
 
 
 class Run:
-    """Consecutive frames for one target, as a delivery writes them, with what the sockets that
-    opted in to ids need: the frames with ids, and the frames one by one (for a socket that has
-    some of them from its backlog already)."""
+    """Consecutive frames for one target (``room``; 0 for a user), as a delivery writes them, in
+    every form a socket may need, joined, and one by one for a socket that has some of them
+    already (from its backlog)."""
 
-    __slots__ = ("data", "first", "items", "with_ids")
+    __slots__ = ("data", "first", "items", "room", "v2", "with_ids")
 
-    def __init__(self, data: bytes, items: list[Item]) -> None:
+    def __init__(self, data: bytes, items: list[Item], room: int = 0) -> None:
         self.data = data
         self.items = items
-        self.with_ids = b"".join(item[2] for item in items)
+        self.room = room
+        self.with_ids = b"".join(item[WITH_ID] for item in items)
+        self.v2 = b"".join(item[V2] for item in items)
         keys = [item[0] for item in items if item[0] is not None]
         self.first = min(keys) if keys else None  # the oldest kept message in the run
 
-    def after(self, floor: Key, ids: bool) -> bytes:
-        """The run less the kept messages up to ``floor``."""
-        return b"".join(i[2] if ids else i[1] for i in self.items if i[0] is None or i[0] > floor)
+    def after(self, floor: Key, form: int) -> bytes:
+        """The run in ``form`` less the kept messages up to ``floor``."""
+        return b"".join(i[form] for i in self.items if i[0] is None or i[0] > floor)
 
     def without(self, keys: set[Key]) -> bytes:
-        """The run (without ids) less the messages in ``keys``."""
-        return b"".join(i[1] for i in self.items if i[0] is None or i[0] not in keys)
+        """The run (v1, without ids) less the messages in ``keys``."""
+        return b"".join(i[PLAIN] for i in self.items if i[0] is None or i[0] not in keys)
 
 
 class Channel:
@@ -64,45 +68,70 @@ class Channel:
     silently (the original), the channel is marked overflowed and closes the socket through
     ``on_close`` (set by the front end), so the client reconnects and knows it missed something.
 
-    A socket that opted in to ids (``ids``) gets the variant of each run whose op-2 and op-3 bodies
-    carry their id.  While it joins, its frames are ``held`` (the node writes its backlog first,
-    then what was held, less what the backlog already had); after that, kept messages up to
-    ``floor`` (the end of its backlog) that task delivers late are not written again.
+    A v1 socket is in one room (``room_id``) for its life.  A socket that opted in to ids (``ids``)
+    gets the variant of each run whose op-2 and op-3 bodies carry their id.  A v2 socket
+    (``version`` 2) is in the ``rooms`` it subscribed to and gets every run as v2 events.  While
+    it joins or subscribes, its frames are ``held`` (the node writes the backlog first, then what
+    was held, less what the backlog already had); after that, kept messages up to the target's
+    floor (the end of its backlog: ``floor`` for v1, ``floors`` by room, 0 for private, for v2)
+    that task delivers late are not written again.
     """
 
     __slots__ = (
+        "auth_token",
         "closed",
         "floor",
+        "floors",
         "held",
         "ids",
         "limit",
         "on_close",
         "overflowed",
         "room_id",
+        "rooms",
         "transport",
         "user_id",
         "user_name",
+        "version",
     )
 
-    def __init__(self, user_id: int, user_name: str, room_id: int, transport: Transport, limit: int) -> None:
+    def __init__(
+        self, user_id: int, user_name: str, room_id: int, transport: Transport, limit: int, version: int = 1
+    ) -> None:
         self.user_id = user_id
         self.user_name = user_name
         self.room_id = room_id
         self.transport = transport
         self.limit = limit
+        self.version = version
         self.closed = False
         self.overflowed = False
         self.on_close: Callable[[str], None] | None = None
-        self.ids = False
+        self.ids = version == 2
         self.floor: Key | None = None
         self.held: list[Run | bytes] | None = None
+        self.rooms: set[int] | tuple[int, ...] = set() if version == 2 else (room_id,) if room_id > 0 else ()
+        self.floors: dict[int, Key] | None = {} if version == 2 else None
+        self.auth_token = ""  # v2: the hello's token, which every command acts with
 
     def writable(self) -> bool:
         return not self.closed and not self.transport.is_closing()
 
+    def render(self, run: Run) -> bytes:
+        """The run as this socket gets it."""
+        if self.floors is not None:
+            floor = self.floors.get(run.room)
+            if floor is None or run.first is None or run.first > floor:
+                return run.v2
+            return run.after(floor, V2)
+        if not self.ids:
+            return run.data
+        floor = self.floor
+        return run.with_ids if floor is None or run.first is None or run.first > floor else run.after(floor, WITH_ID)
+
     def push(self, data: bytes, run: Run | None = None) -> bool:
         """Writes ``data``; ``run``, when the delivery built one, is the same frames in the forms
-        sockets that opted in to ids need."""
+        other sockets need.  False when nothing was written."""
         if self.held is not None:
             self.held.append(data if run is None else run)
             return True
@@ -114,9 +143,10 @@ class Channel:
                 SLOW_CONSUMERS.inc()
                 self.close("too slow: send queue full")
             return False
-        if run is not None and self.ids:
-            floor = self.floor
-            data = run.with_ids if floor is None or run.first is None or run.first > floor else run.after(floor, True)
+        if run is not None:
+            data = self.render(run)
+        if not data:
+            return False
         self.transport.write(data)
         return True
 
@@ -135,13 +165,13 @@ class Bucket:
 
     def put(self, channel: Channel) -> None:
         self.users.setdefault(channel.user_id, set()).add(channel)
-        if channel.room_id > 0:
-            self.rooms.setdefault(channel.room_id, set()).add(channel)
+        for room_id in channel.rooms:
+            self.rooms.setdefault(room_id, set()).add(channel)
 
     def remove(self, channel: Channel) -> None:
         _discard(self.users, channel.user_id, channel)
-        if channel.room_id > 0:
-            _discard(self.rooms, channel.room_id, channel)
+        for room_id in channel.rooms:
+            _discard(self.rooms, room_id, channel)
 
     def push_user(self, user_id: int, frame: bytes, run: Run | None = None) -> int:
         return sum(channel.push(frame, run) for channel in self.users.get(user_id, ()))
@@ -165,6 +195,7 @@ class Hub:
         # a delivery builds neither variant
         self.id_channels = 0
         self.holding = 0
+        self.v2_channels = 0  # counted in id_channels too
 
     def bucket(self, user_id: int) -> Bucket:
         return self.buckets[mmh3.hash(str(user_id), signed=False) % len(self.buckets)]
@@ -172,6 +203,7 @@ class Hub:
     def put(self, channel: Channel) -> None:
         self.bucket(channel.user_id).put(channel)
         self.id_channels += channel.ids
+        self.v2_channels += channel.version == 2
 
     def remove(self, channel: Channel) -> None:
         if channel.closed:
@@ -179,7 +211,23 @@ class Hub:
         channel.closed = True
         self.bucket(channel.user_id).remove(channel)
         self.id_channels -= channel.ids
+        self.v2_channels -= channel.version == 2
         self.release(channel)
+
+    def subscribe(self, channel: Channel, room_id: int) -> None:
+        """A v2 channel enters a room (``channel.rooms`` is a set for those)."""
+        assert isinstance(channel.rooms, set)
+        if room_id not in channel.rooms and not channel.closed:
+            channel.rooms.add(room_id)
+            self.bucket(channel.user_id).rooms.setdefault(room_id, set()).add(channel)
+
+    def unsubscribe(self, channel: Channel, room_id: int) -> None:
+        assert isinstance(channel.rooms, set)
+        if room_id in channel.rooms:
+            channel.rooms.discard(room_id)
+            _discard(self.bucket(channel.user_id).rooms, room_id, channel)
+            if channel.floors is not None:
+                channel.floors.pop(room_id, None)
 
     def hold(self, channel: Channel) -> None:
         """Frames for the channel are kept back until :meth:`release`."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,9 +26,15 @@ from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_a
 from gochat_py.logs import kv
 from gochat_py.protocol.frames import OP_SINGLE_SEND, history_gap_body
 from gochat_py.protocol.message_id import format_id, parse_id, with_id
+from gochat_py.protocol.v2 import encode as encode_v2
+from gochat_py.protocol.v2 import encode_welcome
+from gochat_py.protocol.v2_events import message_event
+from gochat_py.protocol.v2_messages import Gap, Limits
 from gochat_py.rpc import connect_pb2_grpc
 from gochat_py.rpc import logic_pb2 as logic_pb
 from gochat_py.rpc.client import SERVER_OPTIONS, LogicClient, RpcError
+from gochat_py.rpc.push_batcher import PushBatcher
+from gochat_py.token_buckets import TokenBuckets
 
 log = logging.getLogger("gochat.connect")
 # server type -> its settings section, named when its advertised address is refused
@@ -74,6 +81,23 @@ class ConnectNode:
         # Joins and leaves come in bursts (a node restart, a network blip): a bounded number in
         # flight keeps logic and Redis answering, the rest wait their turn here.
         self._logic_slots = asyncio.Semaphore(settings.connect.logic_concurrency)
+        # protocol v2: sends from every socket of the node gathered into PushBatch calls, limited
+        # per user as the api limits /push/* per session
+        self.batcher = PushBatcher(self.logic)
+        self.push_limits = TokenBuckets(settings.api.push_user_rate, settings.api.push_user_burst)
+        self.v2_channels: set[Channel] = set()
+        self._session_checks: asyncio.Task[None] | None = None
+
+    def limits(self, frame_size: int) -> Limits:
+        """What a v2 socket of this node may do (its welcome says so)."""
+        cs, api = self.settings.connect, self.settings.api
+        return Limits(
+            rooms=cs.max_rooms,
+            message_length=api.max_message_length,
+            frame_size=frame_size,
+            publish_rate=api.push_user_rate,
+            publish_burst=api.push_user_burst,
+        )
 
     async def start(self) -> None:
         """Serves task's RPCs and registers in etcd; the front end opens its sockets after this."""
@@ -98,6 +122,7 @@ class ConnectNode:
         except Exception:
             await self._server.stop(None)
             raise
+        self._session_checks = asyncio.create_task(self._check_sessions(), name="session-checks")
 
     async def deregister(self) -> None:
         """First step of shutdown: task stops routing here while the sockets are closed."""
@@ -106,6 +131,8 @@ class ConnectNode:
             self._registration = None
 
     async def stop(self) -> None:
+        if self._session_checks is not None:
+            self._session_checks.cancel()
         await self.deregister()
         if self.pacer is not None:
             await self.pacer.stop()
@@ -199,16 +226,22 @@ class ConnectNode:
 
     async def leave(self, channel: Channel) -> None:
         self.hub.remove(channel)
+        self.v2_channels.discard(channel)
         metrics.CONNECTIONS.dec()
         delivered = self.service.last_private
         last = delivered.get(channel.user_id)
         if last is not None and not self.hub.channels_of_user(channel.user_id):
             del delivered[channel.user_id]
+        rooms = sorted(channel.rooms) if channel.version == 2 else []
+        await asyncio.gather(*(self._disconnect(channel, room_id) for room_id in rooms))
+        await self._disconnect(channel, channel.room_id, format_id(last) if last else "")
+
+    async def _disconnect(self, channel: Channel, room_id: int, last_private_id: str = "") -> None:
         request = logic_pb.DisconnectRequest(
-            room_id=channel.room_id,
+            room_id=room_id,
             user_id=channel.user_id,
             server_id=self.server_id,
-            last_private_id=format_id(last) if last else "",
+            last_private_id=last_private_id,
         )
         try:
             async with self._logic_slots:
@@ -216,3 +249,109 @@ class ConnectNode:
         except RpcError as exc:
             # Logic's reaper corrects the room state if this node dies before it can tell.
             log.warning("disconnect not recorded", extra=kv(user_id=channel.user_id, error=str(exc)))
+
+    # -- protocol v2 ------------------------------------------------------------------------------
+
+    async def hello(
+        self, auth_token: str, since: str | None, make: Callable[[int, str], Channel], limits: Limits
+    ) -> Channel | Refusal:
+        """A v2 socket's start: as :meth:`join` in no room, and the welcome goes first."""
+        auth = await self._ask("CheckAuth", logic_pb.CheckAuthRequest(auth_token=auth_token))
+        if isinstance(auth, Refusal):
+            metrics.JOINS_REFUSED.inc()
+            return auth
+        channel = make(auth.user_id, auth.user_name)
+        channel.auth_token = auth_token
+        self.hub.put(channel)
+        self.hub.hold(channel)
+        request = logic_pb.ConnectRequest(
+            auth_token=auth_token, room_id=0, server_id=self.server_id, resume=True, since=since or ""
+        )
+        reply = await self._ask("Connect", request)
+        if isinstance(reply, Refusal) or reply.user_id != channel.user_id:
+            self.hub.remove(channel)
+            metrics.JOINS_REFUSED.inc()
+            return reply if isinstance(reply, Refusal) else Refusal("authentication failed", retry=False)
+        welcome = encode_welcome(channel.user_id, channel.user_name, int(time.time() * 1000), limits)
+        self._catch_up_v2(channel, reply, 0, welcome)
+        self.v2_channels.add(channel)
+        metrics.JOINS.inc()
+        metrics.CONNECTIONS.inc()
+        return channel
+
+    async def subscribe(self, channel: Channel, room_id: int, since: str | None, result: Callable[..., bytes]) -> str:
+        """Puts a v2 channel in a room; "" when done (``result(members)`` went out first, then the
+        room's backlog), else why not: "unavailable" or "session ended"."""
+        self.hub.subscribe(channel, room_id)
+        self.hub.hold(channel)
+        request = logic_pb.ConnectRequest(
+            auth_token=channel.auth_token,
+            room_id=room_id,
+            server_id=self.server_id,
+            resume=True,
+            since=since or "",
+            subscribe=True,
+        )
+        reply = await self._ask("Connect", request)
+        if isinstance(reply, Refusal) or reply.user_id != channel.user_id:
+            self.hub.unsubscribe(channel, room_id)
+            for entry in self.hub.release(channel):  # what came meanwhile for its other rooms
+                channel.push(entry if isinstance(entry, bytes) else channel.render(entry))
+            if isinstance(reply, Refusal) and reply.retry:
+                # logic may have recorded it and lost the reply: undo, or the room counts us for ever
+                await self._disconnect(channel, room_id)
+                return "unavailable"
+            return "session ended"
+        self._catch_up_v2(channel, reply, room_id, result(dict(reply.members)))
+        return ""
+
+    async def unsubscribe(self, channel: Channel, room_id: int) -> None:
+        if room_id in channel.rooms:
+            self.hub.unsubscribe(channel, room_id)
+            await self._disconnect(channel, room_id)
+
+    def _catch_up_v2(self, channel: Channel, reply: logic_pb.ConnectReply, room_id: int, first: bytes) -> None:
+        """:meth:`_catch_up` for a v2 socket, for one target: the room subscribed to, or (0) its
+        private messages at the hello.  ``first`` (the welcome, a subscribe's result) goes first."""
+        held = self.hub.release(channel)
+        out = [self.encode(first)]
+        if reply.gap:
+            out.append(self.encode(encode_v2(Gap(room=room_id or None, reason=reply.gap))))  # type: ignore[arg-type]
+        for message in reply.backlog:
+            event = message_event(message.body, message.id, channel.user_id)
+            if event is None:
+                continue
+            try:
+                out.append(self.encode(event))
+            except ValueError:
+                continue  # too large for this transport (a TCP frame)
+            if message.op == OP_SINGLE_SEND:
+                self.service.note_private(channel.user_id, message.id)
+        metrics.BACKLOG_SENT.inc(len(reply.backlog))
+        end = parse_id(reply.backlog_end)
+        if end is not None and channel.floors is not None:
+            channel.floors[room_id] = end  # before the held runs: they are rendered with it
+        out.extend(entry if isinstance(entry, bytes) else channel.render(entry) for entry in held)
+        channel.push(b"".join(out))
+
+    async def _check_sessions(self) -> None:
+        """Ends v2 sockets whose session ended without a logout (the user logged in elsewhere, the
+        session was deleted): a logout closes them at once, this finds the rest.  Checking a
+        session renews it, as any use of its token does: an open socket keeps its session alive."""
+        interval, chunk = self.settings.connect.session_check, 1000
+        while True:
+            await asyncio.sleep(interval)
+            channels = [c for c in self.v2_channels if not c.closed]
+            for start in range(0, len(channels), chunk):
+                batch = channels[start : start + chunk]
+                request = logic_pb.CheckSessionsRequest(auth_tokens=[c.auth_token for c in batch])
+                try:
+                    reply = await self.logic.call("CheckSessions", request)
+                except RpcError as exc:
+                    log.warning("sessions not checked", extra=kv(sockets=len(batch), error=str(exc)))
+                    break
+                ended = [c for c, live in zip(batch, reply.live, strict=False) if not live]
+                for channel in ended:
+                    channel.close("session ended")
+                if ended:
+                    log.info("closed sockets of ended sessions", extra=kv(sockets=len(ended)))

@@ -19,6 +19,8 @@ from gochat_py.logs import kv
 from gochat_py.metrics import FRAMES_OUT, QUEUE_TO_SOCKET
 from gochat_py.protocol.frames import OP_ROOM_SEND, OP_SINGLE_SEND
 from gochat_py.protocol.message_id import ZERO, parse_id, with_id
+from gochat_py.protocol.queue_message import OP_V2_EVENT
+from gochat_py.protocol.v2_events import message_event
 from gochat_py.rpc import connect_pb2 as pb
 from gochat_py.rpc import connect_pb2_grpc
 
@@ -62,13 +64,17 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
             return None
 
     def _push(self, kind: str, target: int, run: list[tuple[pb.Msg, bytes]]) -> int:
-        """Writes the run's frames, joined, to the target's sockets; counts them by op.  The variant
-        with ids and the frames one by one are built only while some socket needs them."""
-        data = b"".join(frame for _, frame in run)
+        """Writes the run's frames, joined, to the target's sockets; counts them by op.  The other
+        forms (with ids, v2 events, the frames one by one) are built only while a socket needs them."""
         hub = self.hub
+        data = b"".join(frame for msg, frame in run if msg.op != OP_V2_EVENT)
         forms: Run | None = None
         if hub.id_channels or hub.holding:
-            forms = Run(data, [self._item(msg, frame) for msg, frame in run])
+            reader = target if kind == "user_id" else 0
+            items = [self._item(msg, frame, reader, hub.v2_channels > 0) for msg, frame in run]
+            forms = Run(data, items, 0 if kind == "user_id" else target)
+        elif not data:
+            return 0  # only v2 events, and no v2 socket here
         if kind == "user_id":
             sockets = hub.push_user(target, data, forms)
             if sockets:
@@ -83,15 +89,22 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
                 self.last_target = (kind, target)
         return sockets
 
-    def _item(self, msg: pb.Msg, frame: bytes) -> Item:
-        """The frame's id if it is a kept message (op 2 and 3), and its form with the id."""
-        key = parse_id(msg.seq_id) if msg.op in (OP_SINGLE_SEND, OP_ROOM_SEND) else None
+    def _item(self, msg: pb.Msg, frame: bytes, reader: int, v2: bool) -> Item:
+        """The frame's id if it is a kept message (op 2 and 3), and its forms (see hub.Item)."""
+        if msg.op == OP_V2_EVENT:
+            return None, b"", b"", frame
+        if msg.op not in (OP_SINGLE_SEND, OP_ROOM_SEND):
+            return None, frame, frame, b""  # counts and member lists: v2 has presence events
+        key = parse_id(msg.seq_id)
         if key is None:
-            return None, frame, frame
+            return None, frame, frame, b""
+        event = b""
         try:
-            return key, frame, self.encode(with_id(msg.body, msg.seq_id))
-        except ValueError:  # the id made it too large for the transport: the plain frame, then
-            return key, frame, frame
+            if v2 and (body := message_event(msg.body, msg.seq_id, reader)) is not None:
+                event = self.encode(body)
+            return key, frame, self.encode(with_id(msg.body, msg.seq_id)), event
+        except ValueError:  # too large for the transport with the id: the plain frame, then
+            return key, frame, frame, event
 
     def _delivered_private(self, user_id: int, run: list[tuple[pb.Msg, bytes]]) -> None:
         """Remembers the newest private message written to the user here (the inbox cursor)."""

@@ -11,6 +11,9 @@ and a ``ping msg`` frame every ``ping_interval``.  Unlike the original:
   not a JSON object closes that connection with a log line, never the process;
 - a vanished peer is dropped once the ping stays unacknowledged for ``write_timeout``
   (TCP_USER_TIMEOUT), and TCP keepalive is on.
+
+A first payload that is a protocol-v2 hello (``{"v": 2, "authToken": T}``) makes a v2 connection
+instead: the same framing, every later payload a v2 command (connect.v2_session).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from gochat_py.config import Settings, split_host_port
 from gochat_py.connect.hub import Channel
 from gochat_py.connect.node import ConnectNode, Refusal
+from gochat_py.connect.v2_session import V2Session, is_loopback, session_ended_frame
 from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
 from gochat_py.protocol.frames import OP_BUILD_TCP_CONN, OP_ROOM_SEND
@@ -35,6 +39,8 @@ from gochat_py.protocol.tcp_frame import (
     encode_frame,
     parse_client_message,
 )
+from gochat_py.protocol.v2 import HelloError, parse_hello
+from gochat_py.protocol.v2_messages import Hello
 from gochat_py.rpc import logic_pb2 as logic_pb
 from gochat_py.rpc.client import RpcError
 from gochat_py.runtime import wait_for_stop_signal
@@ -57,6 +63,8 @@ class Connection:
     channel: Channel | None = None
     token: str = ""
     authenticated: bool = False
+    session: V2Session | None = None  # a v2 connection's
+    first: bool = True  # no payload read yet: the next one may be a v2 hello
 
 
 def _tune(sock: socket.socket | None, user_timeout: float) -> None:
@@ -149,6 +157,21 @@ class TcpFrontEnd:
                 raise Close(f"bad frame: {error}")
 
     async def _on_payload(self, conn: Connection, payload: bytes) -> None:
+        if conn.session is not None:
+            reason = await conn.session.handle(payload)
+            if reason:
+                self._say_why(conn, reason)
+                raise Close(reason)
+            return
+        if conn.first:
+            conn.first = False
+            try:
+                hello = parse_hello(payload)
+            except HelloError as exc:
+                raise Close(str(exc)) from None
+            if hello is not None:
+                await self._hello(conn, hello)
+                return
         try:
             message = parse_client_message(payload)
         except FrameError as exc:
@@ -178,6 +201,35 @@ class TcpFrontEnd:
         conn.channel, conn.token, conn.authenticated = result, message.auth_token, True
         # a slow client's buffer is dropped; otherwise what is queued still goes out before the close
         result.on_close = lambda _reason: transport.abort() if result.overflowed else transport.close()
+
+    async def _hello(self, conn: Connection, hello: Hello) -> None:
+        cs, transport = self.settings.connect, conn.writer.transport
+        result = await self.node.hello(
+            hello.auth_token,
+            hello.since,
+            lambda user_id, user_name: Channel(user_id, user_name, 0, transport, cs.send_buffer, version=2),
+            self.node.limits(self.settings.connect_tcp.max_frame_size),
+        )
+        if isinstance(result, Refusal):
+            raise Close(f"hello refused: {result.reason}")
+        conn.channel, conn.authenticated = result, True
+        exempt = is_loopback(conn.peer.rpartition(":")[0]) and not self.settings.api.rate_limit_loopback
+        conn.session = V2Session(self.node, result, exempt=exempt)
+
+        def close(reason: str) -> None:
+            if result.overflowed:
+                transport.abort()
+            else:
+                self._say_why(conn, reason)
+                transport.close()
+
+        result.on_close = close
+
+    @staticmethod
+    def _say_why(conn: Connection, reason: str) -> None:
+        channel = conn.channel
+        if channel is not None and channel.writable() and not channel.overflowed:
+            conn.writer.transport.write(encode_frame(session_ended_frame(reason)))
 
     async def _send_to_room(self, conn: Connection, message: ClientMessage) -> None:
         """The sender is whoever owns the token (logic checks it, which also keeps the session

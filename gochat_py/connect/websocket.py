@@ -2,7 +2,9 @@
 
 A socket must send its join message (``{"authToken": T, "roomId": R}``) within
 ``auth_timeout``; the original waited for ever.  Later messages are ignored (the original re-ran
-the join for each and corrupted its room lists).  Frames go out as text frames holding exactly
+the join for each and corrupted its room lists).  A first message that is a protocol-v2 hello
+(``{"v": 2, "authToken": T}``) makes a v2 socket instead (connect.v2_session), whose frames may be
+up to ``v2_frame_size`` bytes.  Frames go out as text frames holding exactly
 the body bytes.  Refusals close with a code and a reason instead of the original's bare TCP
 close: 1008 for a bad or unknown token, 1013 when logic is unreachable, 1009 for an inbound
 message over 512 bytes, 1001 when the node shuts down.
@@ -24,9 +26,12 @@ from websockets.typing import Origin
 from gochat_py.config import Settings, split_host_port
 from gochat_py.connect.hub import Channel
 from gochat_py.connect.node import ConnectNode, Refusal
+from gochat_py.connect.v2_session import V2Session, is_loopback, session_ended_frame
 from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
 from gochat_py.protocol.join import JoinError, parse_join
+from gochat_py.protocol.v2 import HelloError, parse_hello
+from gochat_py.protocol.v2_messages import Hello
 from gochat_py.protocol.ws_frame import text_frame
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.tls import server_context
@@ -49,6 +54,7 @@ class WebsocketFrontEnd:
         self.settings = settings
         self.path = settings.connect_websocket.path
         self.server: Server | None = None
+        self._closing: set[asyncio.Future[None]] = set()
 
     async def start(self) -> int:
         ws_settings = self.settings.connect_websocket
@@ -91,6 +97,15 @@ class WebsocketFrontEnd:
             log.info("websocket closed before joining", extra=kv(peer=_peer(ws), code=code))
             return
         try:
+            hello = parse_hello(raw)
+        except HelloError as exc:
+            log.info("hello refused", extra=kv(peer=_peer(ws), reason=str(exc)))
+            await ws.close(CLOSE_POLICY, _reason(str(exc)))
+            return
+        if hello is not None:
+            await self._serve_v2(ws, hello)
+            return
+        try:
             join = parse_join(raw)
         except JoinError as exc:
             log.info("join refused", extra=kv(peer=_peer(ws), reason=str(exc)))
@@ -119,6 +134,50 @@ class WebsocketFrontEnd:
             if channel.overflowed:
                 log.warning("closed a slow client", extra=kv(user_id=channel.user_id))
 
+    async def _serve_v2(self, ws: ServerConnection, hello: Hello) -> None:
+        cs = self.settings.connect
+        result = await self.node.hello(
+            hello.auth_token,
+            hello.since,
+            lambda user_id, user_name: WsChannel(user_id, user_name, 0, ws, cs.send_buffer, version=2),
+            self.node.limits(cs.v2_frame_size),
+        )
+        if isinstance(result, Refusal):
+            log.info("hello refused", extra=kv(peer=_peer(ws), reason=result.reason))
+            await ws.close(CLOSE_TRY_AGAIN if result.retry else CLOSE_POLICY, _reason(result.reason))
+            return
+        channel = result
+        ws.protocol.max_message_size = cs.v2_frame_size
+
+        def say_why(reason: str) -> None:
+            if channel.writable() and not channel.overflowed:
+                channel.transport.write(text_frame(session_ended_frame(reason)))
+
+        def close(reason: str) -> None:
+            say_why(reason)
+            task = asyncio.ensure_future(ws.close(CLOSE_POLICY, _reason(reason)))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+        channel.on_close = close
+        address = ws.remote_address
+        loopback = is_loopback(address[0] if address else "")
+        session = V2Session(self.node, channel, exempt=loopback and not self.settings.api.rate_limit_loopback)
+        try:
+            async for raw in ws:
+                reason = await session.handle(raw)
+                if reason:
+                    log.info("closing a v2 socket", extra=kv(user_id=channel.user_id, reason=reason))
+                    say_why(reason)
+                    await ws.close(CLOSE_POLICY, _reason(reason))
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.node.leave(channel)
+            if channel.overflowed:
+                log.warning("closed a slow client", extra=kv(user_id=channel.user_id))
+
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close(close_connections=True)
@@ -132,8 +191,10 @@ class WsChannel(Channel):
 
     __slots__ = ("connection",)
 
-    def __init__(self, user_id: int, user_name: str, room_id: int, connection: ServerConnection, limit: int):
-        super().__init__(user_id, user_name, room_id, connection.transport, limit)
+    def __init__(
+        self, user_id: int, user_name: str, room_id: int, connection: ServerConnection, limit: int, version: int = 1
+    ):
+        super().__init__(user_id, user_name, room_id, connection.transport, limit, version)
         self.connection = connection
 
     def writable(self) -> bool:

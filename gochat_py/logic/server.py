@@ -40,7 +40,7 @@ async def serve(settings: Settings) -> None:
     await users.create_schema()
     redis = make_redis(settings.redis)
     hs = settings.history
-    queue = MessageQueue(redis, settings.queue, Keeping(hs.size, hs.ttl, SINCE_KEY))
+    queue = MessageQueue(redis, settings.queue, Keeping(hs.size, hs.ttl, SINCE_KEY, settings.logic.mid_window))
     sessions = SessionStore(redis, settings.logic.session_ttl, settings.queue.stream)
     history: HistoryReader | None = None
     if hs.enabled:

@@ -35,7 +35,9 @@ from gochat_py.protocol.frames import (
 )
 from gochat_py.protocol.join import BAD_SINCE
 from gochat_py.protocol.message_id import parse_id, with_id
-from gochat_py.protocol.queue_message import OP_DISCONNECT_USER, QueueMessage
+from gochat_py.protocol.queue_message import OP_DISCONNECT_USER, OP_V2_EVENT, QueueMessage
+from gochat_py.protocol.v2 import encode as encode_v2
+from gochat_py.protocol.v2_messages import MemberJoined, MemberLeft, TypingEvent, User
 from gochat_py.queue import MessageQueue, Outgoing
 from gochat_py.rpc import logic_pb2 as pb
 from gochat_py.rpc import logic_pb2_grpc
@@ -79,6 +81,11 @@ def _guard(method: Callable[..., Awaitable[ReplyT]]) -> Callable[..., Awaitable[
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
+
+
+def mid_key(user_id: int, mid: str) -> str:
+    """A sender's client message id: while it exists, a push with that mid is not queued again."""
+    return f"gochat_mid_{user_id}_{mid}"
 
 
 def create_time() -> str:
@@ -211,6 +218,7 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         keep = self.history is not None
         messages: list[Outgoing] = []
         replies: list[pb.Reply] = []
+        queued: list[pb.Reply] = []  # the replies of the messages, which get their ids
         for request in requests:
             sender = (
                 sessions.get(request.auth_token)
@@ -239,6 +247,7 @@ class LogicService(logic_pb2_grpc.LogicServicer):
                         body=body,
                         # a user with no cursor has never been sent one: a join needs no inbox read
                         mark_key=inbox_cursor_key(request.to_user_id) if keep else "",
+                        mid_key=mid_key(sender.user_id, request.mid) if request.mid else "",
                     )
                 )
             else:
@@ -255,12 +264,17 @@ class LogicService(logic_pb2_grpc.LogicServicer):
                         QueueMessage(op=OP_ROOM_SEND, room_id=request.room_id, msg=body),
                         keep_in=(Conversation.room(request.room_id).hot_key,) if keep else (),
                         body=body,
+                        mid_key=mid_key(sender.user_id, request.mid) if request.mid else "",
                     )
                 )
-            replies.append(pb.Reply(code=OK))
+            queued.append(pb.Reply(code=OK))
+            replies.append(queued[-1])
         if messages:
             await self.admission.admit()
-            self.admission.observe(await self.queue.enqueue_many(messages, cap=self.admission.cap))
+            state, ids = await self.queue.enqueue_with_ids(messages, cap=self.admission.cap)
+            self.admission.observe(state)
+            for reply, message_id in zip(queued, ids, strict=True):
+                reply.id = message_id
         return replies
 
     @_guard
@@ -291,13 +305,18 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         if request.room_id > NO_ROOM:
             # The original broadcast nothing on join; the member list would go stale (§12.1.2).
             self.member_lists.request(request.room_id)
+            if joined.entered and joined.room_size <= self.member_lists.auto_limit:
+                await self._presence(request.room_id, session.user_id, session.user_name, joined=True)
         reply = pb.ConnectReply(code=OK, user_id=session.user_id, user_name=session.user_name)
+        if request.subscribe:
+            reply.members.update(await self.sessions.members(request.room_id))
         if self.history is None:
             return reply
         since = request.since if request.resume else None
         if since and known_id(since, joined.queue_end) is None:
             since = BAD_SINCE  # every read below treats it as unknown, none sends it to Redis
-        start = inbox_start(since, joined.was_offline, joined.inbox_cursor)
+        # a subscribe's backlog is the room's: the socket's private messages came after its hello
+        start = None if request.subscribe else inbox_start(since, joined.was_offline, joined.inbox_cursor)
         if since is not None or start is not None:
             backlog = await self.history.backlog(since, joined.queue_end, request.room_id, session.user_id, start)
             reply.backlog.extend(pb.StoredMessage(id=i, op=op, body=body) for i, op, body in backlog.messages)
@@ -313,7 +332,48 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         if left == 0 and request.room_id > NO_ROOM:
             # An op-5 member list instead of the original's empty frame (§12.1.1).
             self.member_lists.request(request.room_id)
+            await self._left(request.room_id, request.user_id)
         return pb.Reply(code=OK)
+
+    async def _left(self, room_id: int, user_id: int) -> None:
+        if await self.sessions.online_count(room_id) < self.member_lists.auto_limit:
+            await self._presence(room_id, user_id, await self._user_name(user_id), joined=False)
+
+    async def _presence(self, room_id: int, user_id: int, user_name: str, joined: bool) -> None:
+        """A join or leave event for the room's v2 sockets.  Rooms over the member-list limit get
+        none, as they get no automatic member lists: every join would be a frame to every member."""
+        user = User(id=user_id, name=user_name)
+        event = MemberJoined(room=room_id, user=user) if joined else MemberLeft(room=room_id, user=user)
+        await self.queue.enqueue(QueueMessage(op=OP_V2_EVENT, room_id=room_id, msg=encode_v2(event)))
+
+    @_guard
+    async def Presence(self, request: pb.RoomRequest, context: Any) -> pb.PresenceReply:
+        if await self.sessions.check(request.auth_token) is None:
+            return pb.PresenceReply(code=SESSION_ERROR, message="Session error")
+        return pb.PresenceReply(code=OK, members=await self.sessions.members(request.room_id))
+
+    @_guard
+    async def Typing(self, request: pb.TypingRequest, context: Any) -> pb.Reply:
+        session = await self.sessions.check(request.auth_token)
+        if session is None:
+            return pb.Reply(code=SESSION_ERROR, message="Session error")
+        if (request.room_id > 0) == (request.to_user_id > 0):
+            return pb.Reply(code=FAIL, message="give either a room or a user, a positive integer")
+        sender = User(id=session.user_id, name=session.user_name)
+        if request.room_id > 0:
+            body = encode_v2(TypingEvent(room=request.room_id, sender=sender))
+            await self.queue.enqueue(QueueMessage(op=OP_V2_EVENT, room_id=request.room_id, msg=body))
+        else:
+            body = encode_v2(TypingEvent(user=session.user_id, sender=sender))
+            message = QueueMessage(op=OP_V2_EVENT, user_id=request.to_user_id, msg=body)
+            await self.queue.enqueue_many([Outgoing(message, holders_key=user_nodes_key(request.to_user_id))])
+        return pb.Reply(code=OK)
+
+    @_guard
+    async def CheckSessions(self, request: pb.CheckSessionsRequest, context: Any) -> pb.CheckSessionsReply:
+        tokens = list(request.auth_tokens)
+        sessions, _ = await self.sessions.senders_and_targets(list(set(tokens)), [])
+        return pb.CheckSessionsReply(live=[sessions.get(token) is not None for token in tokens])
 
     @_guard
     async def History(self, request: pb.HistoryRequest, context: Any) -> pb.HistoryReply:
@@ -337,9 +397,12 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         return pb.HistoryReply(code=OK, messages=[with_id(body, i) for i, body in entries], more=more)
 
     async def purge_node(self, server_id: str) -> None:
-        rooms = await self.sessions.purge_node(server_id)
+        left = await self.sessions.purge_node(server_id)
+        rooms = {room_id for room_id, _ in left}
         for room_id in rooms:
             self.member_lists.request(room_id)
+        for room_id, user_id in sorted(left):
+            await self._left(room_id, user_id)
         log.info("purged dead connect node", extra=kv(server_id=server_id, rooms=len(rooms)))
 
 

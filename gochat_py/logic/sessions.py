@@ -62,9 +62,10 @@ return found
 # ARGV: uid, name, rid, sid.  No TTLs on membership: it lives exactly as long as the sockets (a
 # dead node's is purged), so a socket open for days still gets its private messages.
 # Returns {whether the user had no socket open before this one, the inbox cursor ('' = none), the
-# queue's last id}: read atomically with the join, so every message queued before it is in the
-# backlog and every message queued after it is routed to this node (queue.py records a private
-# message's nodes in the command that queues it).
+# queue's last id, the user's sockets in the room now (0 for no room), the room's members}: read
+# atomically with the join, so every message queued before it is in the backlog and every message
+# queued after it is routed to this node (queue.py records a private message's nodes in the command
+# that queues it).
 _CONNECT = """
 local uid, name, rid, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local was_offline = redis.call('HLEN', KEYS[5]) == 0 and 1 or 0
@@ -72,10 +73,12 @@ redis.call('SADD', KEYS[7], sid)
 redis.call('HINCRBY', KEYS[4], rid .. ':' .. uid, 1)
 redis.call('HINCRBY', KEYS[5], sid, 1)
 redis.call('SET', KEYS[6], sid)
+local refs, members = 0, 0
 if rid ~= '0' then
-  redis.call('HINCRBY', KEYS[3], uid, 1)
+  refs = redis.call('HINCRBY', KEYS[3], uid, 1)
   redis.call('HSET', KEYS[1], uid, name)
-  redis.call('SET', KEYS[2], redis.call('HLEN', KEYS[1]))
+  members = redis.call('HLEN', KEYS[1])
+  redis.call('SET', KEYS[2], members)
 end
 local last = '0-0'
 if redis.call('EXISTS', KEYS[9]) == 1 then
@@ -84,7 +87,7 @@ if redis.call('EXISTS', KEYS[9]) == 1 then
     if info[i] == 'last-generated-id' then last = info[i + 1] end
   end
 end
-return {was_offline, redis.call('GET', KEYS[8]) or '', last}
+return {was_offline, redis.call('GET', KEYS[8]) or '', last, refs, members}
 """
 
 # Same KEYS; ARGV: uid, rid, sid, amount, the newest private message id the node wrote to the user
@@ -147,6 +150,8 @@ class Joined:
     was_offline: bool  # the user had no socket open anywhere
     inbox_cursor: str  # newest private message delivered to the user ("" = none known)
     queue_end: str  # the queue's last id: everything up to it is backlog, everything after live
+    entered: bool = False  # this is the user's first socket in the room: they joined it
+    room_size: int = 0  # the room's members now
 
 
 def inbox_cursor_key(user_id: int) -> str:
@@ -220,11 +225,11 @@ class SessionStore:
 
     async def connect(self, session: Session, room_id: int, server_id: str) -> Joined:
         room_id = max(room_id, NO_ROOM)
-        was_offline, cursor, end = await self._connect(
+        was_offline, cursor, end, refs, members = await self._connect(
             keys=self._member_keys(session.user_id, room_id, server_id),
             args=[session.user_id, session.user_name, room_id, server_id],
         )
-        return Joined(bool(was_offline), _text(cursor), _text(end))
+        return Joined(bool(was_offline), _text(cursor), _text(end), int(refs) == 1, int(members))
 
     async def disconnect(
         self, user_id: int, room_id: int, server_id: str, amount: int = 1, last_private_id: str = ""
@@ -274,15 +279,16 @@ class SessionStore:
     async def nodes_with_members(self) -> set[str]:
         return {sid.decode() for sid in await self.redis.smembers(NODES_KEY)}
 
-    async def purge_node(self, server_id: str) -> set[int]:
-        """Forgets every socket a dead node held; returns the rooms whose member list changed."""
+    async def purge_node(self, server_id: str) -> set[tuple[int, int]]:
+        """Forgets every socket a dead node held; returns the (room, user) pairs of users who left
+        a room by it."""
         held = await self.redis.hgetall(f"gochat_node_{server_id}")
-        changed: set[int] = set()
+        changed: set[tuple[int, int]] = set()
         for field, amount in held.items():
             room_text, _, user_text = field.decode().partition(":")
             left = await self.disconnect(int(user_text), int(room_text), server_id, int(amount))
             if left == 0 and int(room_text) != NO_ROOM:
-                changed.add(int(room_text))
+                changed.add((int(room_text), int(user_text)))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(f"gochat_node_{server_id}")
             pipe.srem(NODES_KEY, server_id)

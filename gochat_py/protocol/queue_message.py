@@ -17,6 +17,9 @@ from gochat_py.protocol.frames import go_json, sorted_members
 
 # Ops that only travel between the layers, never to a client.
 OP_DISCONNECT_USER = 101  # close every socket of ``user_id`` (logout)
+# A protocol-v2 event (join, leave, typing) for the v2 sockets of ``room_id`` or ``user_id``; ``msg``
+# is the event as those sockets receive it.  v1 sockets never see it.
+OP_V2_EVENT = 102
 
 
 class QueueMessageError(ValueError):

@@ -17,12 +17,14 @@ FAIL: ReplyCode
 SESSION_ERROR: ReplyCode
 
 class Reply(_message.Message):
-    __slots__ = ("code", "message")
+    __slots__ = ("code", "message", "id")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    id: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
 class AuthRequest(_message.Message):
     __slots__ = ("name", "password")
@@ -85,34 +87,38 @@ class GetUserInfoReply(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., user_id: _Optional[int] = ..., user_name: _Optional[str] = ...) -> None: ...
 
 class PushRequest(_message.Message):
-    __slots__ = ("from_user_id", "from_user_name", "to_user_id", "room_id", "msg", "auth_token")
+    __slots__ = ("from_user_id", "from_user_name", "to_user_id", "room_id", "msg", "auth_token", "mid")
     FROM_USER_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_USER_NAME_FIELD_NUMBER: _ClassVar[int]
     TO_USER_ID_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     MSG_FIELD_NUMBER: _ClassVar[int]
     AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MID_FIELD_NUMBER: _ClassVar[int]
     from_user_id: int
     from_user_name: str
     to_user_id: int
     room_id: int
     msg: str
     auth_token: str
-    def __init__(self, from_user_id: _Optional[int] = ..., from_user_name: _Optional[str] = ..., to_user_id: _Optional[int] = ..., room_id: _Optional[int] = ..., msg: _Optional[str] = ..., auth_token: _Optional[str] = ...) -> None: ...
+    mid: str
+    def __init__(self, from_user_id: _Optional[int] = ..., from_user_name: _Optional[str] = ..., to_user_id: _Optional[int] = ..., room_id: _Optional[int] = ..., msg: _Optional[str] = ..., auth_token: _Optional[str] = ..., mid: _Optional[str] = ...) -> None: ...
 
 class PushRoomRequest(_message.Message):
-    __slots__ = ("from_user_id", "from_user_name", "room_id", "msg", "auth_token")
+    __slots__ = ("from_user_id", "from_user_name", "room_id", "msg", "auth_token", "mid")
     FROM_USER_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_USER_NAME_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     MSG_FIELD_NUMBER: _ClassVar[int]
     AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MID_FIELD_NUMBER: _ClassVar[int]
     from_user_id: int
     from_user_name: str
     room_id: int
     msg: str
     auth_token: str
-    def __init__(self, from_user_id: _Optional[int] = ..., from_user_name: _Optional[str] = ..., room_id: _Optional[int] = ..., msg: _Optional[str] = ..., auth_token: _Optional[str] = ...) -> None: ...
+    mid: str
+    def __init__(self, from_user_id: _Optional[int] = ..., from_user_name: _Optional[str] = ..., room_id: _Optional[int] = ..., msg: _Optional[str] = ..., auth_token: _Optional[str] = ..., mid: _Optional[str] = ...) -> None: ...
 
 class PushItem(_message.Message):
     __slots__ = ("push", "push_room")
@@ -153,21 +159,30 @@ class StoredMessage(_message.Message):
     def __init__(self, id: _Optional[str] = ..., op: _Optional[int] = ..., body: _Optional[bytes] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("auth_token", "room_id", "server_id", "resume", "since")
+    __slots__ = ("auth_token", "room_id", "server_id", "resume", "since", "subscribe")
     AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     auth_token: str
     room_id: int
     server_id: str
     resume: bool
     since: str
-    def __init__(self, auth_token: _Optional[str] = ..., room_id: _Optional[int] = ..., server_id: _Optional[str] = ..., resume: _Optional[bool] = ..., since: _Optional[str] = ...) -> None: ...
+    subscribe: bool
+    def __init__(self, auth_token: _Optional[str] = ..., room_id: _Optional[int] = ..., server_id: _Optional[str] = ..., resume: _Optional[bool] = ..., since: _Optional[str] = ..., subscribe: _Optional[bool] = ...) -> None: ...
 
 class ConnectReply(_message.Message):
-    __slots__ = ("code", "message", "user_id", "user_name", "backlog", "backlog_end", "gap")
+    __slots__ = ("code", "message", "user_id", "user_name", "backlog", "backlog_end", "gap", "members")
+    class MembersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +190,7 @@ class ConnectReply(_message.Message):
     BACKLOG_FIELD_NUMBER: _ClassVar[int]
     BACKLOG_END_FIELD_NUMBER: _ClassVar[int]
     GAP_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
     user_id: int
@@ -182,7 +198,8 @@ class ConnectReply(_message.Message):
     backlog: _containers.RepeatedCompositeFieldContainer[StoredMessage]
     backlog_end: str
     gap: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., user_id: _Optional[int] = ..., user_name: _Optional[str] = ..., backlog: _Optional[_Iterable[_Union[StoredMessage, _Mapping]]] = ..., backlog_end: _Optional[str] = ..., gap: _Optional[str] = ...) -> None: ...
+    members: _containers.ScalarMap[str, str]
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., user_id: _Optional[int] = ..., user_name: _Optional[str] = ..., backlog: _Optional[_Iterable[_Union[StoredMessage, _Mapping]]] = ..., backlog_end: _Optional[str] = ..., gap: _Optional[str] = ..., members: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class DisconnectRequest(_message.Message):
     __slots__ = ("room_id", "user_id", "server_id", "last_private_id")
@@ -221,3 +238,42 @@ class HistoryReply(_message.Message):
     messages: _containers.RepeatedScalarFieldContainer[bytes]
     more: bool
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., messages: _Optional[_Iterable[bytes]] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class PresenceReply(_message.Message):
+    __slots__ = ("code", "message", "members")
+    class MembersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    members: _containers.ScalarMap[str, str]
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., members: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class TypingRequest(_message.Message):
+    __slots__ = ("auth_token", "room_id", "to_user_id")
+    AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ROOM_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    auth_token: str
+    room_id: int
+    to_user_id: int
+    def __init__(self, auth_token: _Optional[str] = ..., room_id: _Optional[int] = ..., to_user_id: _Optional[int] = ...) -> None: ...
+
+class CheckSessionsRequest(_message.Message):
+    __slots__ = ("auth_tokens",)
+    AUTH_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    auth_tokens: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, auth_tokens: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CheckSessionsReply(_message.Message):
+    __slots__ = ("live",)
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    live: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, live: _Optional[_Iterable[bool]] = ...) -> None: ...

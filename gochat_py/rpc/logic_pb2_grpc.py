@@ -99,6 +99,21 @@ class LogicStub:
                 request_serializer=gochat__py_dot_rpc_dot_logic__pb2.HistoryRequest.SerializeToString,
                 response_deserializer=gochat__py_dot_rpc_dot_logic__pb2.HistoryReply.FromString,
                 _registered_method=True)
+        self.Presence = channel.unary_unary(
+                '/gochat.logic.Logic/Presence',
+                request_serializer=gochat__py_dot_rpc_dot_logic__pb2.RoomRequest.SerializeToString,
+                response_deserializer=gochat__py_dot_rpc_dot_logic__pb2.PresenceReply.FromString,
+                _registered_method=True)
+        self.Typing = channel.unary_unary(
+                '/gochat.logic.Logic/Typing',
+                request_serializer=gochat__py_dot_rpc_dot_logic__pb2.TypingRequest.SerializeToString,
+                response_deserializer=gochat__py_dot_rpc_dot_logic__pb2.Reply.FromString,
+                _registered_method=True)
+        self.CheckSessions = channel.unary_unary(
+                '/gochat.logic.Logic/CheckSessions',
+                request_serializer=gochat__py_dot_rpc_dot_logic__pb2.CheckSessionsRequest.SerializeToString,
+                response_deserializer=gochat__py_dot_rpc_dot_logic__pb2.CheckSessionsReply.FromString,
+                _registered_method=True)
 
 
 class LogicServicer:
@@ -190,6 +205,27 @@ class LogicServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Presence(self, request, context):
+        """Who is online in a room (user id -> name), for a live session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Typing(self, request, context):
+        """"auth_token's user is typing" to a room or a user: queued for protocol-v2 sockets, never kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckSessions(self, request, context):
+        """Which of these tokens are live sessions (each renewed, as any use of a token renews it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LogicServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +293,21 @@ def add_LogicServicer_to_server(servicer, server):
                     servicer.History,
                     request_deserializer=gochat__py_dot_rpc_dot_logic__pb2.HistoryRequest.FromString,
                     response_serializer=gochat__py_dot_rpc_dot_logic__pb2.HistoryReply.SerializeToString,
+            ),
+            'Presence': grpc.unary_unary_rpc_method_handler(
+                    servicer.Presence,
+                    request_deserializer=gochat__py_dot_rpc_dot_logic__pb2.RoomRequest.FromString,
+                    response_serializer=gochat__py_dot_rpc_dot_logic__pb2.PresenceReply.SerializeToString,
+            ),
+            'Typing': grpc.unary_unary_rpc_method_handler(
+                    servicer.Typing,
+                    request_deserializer=gochat__py_dot_rpc_dot_logic__pb2.TypingRequest.FromString,
+                    response_serializer=gochat__py_dot_rpc_dot_logic__pb2.Reply.SerializeToString,
+            ),
+            'CheckSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckSessions,
+                    request_deserializer=gochat__py_dot_rpc_dot_logic__pb2.CheckSessionsRequest.FromString,
+                    response_serializer=gochat__py_dot_rpc_dot_logic__pb2.CheckSessionsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -610,6 +661,87 @@ class Logic:
             '/gochat.logic.Logic/History',
             gochat__py_dot_rpc_dot_logic__pb2.HistoryRequest.SerializeToString,
             gochat__py_dot_rpc_dot_logic__pb2.HistoryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Presence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gochat.logic.Logic/Presence',
+            gochat__py_dot_rpc_dot_logic__pb2.RoomRequest.SerializeToString,
+            gochat__py_dot_rpc_dot_logic__pb2.PresenceReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Typing(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gochat.logic.Logic/Typing',
+            gochat__py_dot_rpc_dot_logic__pb2.TypingRequest.SerializeToString,
+            gochat__py_dot_rpc_dot_logic__pb2.Reply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gochat.logic.Logic/CheckSessions',
+            gochat__py_dot_rpc_dot_logic__pb2.CheckSessionsRequest.SerializeToString,
+            gochat__py_dot_rpc_dot_logic__pb2.CheckSessionsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,18 +1,27 @@
 """Turns queue entries into per-node delivery batches and reports which entries are done.
 
-A private message (op 2) goes to the node recorded for its target; room frames (ops 3 to 5)
-go to every node, once each.  All of a batch's entries for one node travel in one Deliver call,
-and the calls to different nodes run concurrently, each with a deadline.  An entry is done when
-every node it went to accepted it, or when its target is on no known node (an offline user);
-an entry a node failed to take stays pending and is delivered again later, and the connect
-node drops the repeat by message id.
+A private message (op 2) goes to the nodes recorded for its target; room frames (ops 3 to 5)
+go to every node, once each; a v2 event goes where its target, a user or a room, is.  All of a
+batch's entries for one node travel in one Deliver call, and the calls to different nodes run
+concurrently, each with a deadline.  An entry is done when every node it went to accepted it, or
+when its target is on no known node (an offline user); an entry a node failed to take stays
+pending and is delivered again later, and the connect node drops the repeat by message id.
+
+A node that refuses connections (gRPC UNAVAILABLE: the process or its host is gone) is routed
+around at once, not only when its etcd lease ends seconds later: its clients are reconnecting
+to other nodes, where they resume by ``since`` and drop repeats by id, and messages held back for
+a dead node would reach them late and out of order.  It is tried again every ``reprobe`` seconds
+and is routed to as soon as a call succeeds.  A node that is merely slow (a deadline) is not
+routed around: its clients are still there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -27,7 +36,7 @@ from gochat_py.protocol.frames import (
     room_count_body,
     room_info_body,
 )
-from gochat_py.protocol.queue_message import OP_DISCONNECT_USER, QueueMessage
+from gochat_py.protocol.queue_message import OP_DISCONNECT_USER, OP_V2_EVENT, QueueMessage
 from gochat_py.queue import Entry
 from gochat_py.rpc import connect_pb2 as pb
 from gochat_py.rpc.client import ConnectClients
@@ -58,7 +67,7 @@ def frame_body(message: QueueMessage) -> bytes | None:
     """The bytes every target socket receives, or None for an op nobody knows."""
     if message.op == OP_DISCONNECT_USER:
         return b"logged out"  # the close reason
-    if message.op in (OP_SINGLE_SEND, OP_ROOM_SEND):
+    if message.op in (OP_SINGLE_SEND, OP_ROOM_SEND, OP_V2_EVENT):
         return message.msg or b""
     if message.op == OP_ROOM_COUNT_SEND:
         return room_count_body(message.count)
@@ -68,10 +77,20 @@ def frame_body(message: QueueMessage) -> bytes | None:
 
 
 class Router:
-    def __init__(self, clients: ConnectClients, timeout: float) -> None:
+    def __init__(
+        self,
+        clients: ConnectClients,
+        timeout: float,
+        reprobe: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.clients = clients
         self.timeout = timeout
+        self.reprobe = reprobe
+        self.clock = clock
         self.stats = RouteStats()
+        # server id -> when it last refused a connection: routed around until ``reprobe`` later
+        self._unreachable: dict[str, float] = {}
         # server id -> calls that failed since it last took a batch: one log line per bad spell of a
         # node, not one per batch (a dead node fails every batch until its lease expires)
         self._failing: dict[str, int] = {}
@@ -107,7 +126,7 @@ class Router:
                 for server_id in nodes:
                     batches[server_id].append(delivery)
                 targets[entry.id] = set(nodes)
-            elif message.op == OP_SINGLE_SEND:
+            elif message.op == OP_SINGLE_SEND or (message.op == OP_V2_EVENT and message.user_id):
                 # every node holding a socket of the user (phone and desktop on different nodes)
                 servers = message.server_id if entry.servers is None else entry.servers
                 holders = {sid for sid in servers.split(",") if sid in nodes}
@@ -129,6 +148,12 @@ class Router:
     async def deliver(self, entries: list[Entry]) -> list[str]:
         """Delivers what it can; returns the ids that may be acknowledged."""
         nodes = self.clients.by_server_id()
+        for server_id in [sid for sid in self._unreachable if sid not in nodes]:
+            del self._unreachable[server_id]  # its lease ended: it is gone for good
+        now = self.clock()
+        for server_id, since in self._unreachable.items():
+            if now - since < self.reprobe:
+                nodes.pop(server_id, None)
         for server_id in [sid for sid in self._failing if sid not in nodes]:
             log.info(
                 "failing connect node left", extra=kv(server_id=server_id, failed_calls=self._failing.pop(server_id))
@@ -167,6 +192,13 @@ class Router:
                 await self.clients.stub(address).Deliver(pb.DeliverRequest(items=items), timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             self.stats.failed_calls += 1
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                if server_id not in self._unreachable:
+                    log.warning(
+                        "connect node unreachable: routing around it until it answers (its clients resume elsewhere)",
+                        extra=kv(server_id=server_id, address=address),
+                    )
+                self._unreachable[server_id] = self.clock()
             self._failing[server_id] = self._failing.get(server_id, 0) + 1
             if self._failing[server_id] == 1:
                 log.warning(
@@ -174,6 +206,7 @@ class Router:
                     extra=kv(server_id=server_id, address=address, items=len(items), error=exc.code().name),
                 )
             return False
+        self._unreachable.pop(server_id, None)
         if server_id in self._failing:
             log.info(
                 "connect node takes batches again",

@@ -199,7 +199,8 @@ async def test_purging_a_dead_node_forgets_its_sockets_and_only_those(store: Ses
 
     changed = await store.purge_node("node-a")
 
-    assert changed == {5}  # room 6 keeps alice (node-b), room 7 never had anyone on node-a
+    # alice and bob left room 5; room 6 keeps alice (node-b), room 7 never had anyone on node-a
+    assert changed == {(5, 7), (5, 8)}
     assert not await redis.exists("gochat_room_5", "gochat_room_online_count_5", "gochat_room_refs_5")
     assert await store.members(6) == {"7": "alice"} and await store.online_count(6) == 1
     assert await hash_of(redis, "gochat_room_refs_6") == {"7": "1"}

@@ -143,7 +143,10 @@ async def test_backlog_says_too_old_or_unknown_and_keeps_the_newest() -> None:
 
 def run_of(*ids: str | None) -> Run:
     """A run of frames ``f<id>`` (``p`` for frames that are not kept messages, e.g. op 5)."""
-    items = [(parse_id(i), f"[f{i}]".encode(), f"[f{i}+id]".encode()) if i else (None, b"[p]", b"[p]") for i in ids]
+    items = [
+        (parse_id(i), f"[f{i}]".encode(), f"[f{i}+id]".encode(), f"[v{i}]".encode()) if i else (None, b"[p]", b"[p]", b"")
+        for i in ids
+    ]
     return Run(b"".join(item[1] for item in items), items)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gochat_py.api.push_batcher import PushBatcher
+from gochat_py.rpc.push_batcher import PushBatcher
 from gochat_py.rpc import logic_pb2 as pb
 from gochat_py.rpc.client import RpcError
 

@@ -15,7 +15,6 @@ from gochat_py.api.ratelimit import (
     PUSH,
     REGISTER,
     ApiLimits,
-    TokenBuckets,
     address_key,
     client_address,
     is_loopback,
@@ -23,6 +22,7 @@ from gochat_py.api.ratelimit import (
 )
 from gochat_py.config import ApiSettings
 from gochat_py.rpc import logic_pb2 as pb
+from gochat_py.token_buckets import TokenBuckets
 
 # -- TokenBuckets ---------------------------------------------------------------------------
 

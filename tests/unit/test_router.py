@@ -214,6 +214,32 @@ async def test_deliver_keeps_entries_a_failed_node_did_not_take() -> None:
     assert r.stats.failed_calls == 1
 
 
+async def test_a_node_that_refuses_connections_is_routed_around_until_it_answers() -> None:
+    """Its clients are reconnecting elsewhere: holding messages back for it would reach them late."""
+    now = [100.0]
+    clients = FakeClients(NODES, down=frozenset({NODES["ws-b"]}))
+    r = Router(clients, timeout=2.5, reprobe=3.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert await r.deliver([entry("1-0", op=3, room_id=1, msg=b"a")]) == []  # ws-b failed: pending
+    clients.calls.clear()
+    assert await r.deliver([entry("1-0", op=3, room_id=1, msg=b"a")]) == ["1-0"]  # now without ws-b
+    assert await r.deliver([entry("2-0", op=2, server_id="ws-b", user_id=2)]) == ["2-0"]  # offline there
+    assert {address for address, _, _ in clients.calls} == {NODES["ws-a"], NODES["tcp-c"]}
+    now[0] += 3.0  # tried again: still down, so still pending then
+    assert await r.deliver([entry("3-0", op=3, room_id=1, msg=b"c")]) == []
+    now[0] += 3.0
+    clients.down = frozenset()  # back
+    assert await r.deliver([entry("4-0", op=3, room_id=1, msg=b"d")]) == ["4-0"]
+    assert await r.deliver([entry("5-0", op=2, server_id="ws-b", user_id=2)]) == ["5-0"]
+    assert clients.calls[-1][0] == NODES["ws-b"]
+
+
+async def test_a_slow_node_is_not_routed_around() -> None:
+    r = Router(RefusingClients({"ws-a": NODES["ws-a"]}, refused="1-0"), timeout=2.5)  # type: ignore[arg-type]
+    assert await r.deliver([entry("1-0", op=3, room_id=1, msg=b"a")]) == []
+    assert await r.deliver([entry("2-0", op=3, room_id=1, msg=b"b")]) == ["2-0"]
+    assert len(r.clients.calls) == 2  # type: ignore[attr-defined]
+
+
 async def test_deliver_with_nothing_to_send_makes_no_call() -> None:
     r = router(NODES)
     assert await r.deliver([entry("1-0", op=2, server_id="ws-x", user_id=1)]) == ["1-0"]

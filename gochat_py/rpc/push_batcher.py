@@ -20,7 +20,7 @@ from gochat_py.logs import kv
 from gochat_py.rpc import logic_pb2 as pb
 from gochat_py.rpc.client import LogicClient, RpcError
 
-log = logging.getLogger("gochat.api.push")
+log = logging.getLogger("gochat.rpc.push")
 
 
 class PushBatcher:
