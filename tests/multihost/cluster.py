@@ -60,7 +60,8 @@ def etcd_healthy(address: str) -> bool:
 
 
 class MultiHostCluster:
-    def __init__(self, root: Path, network: Network) -> None:
+    def __init__(self, root: Path, network: Network, database_url: str = "") -> None:
+        """``database_url``: the one database of every logic and task; empty: the SQLite stand-in."""
         self.root = root
         self.network = network
         self.log_path = root / "cluster.log"
@@ -82,7 +83,7 @@ class MultiHostCluster:
             "GOCHAT_ETCD__ENDPOINT": self.etcd_endpoint,
             "GOCHAT_ETCD__BASE_PATH": "/gochat_multihost",
             "GOCHAT_ETCD__LEASE_TTL": "3",
-            "GOCHAT_LOGIC__DATABASE_URL": f"sqlite+aiosqlite:///{self.database}",
+            "GOCHAT_LOGIC__DATABASE_URL": database_url or f"sqlite+aiosqlite:///{self.database}",
             "GOCHAT_LOGIC__NODE_GRACE": "1",
             "GOCHAT_LOGIC__PASSWORD_TIME_COST": "1",
             "GOCHAT_LOGIC__PASSWORD_MEMORY_KIB": "8192",

@@ -8,7 +8,7 @@ network.  Processes run in a host with ``ip netns exec``; the test's own code ru
 through :meth:`Host.call`, on a thread that has joined the host's namespace (a thread's network
 namespace is its own, and threads it starts inherit it).
 
-Namespaces are named ``<PREFIX><pid of the test run>-<host>``: :func:`remove_leftovers` deletes
+Namespaces are named ``<PREFIX><pid of the test run>_<network number>-<host>``: :func:`remove_leftovers` deletes
 those of runs whose process is gone (a crashed or killed earlier run), never a live run's.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import ctypes
+import itertools
 import os
 import shutil
 import signal
@@ -35,6 +36,7 @@ NETNS_DIR = Path("/run/netns")
 ETC_NETNS_DIR = Path("/etc/netns")
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
+_network_numbers = itertools.count(1)
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -66,7 +68,7 @@ def kill_all_in(namespace: str) -> list[int]:
 
 
 def _owner_alive(name: str) -> bool:
-    pid = name[len(PREFIX) :].partition("-")[0]
+    pid = name[len(PREFIX) :].partition("-")[0].partition("_")[0]
     if not pid.isdigit():
         return False
     try:
@@ -151,16 +153,13 @@ class Network:
 
     def __init__(self, subnet: str = "10.231.0") -> None:
         self.subnet = subnet
-        self.tag = f"{PREFIX}{os.getpid()}"
+        self.tag = f"{PREFIX}{os.getpid()}_{next(_network_numbers)}"
         self.bridge_namespace = f"{self.tag}-br"
         self.gateway = f"{subnet}.1"
         self.hosts: dict[str, Host] = {}
 
     def create(self) -> Network:
         remove_leftovers()
-        for name in namespaces():
-            if name.startswith(self.tag + "-"):
-                remove_namespace(name)  # this process made a network before and did not remove it
         ip("netns", "add", self.bridge_namespace)
         br = ("-n", self.bridge_namespace)
         ip(*br, "link", "set", "lo", "up")

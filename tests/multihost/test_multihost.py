@@ -245,6 +245,7 @@ class PageLikeClient:
         self.drops: list[float] = []
         self.joins: list[tuple[float, str, str]] = []  # (when, url, since) of every join sent
         self.why: list[str] = []  # why each connection ended
+        self.gaps: list[tuple[float, str, dict[str, Any]]] = []  # op-7 frames: a since not honoured
         self.stopping = False
 
     @property
@@ -253,6 +254,13 @@ class PageLikeClient:
 
     def texts(self, op: int) -> list[str]:
         return [body["msg"] for _, _, body in self.received if body["op"] == op]
+
+    def describe(self, start: float) -> str:
+        """Its history for a failure message, times in seconds from ``start``."""
+        return (
+            f"joins {[(round(t - start, 2), url, since) for t, url, since in self.joins]}, ends {self.why},"
+            f" gaps {self.gaps}, last {[(round(t - start, 2), b['msg']) for t, _, b in self.received[-3:]]}"
+        )
 
     async def run(self) -> None:
         attempt = 0
@@ -282,7 +290,7 @@ class PageLikeClient:
             if body.get("op") == 5:
                 self.joined.set()
             elif body.get("op") == 7:
-                raise AssertionError(f"history gap: {body}")
+                self.gaps.append((time.monotonic(), self.url, body))
             elif body.get("op") in (2, 3):
                 self.received.append((time.monotonic(), self.url, body))
                 self.since = body["id"]
@@ -325,6 +333,7 @@ class Sender:
 
 
 def check_exactly_once(client: PageLikeClient, sender: Sender, private: bool) -> None:
+    assert not client.gaps, f"gaps: {client.gaps}; joins (url, since): {[j[1:] for j in client.joins]}"
     for op, accepted in ((3, sender.room_accepted), (2, sender.private_accepted if private else [])):
         got = client.texts(op)
         lost = [t for t in accepted if t not in set(got)]
@@ -368,13 +377,11 @@ async def _host_down(cluster: MultiHostCluster, victim: Host) -> dict[str, Any]:
         marker = unique("end")
         assert await sender.send(0, marker, private=False)
         assert await sender.send(1, marker + "p", private=True)
-        for client in clients:
-            where = (
-                f"joins {[(round(t - killed, 2), u) for t, u, _ in client.joins]}, ends {client.why},"
-                f" last {[(round(t - killed, 2), b['msg']) for t, _, b in client.received[-3:]]},"
-                f" sent {sender.room_accepted[-3:]} at {round(sender.accepted_at[-1] - killed, 2)}"
-            )
-            await eventually(lambda c=client: marker in c.texts(3), 30, f"the room marker ({where})")
+        for client, run in zip(clients, runs, strict=True):
+            try:
+                await eventually(lambda c=client: marker in c.texts(3), 30, "the room marker")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {client.describe(killed)}; the client's loop: {run}") from None
         await eventually(lambda: marker + "p" in moving[0].texts(2), 30, "the private marker")
         for client in clients:
             client.stopping = True

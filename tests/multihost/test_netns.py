@@ -17,7 +17,7 @@ def dead_pid() -> int:
 
 
 def test_leftovers_of_a_crashed_run_are_removed_and_a_live_runs_are_kept(network: Network) -> None:
-    crashed = f"{PREFIX}{dead_pid()}-h1"
+    crashed = f"{PREFIX}{dead_pid()}_1-h1"
     ip("netns", "add", crashed)
     (ETC_NETNS_DIR / crashed).mkdir(parents=True, exist_ok=True)
     orphan = subprocess.Popen(["ip", "netns", "exec", crashed, "sleep", "300"])
@@ -32,7 +32,7 @@ def test_leftovers_of_a_crashed_run_are_removed_and_a_live_runs_are_kept(network
         assert not (ETC_NETNS_DIR / crashed).exists()
         assert orphan.wait(10) == -9  # its processes were killed
         # this run's network (the live owner is this process) is left alone
-        assert network.tag == f"{PREFIX}{os.getpid()}"
+        assert network.tag.startswith(f"{PREFIX}{os.getpid()}_")
         assert network.bridge_namespace in namespaces()
     finally:
         if orphan.poll() is None:
