@@ -25,6 +25,7 @@ from tests.multihost.cluster import MultiHostCluster, etcd_healthy
 from tests.multihost.netns import Host
 
 T = TypeVar("T")
+STABLE = 10.0  # seconds a socket stays open before the page's backoff starts again at 1 s
 
 
 def unique(prefix: str) -> str:
@@ -232,7 +233,8 @@ def test_one_etcd_member_killed_quorum_holds_and_the_system_goes_on(cluster: Mul
 
 class PageLikeClient:
     """A websocket client that reconnects as the chat page does: after a drop, wait 1 s (doubling
-    per failed attempt, at most 30 s, with jitter), then join with ``since`` = the last id seen.
+    per attempt, at most 30 s, with jitter; a socket that stayed open 10 s starts again at 1 s),
+    then join with ``since`` = the last id seen.
     Each attempt goes to the next of ``urls``, as a load balancer in front of the connect nodes
     would send it to one that answers.  Keeps every op-2/op-3 body with when and where it came."""
 
@@ -268,9 +270,13 @@ class PageLikeClient:
             try:
                 async with websockets.connect(self.url, open_timeout=5, ping_interval=None) as ws:
                     await ws.send(json.dumps({"authToken": self.token, "roomId": self.room, "since": self.since}))
-                    self.joins.append((time.monotonic(), self.url, self.since))
-                    attempt = 0
-                    await self._read(ws)
+                    opened = time.monotonic()
+                    self.joins.append((opened, self.url, self.since))
+                    try:
+                        await self._read(ws)
+                    finally:
+                        if time.monotonic() - opened >= STABLE:
+                            attempt = 0
             except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.ConnectionClosed) as exc:
                 self.why.append(f"{self.url}: {exc!r}")
             if self.stopping:
