@@ -6,8 +6,8 @@
 #   ./run.sh install        only install what is missing (Debian packages, Python virtualenv)
 #   ./run.sh dev [IP]       build and start everything in Docker; IP: the address browsers use (127.0.0.1)
 #
-# Installs what it needs on first use: redis-server, etcd (and chromium for test) from Debian (as root),
-# and the project with its test extras into a virtualenv (.venv, or $GOCHAT_VENV).
+# Installs what it needs on first use: redis-server, etcd (for test also chromium, tmux, postgresql) from
+# Debian (as root), and the project with its test extras into a virtualenv (.venv, or $GOCHAT_VENV).
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${GOCHAT_VENV:-.venv}
@@ -43,6 +43,17 @@ ensure_browser() {
     if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
+# The terminal chat's tests drive it in tmux, as a person types.
+ensure_terminal() {
+    command -v tmux >/dev/null 2>&1 || apt_install tmux
+}
+
+# The database tests start throwaway PostgreSQL servers of their own (tests/postgres.py) with
+# Debian's server binaries; the package's own cluster is not used.
+ensure_postgresql() {
+    if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then apt_install postgresql; fi
+}
+
 ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating virtualenv $VENV"
@@ -70,6 +81,8 @@ case "$command" in
     test)
         ensure_system_packages
         ensure_browser
+        ensure_terminal
+        ensure_postgresql
         ensure_venv
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
@@ -78,20 +91,28 @@ case "$command" in
         ensure_venv
         ;;
     dev)
-        # As the original's run.sh: everything in Docker, in the background.
+        # As the original's run.sh: everything in Docker, in the background. Works with compose v2
+        # (docker compose) and Debian's docker-compose 1.29; the image is built once, here.
         host_ip=${1:-127.0.0.1}
+        if ! command -v docker >/dev/null 2>&1; then
+            say "dev needs Docker with compose (docker compose, or docker-compose); without Docker use: ./run.sh local"
+            exit 1
+        fi
         if docker compose version >/dev/null 2>&1; then
             compose=(docker compose)
         elif command -v docker-compose >/dev/null 2>&1; then
             compose=(docker-compose)
         else
-            say "dev needs Docker with the compose plugin; without Docker use: ./run.sh local"
+            say "dev needs compose: docker compose (the plugin) or docker-compose (Debian: apt-get install docker-compose); without Docker use: ./run.sh local"
             exit 1
         fi
-        say "building and starting gochat-py in Docker (docker/docker-compose.yml), HOST_IP=$host_ip"
-        HOST_IP=$host_ip "${compose[@]}" -f docker/docker-compose.yml up --build --detach
+        compose+=(-p "${COMPOSE_PROJECT_NAME:-gochat-py}" -f docker/docker-compose.yml)
+        say "building the image gochat-py:local (docker/Dockerfile)"
+        docker build -t gochat-py:local -f docker/Dockerfile .
+        say "starting gochat-py in Docker (${compose[*]}), HOST_IP=$host_ip"
+        HOST_IP=$host_ip "${compose[@]}" up --detach
         say "chat page: http://$host_ip:8080  (api :7070, websocket :7000/ws, TCP :7001/:7002)"
-        say "logs: ${compose[*]} -f docker/docker-compose.yml logs -f    stop: ${compose[*]} -f docker/docker-compose.yml down"
+        say "status: ${compose[*]} ps    logs: ${compose[*]} logs -f    stop: ${compose[*]} down"
         ;;
     *)
         sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from gochat_py.client import tcp as tcp_client
+from gochat_py.client import terminal as chat_client
 from gochat_py.config import ConfigError, Settings, load_settings
 
 # module name -> "package.module:coroutine function" taking Settings; imported only when chosen.
@@ -36,8 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start the whole system on this machine (and Redis, etcd); restart what dies")
     up.add_argument("--no-infra", action="store_true", help="never start Redis or etcd, only use running ones")
     client = commands.add_parser("client", help="small clients for people and scripts")
-    tcp_client.add_parser(client.add_subparsers(dest="client", required=True))
+    clients = client.add_subparsers(dest="client", required=True)
+    tcp_client.add_parser(clients)
+    chat_client.add_parser(clients)
     commands.add_parser("bench", help="benchmark a running system: gochat-py bench --help, docs/benchmarks.md")
+    db = commands.add_parser("db", help="the database's schema: upgrade it to this release's, or show its revision")
+    db_commands = db.add_subparsers(dest="db", required=True)
+    db_commands.add_parser("upgrade", help="migrate [logic] database_url to this release's schema (keeps every row)")
+    db_commands.add_parser("current", help="show the database's schema revision and this release's")
     return parser
 
 
@@ -50,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "client":
-        return tcp_client.main(args)
+        return chat_client.main(args) if args.client == "chat" else tcp_client.main(args)
     if args.command is None and args.module is None:
         parser.print_help(sys.stderr)
         return 2
@@ -63,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gochat-py: {exc}", file=sys.stderr)
         return 2
 
+    if args.command == "db":
+        return _database_command(args.db, settings)
+
     if args.command == "up":
         from gochat_py.launcher import up
 
@@ -70,15 +80,55 @@ def main(argv: list[str] | None = None) -> int:
 
     from gochat_py.logs import kv, setup_logging
     from gochat_py.runtime import run
+    from gochat_py.storage.schema import DatabaseRefused
 
     setup_logging(args.module, settings.log.level)
     entry = _entry(args.module)
     try:
         run(lambda: entry(settings))
-    except (ConfigError, OSError) as exc:  # a port in use, an unreadable certificate, etcd unreachable...
+    except (ConfigError, OSError, DatabaseRefused) as exc:  # a port in use, an old schema, etcd unreachable...
         logging.getLogger("gochat").error("cannot start", extra=kv(error=str(exc)))
         return 1
     return 0
+
+
+def _database_command(command: str, settings: Settings) -> int:
+    """``gochat-py db upgrade|current``: exit 0 when the schema is (now) this release's, 1 otherwise."""
+    import asyncio
+
+    from gochat_py.storage.schema import read_state, safe_url, upgrade
+    from gochat_py.storage.sql import make_engine
+
+    url = settings.database_url
+
+    async def current() -> int:
+        engine = make_engine(url)
+        try:
+            state = await read_state(engine)
+        finally:
+            await engine.dispose()
+        print(f"database: {safe_url(url)}")
+        print(f"revision: {state.current or 'none'} (this release: {state.head})")
+        problem = state.problem(url)
+        print(problem or "up to date")
+        return 1 if problem else 0
+
+    async def migrate() -> int:
+        before, after = await upgrade(url)
+        print(f"database: {safe_url(url)}")
+        if after is None:
+            problem = before.problem(url)
+            print(problem if problem else f"already at revision {before.head}: nothing to do")
+            return 1 if problem else 0
+        print(f"upgraded: revision {before.current or 'none'} -> {after.current}")
+        return 0
+
+    try:
+        return asyncio.run(current() if command == "current" else migrate())
+    except Exception as exc:  # unreachable server, wrong password, unknown driver: one line, no traceback
+        detail = getattr(exc, "orig", None) or exc
+        print(f"gochat-py db {command}: cannot use the database {safe_url(url)}: {detail}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

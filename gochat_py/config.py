@@ -16,7 +16,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "GOCHAT_"
 # Environment variables with the prefix that choose *which* files to read, not a key inside them.
@@ -71,6 +80,22 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _tls_files_complete(section: str, ca: str, cert: str, key: str, ca_required: bool) -> None:
+    """Half a TLS configuration is refused at load time, naming what is missing: a certificate
+    without its key cannot be presented, and without the CA nothing verifies the peer.  Run as a
+    validator of the section's last TLS field (the earlier ones are in its ``info.data``), so the
+    error shows that field's value only, never the section's password."""
+    names = f"[{section}] tls_ca / tls_cert / tls_key (GOCHAT_{section.upper()}__TLS_CA, __TLS_CERT, __TLS_KEY)"
+    if bool(cert) != bool(key):
+        have, missing = ("tls_cert", "tls_key") if cert else ("tls_key", "tls_cert")
+        raise ValueError(f"{names}: {have} is set but {missing} is not; set both, or neither")
+    if ca_required and (ca or cert) and not (ca and cert):
+        missing = "tls_cert and tls_key" if ca else "tls_ca"
+        raise ValueError(f"{names}: mutual TLS needs all three; {missing} not set")
+    if cert and not ca:
+        raise ValueError(f"[{section}] tls_cert and tls_key need tls_ca: the CA that signed the server's certificate")
+
+
 class EtcdSettings(Section):
     # One member's host:port, or every member of a cluster, comma-separated, as IP addresses of one
     # family (10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379): the client moves to another member when
@@ -83,6 +108,17 @@ class EtcdSettings(Section):
     password: str = ""
     timeout: float = Field(5.0, gt=0, description="seconds for one etcd call")
     lease_ttl: int = Field(8, ge=2, description="seconds before a dead node's keys vanish")
+    # PEM files.  tls_ca alone: TLS, etcd's certificate checked against it; with tls_cert and
+    # tls_key too: the client certificate etcd asks for (--client-cert-auth).
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = Field("", validate_default=True)
+
+    @field_validator("tls_key")
+    @classmethod
+    def _tls_complete(cls, key: str, info: ValidationInfo) -> str:
+        _tls_files_complete("etcd", info.data.get("tls_ca", ""), info.data.get("tls_cert", ""), key, False)
+        return key
 
     @model_validator(mode="after")
     def _endpoints_are_dialable(self) -> EtcdSettings:
@@ -103,6 +139,17 @@ class RedisSettings(Section):
     db: int = 0
     timeout: float = Field(3.0, gt=0, description="socket timeout for one Redis command")
     max_connections: int = Field(64, ge=1, description="Redis connections per process; more commands wait")
+    # PEM files.  tls_ca set: TLS to Redis (its tls-port), its certificate checked against the CA;
+    # tls_cert and tls_key too: the client certificate Redis asks for (tls-auth-clients yes).
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = Field("", validate_default=True)
+
+    @field_validator("tls_key")
+    @classmethod
+    def _tls_complete(cls, key: str, info: ValidationInfo) -> str:
+        _tls_files_complete("redis", info.data.get("tls_ca", ""), info.data.get("tls_cert", ""), key, False)
+        return key
 
 
 class QueueSettings(Section):
@@ -134,7 +181,8 @@ class HistorySettings(Section):
 
 
 class MetricsSettings(Section):
-    """Where each module serves Prometheus metrics (/metrics); empty = not served; port 0 = any."""
+    """Where each module serves Prometheus metrics (/metrics) and its probes (/healthz, /readyz);
+    empty = not served; port 0 = any."""
 
     logic: str = "127.0.0.1:9169"
     api: str = "127.0.0.1:9170"
@@ -142,6 +190,13 @@ class MetricsSettings(Section):
     connect_tcp: str = "127.0.0.1:9172"
     task: str = "127.0.0.1:9173"
     site: str = ""
+    probe_timeout: float = Field(
+        2.0, gt=0, description="seconds the loop (/healthz) and each readiness check (/readyz) may take"
+    )
+
+    def addresses(self) -> dict[str, str]:
+        """Module -> address, for every module (empty where not served)."""
+        return {name: value for name, value in self.model_dump().items() if isinstance(value, str)}
 
 
 class LogSettings(Section):
@@ -152,6 +207,30 @@ class RpcSettings(Section):
     timeout: float = Field(3.0, gt=0, description="deadline of every gRPC call, seconds")
     auth_timeout: float = Field(15.0, gt=0, description="deadline of Login and Register: password hashing queues")
     attempts: int = Field(3, ge=1, description="nodes tried before a call fails")
+    # Mutual TLS between the layers (PEM files), all three or none: servers ask for a client
+    # certificate signed by tls_ca, clients check the server's against it.  See README, "TLS
+    # between the layers", for the names a certificate must carry.
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_server_name: str = Field(
+        "",
+        validate_default=True,
+        description="name every server certificate carries, checked instead of the address a node registered",
+    )
+
+    @field_validator("tls_server_name")
+    @classmethod
+    def _tls_complete(cls, name: str, info: ValidationInfo) -> str:
+        data = info.data
+        _tls_files_complete("rpc", data.get("tls_ca", ""), data.get("tls_cert", ""), data.get("tls_key", ""), True)
+        if name and not info.data.get("tls_ca"):
+            raise ValueError("[rpc] tls_server_name is set but TLS is not (tls_ca, tls_cert, tls_key)")
+        return name
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca)
 
 
 class LogicSettings(Section):
@@ -175,6 +254,11 @@ class ConnectNodeSettings(Section):
     server_id: str = ""
     rpc_bind: str = "127.0.0.1:6912"
     rpc_advertise: str = ""
+    public_url: str = Field(
+        "",
+        description="where clients reach this node (a websocket node: its ws:// or wss:// URL); registered in "
+        "etcd, and the chat page is handed the live websocket nodes' URLs",
+    )
     # PEM files; both set = clients connect with TLS (wss://, or TLS around the TCP frames)
     tls_cert: str = ""
     tls_key: str = ""

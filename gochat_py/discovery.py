@@ -25,9 +25,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import aetcd
+import aetcd.client
+import aetcd.watcher
+import grpc
 
 from gochat_py.config import ConfigError, EtcdSettings, split_host_port
 from gochat_py.logs import kv
+from gochat_py.tls import check_files, read_pem
 
 log = logging.getLogger("gochat.discovery")
 # etcd restarting is routine: reconnect within a second or two of its return, not gRPC's default
@@ -48,6 +52,7 @@ class Node:
     address: str
     server_id: str
     server_type: str
+    public_url: str = ""  # where clients reach it (a websocket node's ws:// or wss:// URL), if set
 
 
 class EtcdClient(aetcd.Client):
@@ -60,9 +65,49 @@ class EtcdClient(aetcd.Client):
 
     _token_renewed_at = float("-inf")
 
-    def __init__(self, *args: Any, clock: Callable[[], float] = time.monotonic, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        clock: Callable[[], float] = time.monotonic,
+        credentials: grpc.ChannelCredentials | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``credentials``: TLS to etcd (aetcd itself only speaks plaintext); None = plaintext."""
         super().__init__(*args, **kwargs)
         self.clock = clock
+        self._credentials = credentials
+
+    @aetcd.client._handle_errors
+    async def connect(self) -> None:
+        """aetcd's connect (aetcd 1.0), with a TLS channel when credentials are set."""
+        if self._connected.is_set():
+            return
+        if self._is_connecting:  # another task is connecting: wait for it
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        try:
+            self._is_connecting = True
+            target = f"{self._host}:{self._port}"
+            options = list(self._options.items())
+            if self._credentials is None:
+                self.channel = aetcd.rpc.insecure_channel(target, options=options)
+            else:
+                self.channel = grpc.aio.secure_channel(target, self._credentials, options=options)
+            if self._username is not None and self._password is not None:
+                self.auth_stub = aetcd.rpc.AuthStub(self.channel)
+                request = aetcd.rpc.AuthenticateRequest(name=self._username, password=self._password)
+                reply = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                self.metadata = (("token", reply.token),)
+            self.kvstub = aetcd.rpc.KVStub(self.channel)
+            self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
+            self.leasestub = aetcd.rpc.LeaseStub(self.channel)
+            self.maintenancestub = aetcd.rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(
+                aetcd.rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
 
     async def renew_token_if_refused(self, exc: BaseException) -> None:
         """Never raises: it runs in the callers' error handling."""
@@ -97,6 +142,18 @@ def grpc_host_port(endpoints: list[str]) -> tuple[str, int]:
     return f"{scheme}:{','.join(endpoints[:-1])},{last}", port
 
 
+def etcd_credentials(settings: EtcdSettings) -> grpc.ChannelCredentials | None:
+    """TLS credentials from ``[etcd] tls_*`` (None without tls_ca), the files read once."""
+    if not settings.tls_ca:
+        return None
+    check_files("etcd", settings.tls_ca, settings.tls_cert, settings.tls_key)
+    ca = read_pem("etcd", "tls_ca", settings.tls_ca)
+    if not settings.tls_cert:
+        return grpc.ssl_channel_credentials(root_certificates=ca)
+    cert, key = read_pem("etcd", "tls_cert", settings.tls_cert), read_pem("etcd", "tls_key", settings.tls_key)
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
 def make_etcd_client(settings: EtcdSettings) -> EtcdClient:
     host, port = grpc_host_port(settings.endpoints)
     return EtcdClient(
@@ -106,6 +163,7 @@ def make_etcd_client(settings: EtcdSettings) -> EtcdClient:
         password=settings.password or None,
         timeout=settings.timeout,
         options=dict(CHANNEL_OPTIONS),
+        credentials=etcd_credentials(settings),
     )
 
 
@@ -192,8 +250,13 @@ def advertised_address(
     return join_host_port(routable[0], bound_port)
 
 
-def encode_value(server_id: str, server_type: str) -> bytes:
-    return urlencode(sorted({"serverId": server_id, "serverType": server_type}.items())).encode()
+def encode_value(server_id: str, server_type: str, public_url: str = "") -> bytes:
+    """The original's ``serverId=…&serverType=…``; ``publicUrl`` is added when the node has one
+    (readers of the original's layout ignore keys they do not know)."""
+    fields = {"serverId": server_id, "serverType": server_type}
+    if public_url:
+        fields["publicUrl"] = public_url
+    return urlencode(sorted(fields.items())).encode()
 
 
 def parse_node(key: bytes, value: bytes, prefix: str) -> Node | None:
@@ -204,7 +267,12 @@ def parse_node(key: bytes, value: bytes, prefix: str) -> Node | None:
     fields = dict(parse_qsl(value.decode(errors="replace")))
     if not address or "serverId" not in fields:
         return None
-    return Node(address=address, server_id=fields["serverId"], server_type=fields.get("serverType", ""))
+    return Node(
+        address=address,
+        server_id=fields["serverId"],
+        server_type=fields.get("serverType", ""),
+        public_url=fields.get("publicUrl", ""),
+    )
 
 
 class Registration:
@@ -215,9 +283,10 @@ class Registration:
         self._settings = settings
         self.node = node
         self.key = f"{service_prefix(settings, service)}tcp@{node.address}".encode()
-        self._value = encode_value(node.server_id, node.server_type)
+        self._value = encode_value(node.server_id, node.server_type, node.public_url)
         self._lease_id: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._confirmed_at: float | None = None  # monotonic time etcd last confirmed the lease
 
     async def start(self) -> None:
         """Registers, then keeps the lease alive.  A node started while etcd is away does not
@@ -238,6 +307,7 @@ class Registration:
         lease = await self._client.lease(self._settings.lease_ttl)
         await self._client.put(self.key, self._value, lease=lease.id)
         self._lease_id = lease.id
+        self._confirmed_at = time.monotonic()
         log.info(
             "registered in etcd",
             extra=kv(key=self.key.decode(), server_id=self.node.server_id, ttl=self._settings.lease_ttl),
@@ -253,6 +323,7 @@ class Registration:
                 if reply is None or reply.TTL <= 0:
                     # The lease expired while etcd was away (or etcd lost its data): start again.
                     await self._register()
+                self._confirmed_at = time.monotonic()
                 if not healthy:
                     log.info("etcd reachable again", extra=kv(key=self.key.decode()))
                 healthy = True
@@ -262,7 +333,18 @@ class Registration:
                 healthy = False
                 await self._client.renew_token_if_refused(exc)
 
+    async def check(self) -> str:
+        """Readiness: the key exists as far as we know, i.e. etcd confirmed the lease less than a
+        lease time ago (so a missed keep-alive or two does not count, an outage does)."""
+        if self._confirmed_at is None:
+            raise RuntimeError(f"not registered in etcd yet ({self._settings.endpoint})")
+        age = time.monotonic() - self._confirmed_at
+        if age >= self._settings.lease_ttl:
+            raise RuntimeError(f"etcd last confirmed the lease {age:.0f} s ago; the key may be gone")
+        return f"registered as {self.node.address}"
+
     async def stop(self) -> None:
+        self._confirmed_at = None  # leaving: not ready for traffic any more
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -320,6 +402,12 @@ class ServiceWatcher:
         self._changed.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
+
+    async def check(self) -> str:
+        """Readiness: etcd has answered a listing of this service (the nodes it has are known)."""
+        if not self.ready.is_set():
+            raise RuntimeError(f"etcd has not listed {self.service} yet ({self._settings.endpoint})")
+        return f"{len(self.nodes)} {self.service} node(s) known"
 
     def settled(self) -> bool:
         """True when ``nodes`` is etcd's current view: etcd answers, and every live node has had a

@@ -223,8 +223,19 @@ class System:
         self.modules: list[ManagedProcess] = []
 
     def start_infra(self) -> None:
+        """Starts a plaintext Redis and etcd where none answers; with TLS configured for one, it
+        refuses instead: the modules could never talk to a plaintext server (RuntimeError)."""
         state = self.settings.state_path
         common = self.settings
+        for name, address, tls in (
+            ("Redis", common.redis.address, common.redis.tls_ca),
+            ("etcd", common.etcd.endpoint, common.etcd.tls_ca),
+        ):
+            if tls and not port_open(address):
+                raise RuntimeError(
+                    f"nothing answers at {address} and TLS to {name} is configured; up starts only plaintext"
+                    f" servers: start {name} with TLS yourself (README, TLS between the layers)"
+                )
         if not port_open(common.redis.address):
             self.infra.append(redis_process(common.redis.address, state / "redis", self.sink).start())
         # several endpoints: a cluster run elsewhere, never one to start here
@@ -255,6 +266,26 @@ class System:
             process.stop()
 
 
+def upgrade_local_database(settings: Settings) -> str | None:
+    """``up`` runs the whole system on this machine, so a SQLite database is this machine's alone:
+    its schema is brought to this release's before the modules start (a state folder from an older
+    release keeps working with one command).  A shared database (PostgreSQL) is left to
+    ``gochat-py db upgrade``.  Returns what was done, for the operator; None: nothing."""
+    import asyncio
+
+    from sqlalchemy.engine import make_url
+
+    from gochat_py.storage.schema import upgrade
+
+    if make_url(settings.database_url).get_backend_name() != "sqlite":
+        return None
+    before, after = asyncio.run(upgrade(settings.database_url))
+    if after is None:
+        return None
+    where = make_url(settings.database_url).database
+    return f"database {where}: schema revision {before.current or 'none'} -> {after.current}"
+
+
 def up(settings: Settings, start_infra: bool = True) -> int:
     """Runs everything until Ctrl-C or SIGTERM (exit 0), restarting what dies; non-zero when the
     system could not start or a process kept dying (see :mod:`gochat_py.supervisor`)."""
@@ -268,6 +299,12 @@ def up(settings: Settings, start_infra: bool = True) -> int:
     try:
         if start_infra:
             system.start_infra()
+        try:
+            upgraded = upgrade_local_database(settings)
+        except Exception as exc:  # a folder it cannot write to, a file that is no database...
+            raise RuntimeError(f"cannot upgrade the database: {getattr(exc, 'orig', None) or exc}") from exc
+        if upgraded:
+            print(f"gochat-py: {upgraded}", flush=True)
         system.start_all()
         # the Redis and etcd it started are its own to restart; ones it found running are not
         supervisor = Supervisor(system.infra + system.modules, settings.launcher)

@@ -52,5 +52,5 @@ def setup_logging(module: str, level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Libraries that log a line per request or per frame stay quiet unless asked.
-    for noisy in ("aiohttp.access", "websockets", "grpc", "asyncio", "aetcd"):
+    for noisy in ("aiohttp.access", "websockets", "grpc", "asyncio", "aetcd", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

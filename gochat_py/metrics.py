@@ -2,16 +2,26 @@
 
 The metric objects live in this module's own registry (creating them opens nothing); a process
 serves them only when :func:`serve_metrics` is called, on the address of its module in
-``[metrics]``.  Hot paths count per batch or per message, never per socket.
+``[metrics]``, beside its ``/healthz`` and ``/readyz`` (gochat_py.health).  Hot paths count per
+batch or per message, never per socket.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from gochat_py.config import Settings, split_host_port
+from gochat_py.health import Health
 from gochat_py.logs import kv
 
 log = logging.getLogger("gochat.metrics")
@@ -70,13 +80,50 @@ RPC_SECONDS = Histogram(
 )
 
 
-def serve_metrics(settings: Settings, module: str) -> int | None:
-    """Serves /metrics for this module if it has an address in ``[metrics]``; returns the port."""
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a request in progress never holds the process up at exit
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes every few seconds are not events worth a log line."""
+
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+def endpoint_app(health: Health) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    """/healthz and /readyz from ``health``, everything else from Prometheus' own app."""
+    metrics_app = make_wsgi_app(REGISTRY)
+    probes = {"/healthz": health.alive, "/readyz": health.ready}
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        probe = probes.get(environ.get("PATH_INFO", ""))
+        if probe is None:
+            return metrics_app(environ, start_response)
+        status, body = probe()
+        data = json.dumps(body).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        headers.append(("Cache-Control", "no-store"))
+        start_response("200 OK" if status == 200 else "503 Service Unavailable", headers)
+        return [data]
+
+    return app
+
+
+def serve_metrics(settings: Settings, module: str, health: Health | None = None) -> int | None:
+    """Serves /metrics, /healthz and /readyz for this module if it has an address in ``[metrics]``;
+    returns the port.  Called from the module's loop: the probes run their checks there."""
     address = getattr(settings.metrics, module, "")
     if not address:
         return None
+    health = health or Health(module)
+    health.attach(asyncio.get_running_loop(), settings.metrics.probe_timeout)
     host, port = split_host_port(address)
-    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    server_class = type("_Server", (_Server,), {"address_family": family})
+    server = make_server(sockaddr[0], port, endpoint_app(health), server_class, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     bound = server.server_port
     log.info("metrics served", extra=kv(address=f"{host}:{bound}"))
     return bound

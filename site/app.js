@@ -1,53 +1,75 @@
-// gochat-py browser client: log in / register, room chat, private chat, over HTTP + WebSocket.
+// gochat-py browser client: log in / register, several rooms and private chats on one websocket.
 // Plain ES2020, no dependencies, no build step. All user-provided text goes through textContent.
 //
-// Wire protocol (the original gochat's, plus kept messages):
-//   HTTP  POST <api>/user/login|register|checkAuth|logout, /push/pushRoom, /push/push, /push/getRoomInfo,
-//         /push/history (a room's kept messages), /push/privateHistory (a private conversation's)
-//   WS    <ws>: first message {"authToken","roomId","since"}; later messages are ignored by the server,
-//         so changing rooms means a new socket. Frames: op 2 private, op 3 room, op 4 count,
-//         op 5 members, op 7 history gap. With `since` present, op-2/op-3 frames carry an "id"; with
-//         since = an id we saw, the server first sends what we missed after it (room and private).
+// Wire protocol: protocol v2 (docs/protocol.md) on one websocket, HTTP for the rest.
+//   HTTP  POST <api>/user/login|register|checkAuth|logout, /push/history (a room's kept messages),
+//         /push/privateHistory (a private conversation's)
+//   WS    <ws>: first message the hello {"v":2,"authToken","since"?}; the server answers with a welcome.
+//         Then commands {"cid","cmd",…} (subscribe, unsubscribe, publish, send, typing, ping), each
+//         answered once by {"cid","result"} or {"cid","error"}, and events {"type",…} (message,
+//         join, leave, typing, gap, session_ended) in between.
 'use strict';
 
 const TOKEN_KEY = 'authToken';          // the original UI's localStorage key
 const DEFAULT_ROOM = 1;
 const MAX_ROOM = 2147483647;
+const MAX_CID = 2147483647;
+const PROTOCOL_VERSION = 2;
 const CODE_OK = 0;
 const CODE_SESSION_ERROR = 40000;
-const CLOSE_POLICY = 1008;              // bad token, auth timeout, too slow
+const CLOSE_POLICY = 1008;              // bad token, auth timeout, too slow, logout
 const BACKOFF_START_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
 const STABLE_MS = 10000;                // a socket open this long resets the backoff
-const ROOM_INFO_FALLBACK_MS = 2000;     // servers that do not broadcast members on join
+const WELCOME_TIMEOUT_MS = 10000;       // a server that does not answer the hello (not v2): try again
+const PING_EVERY_MS = 25000;            // keeps idle sockets open through proxies…
+const PING_TIMEOUT_MS = 10000;          // …and finds dead ones the browser has not noticed
 const MAX_KEPT = 500;                   // messages kept per conversation (older ones page in again)
 const HISTORY_PAGE = 50;                // messages per history request
 const OLDER_TRIGGER_PX = 40;            // scrolled this close to the top: fetch the page before
-const LAST_ID_KEY = 'gochat.lastId.';   // + user id: the newest message id this browser saw
+const LAST_ID_KEY = 'gochat.lastId.';   // + user id: the newest private message id this browser saw
+const ROOMS_KEY = 'gochat.rooms.';      // + user id: the rooms open in this browser
+const SEND_TIMEOUT_MS = 30000;          // a message without a result this long after Send has failed
+const SEND_RETRY_MS = { 5: 1000, 7: 2000 }; // rate_limited, unavailable: try again after this
+const ECHO_HOLD_MS = 2000;              // our own message's event may come before the result: wait
+const TYPING_SEND_MS = 3000;            // send `typing` at most this often per conversation
+const TYPING_SHOW_MS = 5000;            // show "x is typing…" this long after their last `typing`
+const ERROR_SESSION_ENDED = 2;
+const ERROR_TOO_MANY_ROOMS = 4;
 
 const state = {
   apiUrl: '',
   wsUrl: '',
+  wsUrls: [],
   token: null,
   me: null,                 // {userId: string, userName} once checkAuth succeeds
-  roomId: DEFAULT_ROOM,
-  members: new Map(),       // userId (string) -> userName, from the latest op-5 frame
-  view: { kind: 'room' },   // or {kind: 'private', userId}
-  roomLog: null,            // the current room's log (see newLog); a room switch starts a new one
-  roomUnread: 0,            // room messages that came while a private chat was open
-  privates: new Map(),      // userId -> {userId, name, log, unread, last}
-  lastId: '',               // newest message id seen (frames, room history): the next join's `since`
-  readMark: '',             // lastId as this browser left it last time: kept privates up to it were seen
-  localSeq: 0,              // orders our own private messages, which have no id until history has them
+  rooms: new Map(),         // roomId (number) -> room (see newRoom), in the order they were opened
+  privates: new Map(),      // userId (string) -> {userId, name, log, unread, last, typing}
+  view: { kind: 'room', roomId: DEFAULT_ROOM }, // or {kind: 'private', userId}
+  membersRoomId: DEFAULT_ROOM, // the room whose members the sidebar lists (the last one viewed)
+  privateSince: '',         // newest private message id received: the hello's `since`
+  readMark: '',             // privateSince as this browser left it last time: kept privates up to it were seen
+  localSeq: 0,              // orders messages without an id (ours, not yet acknowledged)
   ws: null,                 // the current socket; events from older sockets are ignored
+  welcomed: false,          // the current socket got its welcome: commands may go
+  limits: null,             // the welcome's limits
+  nextCid: 1,
+  replies: new Map(),       // cid -> callback(reply or null when the socket went away first)
+  outbox: new Map(),        // mid -> a message we sent that has no result yet (see sendMessage)
+  midPrefix: '',
+  midSeq: 0,
+  heldEchoes: new Map(),    // message id -> {log, message, timer}: our own, waiting for its result
+  typingSentAt: new Map(),  // conversation key -> when we last sent `typing` there
+  typingTimer: null,
+  sendTimeoutMs: SEND_TIMEOUT_MS,
   reconnectTimer: null,
   countdownTimer: null,
   stableTimer: null,
-  roomInfoTimer: null,
+  welcomeTimer: null,
+  pingTimer: null,
   reconnectAttempt: 0,
   reconnectAt: 0,
   authBusy: false,
-  sendBusy: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -87,6 +109,25 @@ async function loadConfig() {
   }
   state.apiUrl = (nonEmptyString(cfg.apiUrl) || defaults.apiUrl).replace(/\/+$/, '');
   state.wsUrl = nonEmptyString(cfg.wsUrl) || defaults.wsUrl;
+  state.wsUrls = wsUrlsOf(cfg, state.wsUrl);
+}
+
+function wsUrlsOf(cfg, fallback) {
+  const urls = Array.isArray(cfg.wsUrls) ? cfg.wsUrls.map(nonEmptyString).filter(Boolean) : [];
+  return urls.length ? urls : [fallback];
+}
+
+// Before reconnecting: ask which websocket nodes are live now, and leave the one that failed
+// for another (its clients resume there by since). One node only: try it again.
+async function moveToAnotherNode() {
+  try {
+    const res = await fetch('config.json', { cache: 'no-store' });
+    if (res.ok) state.wsUrls = wsUrlsOf((await res.json()) || {}, state.wsUrl);
+  } catch (_) {
+    // the site is away too: keep the list we have
+  }
+  const others = state.wsUrls.filter((url) => url !== state.wsUrl);
+  if (others.length) state.wsUrl = others[Math.floor(Math.random() * others.length)];
 }
 
 // ---------------------------------------------------------------------------
@@ -207,10 +248,14 @@ async function startSession(token) {
   }
   state.me = { userId: String(env.data.userId), userName: String(env.data.userName ?? '') };
   resetChat();
-  state.lastId = storedLastId();
-  state.readMark = state.lastId;
+  state.privateSince = storedLastId();
+  state.readMark = state.privateSince;
+  const shown = roomFromHash() ?? DEFAULT_ROOM;
+  for (const roomId of [...storedRooms(), shown]) openRoomTab(roomId);
+  state.view = { kind: 'room', roomId: shown };
+  state.membersRoomId = shown;
   showChat();
-  enterRoom();
+  connect();
 }
 
 function forgetToken() {
@@ -218,13 +263,18 @@ function forgetToken() {
 }
 
 function resetChat() {
-  state.members.clear();
-  state.roomLog = newLog('room', state.roomId);
+  for (const entry of state.outbox.values()) clearTimeout(entry.timer);
+  state.outbox.clear();
+  dropHeldEchoes();
+  state.rooms.clear();
   state.privates.clear();
-  state.lastId = '';
+  state.privateSince = '';
   state.readMark = '';
-  state.roomUnread = 0;
-  state.view = { kind: 'room' };
+  state.typingSentAt.clear();
+  state.view = { kind: 'room', roomId: DEFAULT_ROOM };
+  state.membersRoomId = DEFAULT_ROOM;
+  state.midPrefix = Math.random().toString(36).slice(2, 10) + Date.now().toString(36);
+  state.midSeq = 0;
   $('online-count').textContent = '0';
   $('msg-input').value = '';
   $('send-error').textContent = '';
@@ -281,20 +331,8 @@ function setAuthBusy(busy) {
 }
 
 // ---------------------------------------------------------------------------
-// WebSocket: one socket per room, reconnect with exponential backoff
+// The websocket: one for every room and conversation
 // ---------------------------------------------------------------------------
-
-// Show the room's latest messages, then join it. History first: the join's `since` is then at
-// least the newest id of that page, so whatever comes after the page reaches us as the socket's
-// backlog, and nothing falls between the two.
-async function enterRoom() {
-  const token = state.token;
-  const log = state.roomLog;
-  setConnState('connecting');
-  await loadNewest(log); // a failure (api down, old server) still joins: live messages then
-  if (token !== state.token || log !== state.roomLog) return; // logged out or moved on meanwhile
-  connect();
-}
 
 function connect() {
   clearReconnect();
@@ -309,36 +347,115 @@ function connect() {
     return;
   }
   const token = state.token;
-  const roomId = state.roomId;
   state.ws = ws;
+  state.welcomed = false;
+  state.nextCid = 1;
   ws.onopen = () => {
     if (ws !== state.ws) return;
-    // since "" opts in to ids without a backlog; an id asks for everything after it.
-    ws.send(JSON.stringify({ authToken: token, roomId, since: state.lastId }));
-    setConnState('connected');
-    state.stableTimer = setTimeout(() => { state.reconnectAttempt = 0; }, STABLE_MS);
-    // Our server broadcasts the member list on every join; ask for it if none comes.
-    state.roomInfoTimer = setTimeout(requestRoomInfo, ROOM_INFO_FALLBACK_MS);
+    const hello = { v: PROTOCOL_VERSION, authToken: token };
+    if (state.privateSince) hello.since = state.privateSince;
+    ws.send(JSON.stringify(hello));
+    state.welcomeTimer = setTimeout(() => dropSocket(ws), WELCOME_TIMEOUT_MS);
   };
   ws.onmessage = (ev) => { if (ws === state.ws) handleFrame(ev.data); };
   ws.onclose = (ev) => onSocketClose(ws, ev);
   ws.onerror = () => {}; // always followed by close, which drives the reconnect
 }
 
+function onWelcome(frame) {
+  clearTimeout(state.welcomeTimer);
+  state.welcomeTimer = null;
+  state.welcomed = true;
+  state.limits = frame.limits && typeof frame.limits === 'object' ? frame.limits : null;
+  const maxLength = Number(state.limits?.message_length);
+  if (Number.isInteger(maxLength) && maxLength > 0) $('msg-input').maxLength = maxLength;
+  setConnState('connected');
+  state.stableTimer = setTimeout(() => { state.reconnectAttempt = 0; }, STABLE_MS);
+  schedulePing();
+  // Without a `since` the hello brings only what was kept while we had no socket: the open
+  // conversations' history fills in anything else.
+  if (!state.privateSince) {
+    for (const conv of state.privates.values()) {
+      if (conv.log.history === 'loaded') loadNewest(conv.log);
+    }
+  }
+  // Commands are answered in order: rooms first, then what is waiting to be sent into them.
+  for (const room of state.rooms.values()) subscribe(room);
+  for (const entry of state.outbox.values()) {
+    if (!entry.failed) transmit(entry);
+  }
+}
+
+// Sends a command on the current socket; `onReply` gets the reply, or null if the socket went
+// away before one came. False when there is no socket to send on.
+function command(cmd, fields, onReply = () => {}) {
+  const ws = state.ws;
+  if (!ws || !state.welcomed || ws.readyState !== WebSocket.OPEN) return false;
+  const cid = state.nextCid;
+  state.nextCid = cid >= MAX_CID ? 1 : cid + 1;
+  state.replies.set(cid, onReply);
+  try {
+    ws.send(JSON.stringify({ cid, cmd, ...fields }));
+  } catch (_) {
+    state.replies.delete(cid);
+    return false;
+  }
+  return true;
+}
+
+function schedulePing() {
+  clearTimeout(state.pingTimer);
+  const ws = state.ws;
+  state.pingTimer = setTimeout(() => {
+    if (ws !== state.ws) return;
+    const timeout = setTimeout(() => dropSocket(ws), PING_TIMEOUT_MS);
+    const sent = command('ping', {}, (reply) => {
+      clearTimeout(timeout);
+      if (reply && ws === state.ws) schedulePing();
+    });
+    if (!sent) clearTimeout(timeout);
+  }, PING_EVERY_MS);
+}
+
 function clearSocketTimers() {
   clearTimeout(state.stableTimer);
-  clearTimeout(state.roomInfoTimer);
+  clearTimeout(state.welcomeTimer);
+  clearTimeout(state.pingTimer);
   state.stableTimer = null;
-  state.roomInfoTimer = null;
+  state.welcomeTimer = null;
+  state.pingTimer = null;
+}
+
+// The socket is gone (or given up on): what was waiting for a reply learns it, the rooms wait for
+// the next welcome to subscribe again.
+function socketGone() {
+  state.ws = null;
+  state.welcomed = false;
+  clearSocketTimers();
+  const waiting = [...state.replies.values()];
+  state.replies.clear();
+  for (const onReply of waiting) onReply(null);
+  for (const room of state.rooms.values()) {
+    room.subscribed = false;
+    room.subscribing = false;
+  }
+  for (const conv of allConversations()) conv.typing.clear();
+  renderTyping();
+}
+
+// A socket that stopped answering (no welcome, no pong): do not wait for the browser to notice.
+function dropSocket(ws) {
+  if (ws !== state.ws) return;
+  try { ws.close(4000, 'no answer'); } catch (_) { /* already closed */ }
+  onSocketClose(ws, { code: 1006 });
 }
 
 async function onSocketClose(ws, ev) {
   if (ws !== state.ws) return; // replaced, or closed on purpose
-  state.ws = null;
-  clearSocketTimers();
+  socketGone();
   setConnState('disconnected');
   if (ev.code === CLOSE_POLICY && state.token) {
-    // Refused join: maybe the token died (logged in elsewhere, logged out, expired).
+    // Refused hello or session ended: maybe the token died (logged in elsewhere, logged out, expired).
     const token = state.token;
     const env = await api('/user/checkAuth', { authToken: token });
     if (handleSessionError(env, token) || token !== state.token) return;
@@ -352,7 +469,7 @@ function scheduleReconnect() {
   const delay = Math.round(base * (0.8 + Math.random() * 0.4)); // jitter: no thundering herd
   state.reconnectAttempt += 1;
   state.reconnectAt = Date.now() + delay;
-  state.reconnectTimer = setTimeout(connect, delay);
+  state.reconnectTimer = setTimeout(() => moveToAnotherNode().then(connect), delay);
   showCountdown();
   state.countdownTimer = setInterval(showCountdown, 1000);
 }
@@ -367,10 +484,9 @@ function clearReconnect() {
 // Close on purpose: detach first so onclose does not schedule a reconnect.
 function disconnect() {
   clearReconnect();
-  clearSocketTimers();
   state.reconnectAttempt = 0;
   const ws = state.ws;
-  state.ws = null;
+  socketGone();
   if (ws) {
     try { ws.close(1000); } catch (_) { /* already closed */ }
   }
@@ -383,17 +499,8 @@ function reconnectNow() {
   connect();
 }
 
-async function requestRoomInfo() {
-  state.roomInfoTimer = null;
-  const token = state.token;
-  if (!token) return;
-  const env = await api('/push/getRoomInfo', { authToken: token, roomId: state.roomId });
-  // code 1 ("rpc get room info fail!") only means the room is empty.
-  handleSessionError(env, token);
-}
-
 // ---------------------------------------------------------------------------
-// Rooms
+// Rooms: tabs, each subscribed on the socket
 // ---------------------------------------------------------------------------
 
 function parseRoom(text) {
@@ -408,26 +515,146 @@ function roomFromHash() {
   return match ? parseRoom(match[1]) : null;
 }
 
-function switchRoom(roomId) {
-  $('room-error').textContent = '';
-  if (roomId === state.roomId) {
-    openView({ kind: 'room' });
-    if (!state.ws && !state.reconnectTimer) connect();
-    return;
+function newRoom(roomId) {
+  return {
+    roomId,
+    log: newLog('room', roomId),
+    unread: 0,
+    members: new Map(),     // userId (string) -> userName: subscribe's snapshot, then join/leave
+    count: 0,
+    lastId: '',             // newest id of this room received: the next subscribe's `since`
+    subscribed: false,
+    subscribing: false,     // a subscribe is on its way: a history page now says nothing about `since`
+    typing: new Map(),      // userId -> {name, until}
+  };
+}
+
+function storedRooms() {
+  try {
+    const rooms = JSON.parse(localStorage.getItem(ROOMS_KEY + state.me.userId) || '[]');
+    return Array.isArray(rooms) ? rooms.map(parseRoom).filter((roomId) => roomId !== null) : [];
+  } catch (_) {
+    return [];
   }
-  state.roomId = roomId;
+}
+
+function storeRooms() {
+  if (!state.me) return;
+  try {
+    localStorage.setItem(ROOMS_KEY + state.me.userId, JSON.stringify([...state.rooms.keys()]));
+  } catch (_) {
+    // Storage full or disabled: the next visit opens the page's room only.
+  }
+}
+
+// Adds a room to the open ones (subscribing when the socket is up); the existing one if open.
+function openRoomTab(roomId) {
+  let room = state.rooms.get(roomId);
+  if (!room) {
+    room = newRoom(roomId);
+    state.rooms.set(roomId, room);
+    storeRooms();
+    // Connected: subscribe, then the history. Not yet: the history now, and the subscribe resumes
+    // after its newest message.
+    if (state.welcomed) subscribe(room);
+    else loadNewest(room.log);
+  }
+  return room;
+}
+
+function subscribe(room) {
+  const fields = { room: room.roomId };
+  if (room.lastId) fields.since = room.lastId; // what we missed comes first, then the live ones
+  const ws = state.ws;
+  room.subscribing = command('subscribe', fields, (reply) => {
+    room.subscribing = false;
+    if (!reply || state.rooms.get(room.roomId) !== room) return;
+    if (reply.error) {
+      $('room-error').textContent = `Room ${room.roomId}: ${errorText(reply.error)}`;
+      if (reply.error.code === ERROR_TOO_MANY_ROOMS || reply.error.code === 1) {
+        closeRoomTab(room.roomId, false);
+        $('room-error').textContent = `Room ${room.roomId}: ${errorText(reply.error)}`;
+      } else {
+        setTimeout(() => { if (ws === state.ws && state.rooms.get(room.roomId) === room) subscribe(room); }, 2000);
+      }
+      return;
+    }
+    room.subscribed = true;
+    applyPresence(room, reply.result);
+    // Without a `since` nothing was replayed: the history has what came before (again after a
+    // reconnect: what came while we were away).
+    if (!fields.since || room.log.history !== 'loaded') loadNewest(room.log);
+  });
+}
+
+function showRoom(roomId) {
+  $('room-error').textContent = '';
+  const room = openRoomTab(roomId);
+  openView({ kind: 'room', roomId: room.roomId });
+  if (!state.ws && !state.reconnectTimer && state.token) connect();
+}
+
+function closeRoomTab(roomId, unsubscribe = true) {
+  const room = state.rooms.get(roomId);
+  if (!room) return;
+  state.rooms.delete(roomId);
+  storeRooms();
+  for (const [mid, entry] of state.outbox) {
+    if (entry.log === room.log) {
+      clearTimeout(entry.timer);
+      state.outbox.delete(mid);
+    }
+  }
+  if (unsubscribe && room.subscribed) command('unsubscribe', { room: roomId });
+  if (state.rooms.size === 0) openRoomTab(DEFAULT_ROOM); // one room stays open
+  const next = state.rooms.keys().next().value;
+  if (state.membersRoomId === roomId) state.membersRoomId = next;
+  if (state.view.kind === 'room' && state.view.roomId === roomId) openView({ kind: 'room', roomId: next });
+  else renderAll();
+  announce(`Left room ${roomId}`);
+}
+
+function syncHash() {
+  const roomId = state.membersRoomId;
   const hash = roomId === DEFAULT_ROOM ? '' : `#room=${roomId}`;
   if (location.hash !== hash) history.replaceState(null, '', location.pathname + location.search + hash);
-  // The server honours only the first message of a socket: a new room needs a new socket.
-  disconnect();
-  state.members.clear();
-  state.roomLog = newLog('room', roomId); // its history is loaded again: nothing stale, no holes
-  state.roomUnread = 0;
-  $('online-count').textContent = '0';
-  state.view = { kind: 'room' };
-  renderAll();
-  if (state.token) enterRoom();
-  announce(`Now in room ${roomId}`);
+}
+
+// ---------------------------------------------------------------------------
+// Presence
+// ---------------------------------------------------------------------------
+
+function applyPresence(room, result) {
+  const members = result && typeof result.members === 'object' && result.members ? result.members : {};
+  room.members = new Map(Object.entries(members).map(([id, name]) => [String(id), String(name ?? '')]));
+  const count = Number(result?.count);
+  room.count = Number.isInteger(count) && count >= 0 ? count : room.members.size;
+  for (const [id, name] of room.members) {
+    const conv = state.privates.get(id);
+    if (conv && name) conv.name = name;
+  }
+  renderPresence();
+}
+
+function onJoinOrLeave(frame, joined) {
+  const room = state.rooms.get(Number(frame.room));
+  const user = frame.user;
+  if (!room || !user || typeof user !== 'object' || user.id === undefined) return;
+  const id = String(user.id);
+  if (joined) {
+    if (!room.members.has(id)) room.count += 1;
+    room.members.set(id, String(user.name ?? ''));
+  } else {
+    if (room.members.delete(id)) room.count = Math.max(0, room.count - 1);
+    room.typing.delete(id);
+  }
+  renderPresence();
+  if (isShownRoom(room)) renderTyping();
+}
+
+function renderPresence() {
+  renderMembers();
+  renderConversations();
 }
 
 // ---------------------------------------------------------------------------
@@ -435,7 +662,7 @@ function switchRoom(roomId) {
 // ---------------------------------------------------------------------------
 
 function parseFrame(data) {
-  if (typeof data !== 'string' || data.trim() === '') return null; // the original's empty frame
+  if (typeof data !== 'string' || data.trim() === '') return null;
   try {
     const frame = JSON.parse(data);
     return frame && typeof frame === 'object' && !Array.isArray(frame) ? frame : null;
@@ -448,36 +675,35 @@ function handleFrame(data) {
   const frame = parseFrame(data);
   if (!frame) return;
   try {
-    switch (frame.op) {
-      case 2: receivePrivate(frame); break;
-      case 3: receiveRoom(frame); break;
-      case 4: setOnlineCount(frame.count); break;
-      case 5: applyRoomInfo(frame); break;
-      case 7: onHistoryGap(frame); break;
-      default: break; // unknown ops are ignored by design
+    if (typeof frame.cid === 'number' && ('result' in frame || 'error' in frame)) {
+      onReply(frame);
+      return;
+    }
+    switch (frame.type) {
+      case 'welcome': if (!state.welcomed) onWelcome(frame); break;
+      case 'message': receiveMessage(frame); break;
+      case 'join': onJoinOrLeave(frame, true); break;
+      case 'leave': onJoinOrLeave(frame, false); break;
+      case 'typing': onTyping(frame); break;
+      case 'gap': onGap(frame); break;
+      default: break; // session_ended (the close follows) and unknown types are ignored by design
     }
   } catch (err) {
     console.warn('bad frame', err); // a malformed frame must never break the socket handler
   }
 }
 
-function setOnlineCount(count) {
-  const n = Number(count ?? 0); // op 4 omits a zero count
-  $('online-count').textContent = String(Number.isFinite(n) && n >= 0 ? n : 0);
+function onReply(frame) {
+  const callback = state.replies.get(frame.cid);
+  if (!callback) return; // cid 0 (an unreadable command of ours) or a stale one
+  state.replies.delete(frame.cid);
+  const error = frame.error && typeof frame.error === 'object' ? frame.error : null;
+  if (error && error.code === ERROR_SESSION_ENDED) announce('Your session has ended');
+  callback(error ? { error } : { result: frame.result && typeof frame.result === 'object' ? frame.result : {} });
 }
 
-function applyRoomInfo(frame) {
-  if (frame.roomId !== undefined && Number(frame.roomId) !== state.roomId) return;
-  clearTimeout(state.roomInfoTimer);
-  state.roomInfoTimer = null;
-  const info = frame.roomUserInfo && typeof frame.roomUserInfo === 'object' ? frame.roomUserInfo : {};
-  state.members = new Map(Object.entries(info).map(([id, name]) => [String(id), String(name ?? '')]));
-  setOnlineCount(frame.count ?? state.members.size);
-  for (const [id, name] of state.members) {
-    const conv = state.privates.get(id);
-    if (conv && name) conv.name = name;
-  }
-  renderMembers();
+function errorText(error) {
+  return typeof error.message === 'string' && error.message ? error.message : `error ${error.code}`;
 }
 
 function pad(n) {
@@ -488,8 +714,8 @@ function localStamp(d = new Date()) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
-// "YYYY-MM-DD HH:MM:SS" (op 3's createTime, server time) -> what we show and keep. Without a stamp,
-// a message arriving now shows the local time; one from history shows none rather than a wrong one.
+// "YYYY-MM-DD HH:MM:SS" -> what we show and keep. Without a stamp, a message arriving now shows the
+// local time; one from history shows none rather than a wrong one.
 function timeFields(stamp, nowIfMissing = true) {
   const text = String(stamp ?? '') || (nowIfMissing ? localStamp() : '');
   const match = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d)(:\d\d)?$/.exec(text);
@@ -528,15 +754,23 @@ function storedLastId() {
   }
 }
 
-// Remember the newest id seen, here and for the next visit (its privates up to it were seen).
-function noteId(id) {
-  if (!id || !state.me || compareIds(id, state.lastId) <= 0) return;
-  state.lastId = id;
+function storeLastId(id) {
   try {
     localStorage.setItem(LAST_ID_KEY + state.me.userId, id);
   } catch (_) {
     // Storage full or disabled: the next visit just counts a few more kept privates as unread.
   }
+}
+
+// Remember the newest private id received, here and for the next visit (privates up to it were seen).
+function notePrivateId(id) {
+  if (!id || !state.me || compareIds(id, state.privateSince) <= 0) return;
+  state.privateSince = id;
+  storeLastId(id);
+}
+
+function noteRoomId(room, id) {
+  if (id && compareIds(id, room.lastId) > 0) room.lastId = id;
 }
 
 // ---------------------------------------------------------------------------
@@ -549,7 +783,7 @@ function newLog(kind, key) {
     kind,
     key,
     messages: [],
-    ids: new Set(),         // de-duplication: history, backlog and live frames overlap
+    ids: new Set(),         // de-duplication: history, backlog, live events and results overlap
     history: 'none',        // latest page: 'none' | 'loading' | 'loaded' | 'failed'
     more: false,            // the server keeps messages older than our oldest
     olderBusy: false,
@@ -557,9 +791,8 @@ function newLog(kind, key) {
   };
 }
 
-// A message with an id sorts by it. One without (our own private messages, which the server does
-// not echo to us; every frame of a server without ids) sorts right after the newest id known when
-// it came (its anchor), in arrival order.
+// A message with an id sorts by it. One without (ours, until its result) sorts right after the
+// newest id the log had when it was sent (its anchor), in the order sent.
 function compareMessages(a, b) {
   return compareIds(a.anchor, b.anchor) || a.seq - b.seq;
 }
@@ -573,8 +806,7 @@ function insertMessage(log, message) {
     message.anchor = message.id;
     message.seq = 0;
   } else {
-    const newest = newestId(log);
-    message.anchor = compareIds(newest, state.lastId) > 0 ? newest : state.lastId;
+    message.anchor = newestId(log);
     state.localSeq += 1;
     message.seq = state.localSeq;
   }
@@ -582,6 +814,11 @@ function insertMessage(log, message) {
   while (i > 0 && compareMessages(log.messages[i - 1], message) > 0) i -= 1;
   log.messages.splice(i, 0, message);
   return i;
+}
+
+function removeMessage(log, message) {
+  const index = log.messages.indexOf(message);
+  if (index >= 0) log.messages.splice(index, 1);
 }
 
 function newestId(log) {
@@ -597,66 +834,95 @@ function oldestId(log) {
 }
 
 // Drop the oldest messages over MAX_KEPT (they can be paged in again), unless the user is reading
-// up there. Returns how many went.
+// up there. Messages still being sent stay. Returns how many went.
 function trimLog(log) {
   const excess = log.messages.length - MAX_KEPT;
   if (excess <= 0 || (isShown(log) && !isNearBottom($('messages')))) return 0;
-  for (const message of log.messages.splice(0, excess)) {
-    if (message.id) {
-      log.ids.delete(message.id);
-      log.more = true;
-    }
-  }
-  return excess;
+  let dropped = 0;
+  log.messages = log.messages.filter((message, index) => {
+    if (index >= excess || !message.id) return true;
+    log.ids.delete(message.id);
+    log.more = true;
+    dropped += 1;
+    return false;
+  });
+  return dropped;
 }
 
-function roomMessage(frame, live) {
-  const id = typeof frame.id === 'string' ? frame.id : '';
+// A message event (v2) as the page keeps it.
+function eventMessage(frame) {
+  const from = frame.from && typeof frame.from === 'object' ? frame.from : {};
+  const fromUserId = String(from.id ?? '');
+  const time = Number(frame.time);
   return {
-    id,
-    fromUserId: String(frame.fromUserId ?? ''),
-    fromName: String(frame.fromUserName ?? '') || `user ${frame.fromUserId ?? '?'}`,
+    id: typeof frame.id === 'string' ? frame.id : '',
+    fromUserId,
+    fromName: String(from.name ?? '') || `user ${from.id ?? '?'}`,
     text: String(frame.msg ?? ''),
-    own: state.me !== null && String(frame.fromUserId) === state.me.userId,
-    ...timeFields(frame.createTime, live),
+    own: state.me !== null && fromUserId === state.me.userId,
+    ...timeFields(Number.isFinite(time) && time > 0 ? localStamp(new Date(time)) : ''),
   };
 }
 
-function privateMessage(conv, frame, live) {
-  const id = typeof frame.id === 'string' ? frame.id : '';
-  const own = String(frame.fromUserId ?? '') === state.me.userId;
+// A message of an HTTP history page (v1 shape) as the page keeps it.
+function historyMessage(log, frame) {
+  const fromUserId = String(frame.fromUserId ?? '');
+  const own = state.me !== null && fromUserId === state.me.userId;
+  let fromName = String(frame.fromUserName ?? '');
+  if (log.kind === 'private') fromName = own ? state.me.userName : fromName || privateConversation(log.key).name;
   return {
-    id,
-    fromUserId: String(frame.fromUserId ?? ''),
-    fromName: own ? state.me.userName : String(frame.fromUserName ?? '') || conv.name,
+    id: typeof frame.id === 'string' ? frame.id : '',
+    fromUserId,
+    fromName: fromName || `user ${frame.fromUserId ?? '?'}`,
     text: String(frame.msg ?? ''),
     own,
-    ...timeFields(frame.createTime, live), // empty for private messages: the local time is shown
+    ...timeFields(frame.createTime, false),
   };
 }
 
-function receiveRoom(frame) {
-  const roomId = Number(frame.roomId) || state.roomId;
-  if (roomId !== state.roomId) return; // a late frame of a room we left
-  const message = roomMessage(frame, true);
-  noteId(message.id);
-  const log = state.roomLog;
-  const index = insertMessage(log, message);
-  if (index < 0) return; // seen already (history, or the backlog of an earlier socket)
-  if (state.view.kind === 'room') {
-    showInserted(log, index);
-  } else if (!message.own) {
-    trimLog(log);
-    state.roomUnread += 1;
-    renderConversations();
-    updateTitle();
+function receiveMessage(frame) {
+  if (!state.me || typeof frame.id !== 'string' || !frame.id) return;
+  if (frame.room !== undefined) {
+    const room = state.rooms.get(Number(frame.room));
+    if (!room) return; // a late event of a room we left
+    noteRoomId(room, frame.id);
+    const message = eventMessage(frame);
+    room.typing.delete(message.fromUserId);
+    if (isShownRoom(room)) renderTyping();
+    if (!holdEcho(room.log, message)) addRoomMessage(room, message);
+    return;
+  }
+  if (frame.user === undefined) return;
+  const otherId = String(frame.user);
+  if (otherId === state.me.userId) return; // a conversation with oneself is not one
+  const message = eventMessage(frame);
+  // the other party's name: the sender's, or for our own (sent from another tab) what we know
+  const conv = privateConversation(otherId, message.own ? '' : message.fromName);
+  notePrivateId(frame.id);
+  conv.typing.delete(message.fromUserId);
+  if (isViewing(otherId)) renderTyping();
+  if (!holdEcho(conv.log, message)) addPrivate(conv, message);
+}
+
+function addRoomMessage(room, message) {
+  const index = insertMessage(room.log, message);
+  if (index < 0) return; // seen already (history, the result of our own send, an earlier backlog)
+  if (isShownRoom(room)) {
+    showInserted(room.log, index);
+  } else {
+    trimLog(room.log);
+    if (!message.own) {
+      room.unread += 1;
+      renderConversations();
+      updateTitle();
+    }
   }
 }
 
 function privateConversation(userId, name) {
   let conv = state.privates.get(userId);
   if (!conv) {
-    conv = { userId, name: name || state.members.get(userId) || `user ${userId}`, log: newLog('private', userId), unread: 0, last: 0 };
+    conv = { userId, name: name || memberName(userId) || `user ${userId}`, log: newLog('private', userId), unread: 0, last: 0, typing: new Map() };
     state.privates.set(userId, conv);
   } else if (name) {
     conv.name = name;
@@ -664,21 +930,15 @@ function privateConversation(userId, name) {
   return conv;
 }
 
-function receivePrivate(frame) {
-  if (!state.me) return;
-  const from = String(frame.fromUserId ?? '');
-  const own = from === state.me.userId; // our own message seen by another of our sockets
-  const otherId = own ? String(frame.toUserId ?? '') : from;
-  if (!otherId || otherId === state.me.userId) return;
-  const otherName = String((own ? frame.toUserName : frame.fromUserName) ?? '');
-  const conv = privateConversation(otherId, otherName);
-  const message = privateMessage(conv, frame, true);
-  noteId(message.id);
-  if (!addPrivateMessage(conv, message)) return;
+function addPrivate(conv, message) {
+  const index = insertMessage(conv.log, message);
+  if (index < 0) return;
+  conv.last = Date.now();
+  showInserted(conv.log, index);
   // Sent while we were away (offline delivery, a resumed backlog) counts as unread too; only what
   // this browser already saw on an earlier visit (a backlog after a too-old `since`) does not.
-  const seenBefore = message.id !== '' && compareIds(message.id, state.readMark) <= 0;
-  if (!own && !isViewing(conv.userId) && !seenBefore) {
+  const seenBefore = compareIds(message.id, state.readMark) <= 0;
+  if (!message.own && !isViewing(conv.userId) && !seenBefore) {
     conv.unread += 1;
     announce(`New private message from ${conv.name}`);
   }
@@ -687,29 +947,53 @@ function receivePrivate(frame) {
   updateTitle();
 }
 
-// False when the message was there already.
-function addPrivateMessage(conv, message) {
-  const index = insertMessage(conv.log, message);
-  if (index < 0) return false;
-  conv.last = Date.now();
-  showInserted(conv.log, index);
-  return true;
-}
-
-// Our own private message, accepted by the api: no id until the conversation's history has it.
-function addOwnPrivate(conv, text) {
-  addPrivateMessage(conv, {
-    id: '',
-    fromUserId: state.me.userId,
-    fromName: state.me.userName,
-    text,
-    own: true,
-    ...timeFields(''),
-  });
-}
-
 function isViewing(userId) {
   return state.view.kind === 'private' && state.view.userId === userId;
+}
+
+function isShownRoom(room) {
+  return state.view.kind === 'room' && state.view.roomId === room.roomId;
+}
+
+function memberName(userId) {
+  for (const room of state.rooms.values()) {
+    const name = room.members.get(userId);
+    if (name) return name;
+  }
+  return '';
+}
+
+function isOnline(userId) {
+  for (const room of state.rooms.values()) {
+    if (room.members.has(userId)) return true;
+  }
+  return false;
+}
+
+function allConversations() {
+  return [...state.rooms.values(), ...state.privates.values()];
+}
+
+// A gap: a `since` could not be honoured. What the server kept follows on the socket; the latest
+// page of history is merged in as well.
+function onGap(frame) {
+  if (frame.room !== undefined) {
+    const room = state.rooms.get(Number(frame.room));
+    if (!room) return;
+    if (frame.reason === 'unknown') room.lastId = ''; // not one of the server's: never ask for it again
+    loadNewest(room.log);
+    return;
+  }
+  // The hello's: an unknown id (say a stored one from another deployment) is forgotten, or every
+  // later hello would ask for it again, since notePrivateId only ever moves it forward.
+  if (frame.reason === 'unknown') {
+    if (state.readMark === state.privateSince) state.readMark = ''; // the stored one: no mark at all
+    state.privateSince = '';
+    if (state.me) storeLastId('');
+  }
+  for (const conv of state.privates.values()) {
+    if (conv.log.history === 'loaded' || isViewing(conv.userId)) loadNewest(conv.log);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -724,13 +1008,12 @@ function historyRequest(log, before) {
 
 // Whether the log still belongs to what the page shows (not a room we left or a past session).
 function isCurrentLog(log) {
-  if (log.kind === 'room') return log === state.roomLog;
-  const conv = state.privates.get(log.key);
-  return conv !== undefined && conv.log === log;
+  const owner = log.kind === 'room' ? state.rooms.get(log.key) : state.privates.get(log.key);
+  return owner !== undefined && owner.log === log;
 }
 
 // One page of a log's history: {messages: [frame…] oldest first, more}, {failed: true}, or null
-// when the answer no longer matters (logged out, or the log was replaced meanwhile).
+// when the answer no longer matters (logged out, or the log was closed meanwhile).
 async function fetchHistory(log, before = '') {
   const token = state.token;
   if (!token) return null;
@@ -743,58 +1026,36 @@ async function fetchHistory(log, before = '') {
   return { messages: frames.reverse(), more: data.more === true }; // the server sends newest first
 }
 
-function toMessage(log, frame) {
-  return log.kind === 'room'
-    ? roomMessage(frame, false)
-    : privateMessage(privateConversation(log.key), frame, false);
-}
-
 // Adds a page's messages; returns how many were new.
 function mergePage(log, frames) {
   let added = 0;
   for (const frame of frames) {
-    if (insertMessage(log, toMessage(log, frame)) >= 0) added += 1;
+    if (insertMessage(log, historyMessage(log, frame)) >= 0) added += 1;
   }
   return added;
 }
 
-// Our own private messages shown without an id are in this page once the server kept them:
-// the page's copy (with its id) replaces ours. Those not in it were sent after the page.
-function settleOwnMessages(log, frames) {
-  const pending = log.messages.filter((message) => !message.id && message.own);
-  if (pending.length === 0 || frames.length === 0) return;
-  for (const frame of frames) {
-    // ours, and not one we have with its id already (the same text may have been sent twice)
-    if (String(frame.fromUserId ?? '') !== state.me.userId || log.ids.has(frame.id)) continue;
-    const index = pending.findIndex((message) => message.text === String(frame.msg ?? ''));
-    if (index >= 0) pending.splice(index, 1)[0].settled = true;
-  }
-  log.messages = log.messages.filter((message) => !message.settled);
-  const newest = frames[frames.length - 1].id;
-  for (const message of pending) {
-    if (compareIds(message.anchor, newest) < 0) message.anchor = newest;
-  }
-  log.messages.sort(compareMessages);
-}
-
-// The latest page: on entering a room, opening a private conversation, after a history gap.
+// The latest page: on opening a room or a private conversation, after a gap or a reconnect.
 async function loadNewest(log) {
   const first = log.history !== 'loaded';
   if (first) {
     log.history = 'loading';
     if (isShown(log)) renderMessages();
   }
+  const room = log.kind === 'room' ? state.rooms.get(log.key) : null;
+  // The page's newest id is safe as a `since` when the room was subscribed before the request
+  // (anything newer comes on the socket) or is not yet (the subscribe resumes after it); not while
+  // a subscribe is on its way (its answer brings another page).
+  const safe = room !== null && room !== undefined && !room.subscribing;
   const page = await fetchHistory(log);
   if (!page) return;
   if (page.failed) {
     if (first) log.history = 'failed';
   } else {
-    settleOwnMessages(log, page.messages);
     mergePage(log, page.messages);
     if (first) log.more = page.more; // a reload keeps what paging already found out
     log.history = 'loaded';
-    // Safe as a `since`: anything newer than this page comes after the request, so after the join.
-    if (log.kind === 'room' && page.messages.length) noteId(page.messages[page.messages.length - 1].id);
+    if (safe && page.messages.length) noteRoomId(room, page.messages[page.messages.length - 1].id);
   }
   if (isShown(log)) renderMessages(first ? 'bottom' : 'keep');
 }
@@ -819,20 +1080,234 @@ async function loadOlder(log, asked = false) {
   if (isShown(log)) renderMessages('keep');
 }
 
-// op 7: the server could not resume from our `since` (unknown, or older than it keeps). What it
-// kept follows on the socket; the latest page over HTTP is merged in as well.
-function onHistoryGap(frame) {
-  // Not an id of the server's (say a stored one from another deployment): forget it, or every
-  // later join would ask for it again, since noteId only ever moves lastId forward.
-  if (frame.reason === 'unknown') {
-    if (state.readMark === state.lastId) state.readMark = ''; // the stored one: no mark at all
-    state.lastId = '';
+// ---------------------------------------------------------------------------
+// Sending: over the socket, shown at once as pending, then sent (with the server's id) or failed
+// ---------------------------------------------------------------------------
+
+function nextMid() {
+  state.midSeq += 1;
+  return `${state.midPrefix}-${state.midSeq}`;
+}
+
+function sendMessage() {
+  if (!state.token || !state.me) return;
+  const input = $('msg-input');
+  const text = input.value.trim();
+  if (!text) return;
+  $('send-error').textContent = '';
+  const maxLength = Number(state.limits?.message_length);
+  if (Number.isInteger(maxLength) && [...text].length > maxLength) {
+    $('send-error').textContent = `A message has at most ${maxLength} characters`; // keep the text
+    return;
   }
-  loadNewest(state.roomLog);
-  if (state.view.kind === 'private') {
-    const conv = state.privates.get(state.view.userId);
-    if (conv) loadNewest(conv.log);
+  const view = state.view;
+  const target = view.kind === 'room' ? { room: view.roomId } : { to: Number(view.userId) };
+  const log = view.kind === 'room' ? state.rooms.get(view.roomId)?.log : privateConversation(view.userId).log;
+  if (!log) return;
+  const message = {
+    id: '',
+    fromUserId: state.me.userId,
+    fromName: state.me.userName,
+    text,
+    own: true,
+    status: 'pending',
+    error: '',
+    ...timeFields(''),
+  };
+  const entry = { mid: nextMid(), cmd: view.kind === 'room' ? 'publish' : 'send', target, log, message, inFlight: false, failed: false, timer: null };
+  message.mid = entry.mid;
+  state.outbox.set(entry.mid, entry);
+  const index = insertMessage(log, message);
+  if (view.kind === 'private') {
+    const conv = state.privates.get(view.userId);
+    conv.last = Date.now();
+    renderConversations();
   }
+  showInserted(log, index);
+  input.value = '';
+  input.focus();
+  state.typingSentAt.delete(typingKey(view)); // the next keystroke is news again
+  armSendTimeout(entry);
+  transmit(entry);
+}
+
+// Sends (again: with the same mid, which the server stores once) unless it is on its way.
+function transmit(entry) {
+  if (entry.inFlight || entry.failed || !state.outbox.has(entry.mid)) return;
+  const sent = command(entry.cmd, { ...entry.target, msg: entry.message.text, mid: entry.mid }, (reply) => {
+    entry.inFlight = false;
+    if (reply) onSendReply(entry, reply); // null: the socket went; the next welcome sends it again
+  });
+  entry.inFlight = sent;
+}
+
+function armSendTimeout(entry) {
+  clearTimeout(entry.timer);
+  entry.timer = setTimeout(() => failSend(entry, 'No answer from the server'), state.sendTimeoutMs);
+}
+
+function onSendReply(entry, reply) {
+  if (reply.result) {
+    if (typeof reply.result.id === 'string' && reply.result.id) settleSend(entry, reply.result.id);
+    return;
+  }
+  const code = reply.error.code;
+  if (!state.outbox.has(entry.mid)) return;
+  if (SEND_RETRY_MS[code] && !entry.failed) {
+    setTimeout(() => transmit(entry), SEND_RETRY_MS[code]); // the timeout still bounds it
+    return;
+  }
+  // session_ended: the close follows and ends the session; anything else is this message's failure
+  if (code !== ERROR_SESSION_ENDED) failSend(entry, errorText(reply.error));
+}
+
+// The result came: the message has its id. Its event may have come first (held, or shown when the
+// hold ran out) and history may have it too: one copy stays.
+function settleSend(entry, id) {
+  clearTimeout(entry.timer);
+  state.outbox.delete(entry.mid);
+  const { log, message } = entry;
+  const held = state.heldEchoes.get(id);
+  if (held) {
+    clearTimeout(held.timer);
+    state.heldEchoes.delete(id);
+  }
+  removeMessage(log, message);
+  if (log.ids.has(id)) {
+    const copy = log.messages.find((m) => m.id === id);
+    if (copy) copy.status = 'sent';
+  } else {
+    message.id = id;
+    message.status = 'sent';
+    message.error = '';
+    insertMessage(log, message);
+  }
+  if (isShown(log)) renderMessages('keep');
+}
+
+function failSend(entry, reason) {
+  clearTimeout(entry.timer);
+  if (!state.outbox.has(entry.mid) || entry.failed) return;
+  entry.failed = true;
+  entry.message.status = 'failed';
+  entry.message.error = reason;
+  if (isShown(entry.log)) renderMessages('keep');
+  announce('A message was not sent');
+  for (const id of [...state.heldEchoes.keys()]) releaseEcho(id); // those nothing waits for now show
+}
+
+// The Retry button of a failed message: the same mid again, so it is stored once at most.
+function retrySend(mid) {
+  const entry = state.outbox.get(mid);
+  if (!entry || !entry.failed) return;
+  entry.failed = false;
+  entry.message.status = 'pending';
+  entry.message.error = '';
+  if (isShown(entry.log)) renderMessages('keep');
+  armSendTimeout(entry);
+  transmit(entry);
+  if (!state.ws && state.token) reconnectNow();
+}
+
+// Whether a message of ours in this log waits for its result (and may be the one an event is about).
+function awaitingResult(log) {
+  for (const entry of state.outbox.values()) {
+    if (entry.log === log && !entry.failed) return true;
+  }
+  return false;
+}
+
+// Our own message's event, before the result of the command that sent it: held, so that it does
+// not show beside the pending copy; the result (on this socket, or the same mid's on the next one)
+// takes it over. Held while any of ours there waits for a result: they end sent or failed.
+function holdEcho(log, message) {
+  if (!message.own || log.ids.has(message.id) || state.heldEchoes.has(message.id)) return false;
+  if (!awaitingResult(log)) return false;
+  const timer = setTimeout(() => releaseEcho(message.id), ECHO_HOLD_MS);
+  state.heldEchoes.set(message.id, { log, message, timer });
+  return true;
+}
+
+// Shows a held event, once none of ours there waits for a result any more.
+function releaseEcho(id) {
+  const held = state.heldEchoes.get(id);
+  if (!held) return;
+  clearTimeout(held.timer);
+  const { log, message } = held;
+  if (isCurrentLog(log) && awaitingResult(log)) {
+    held.timer = setTimeout(() => releaseEcho(id), ECHO_HOLD_MS);
+    return;
+  }
+  state.heldEchoes.delete(id);
+  if (!isCurrentLog(log)) return;
+  if (log.kind === 'room') addRoomMessage(state.rooms.get(log.key), message);
+  else addPrivate(state.privates.get(log.key), message);
+}
+
+function dropHeldEchoes() {
+  for (const held of state.heldEchoes.values()) clearTimeout(held.timer);
+  state.heldEchoes.clear();
+}
+
+// ---------------------------------------------------------------------------
+// Typing
+// ---------------------------------------------------------------------------
+
+function typingKey(view) {
+  return view.kind === 'room' ? `room:${view.roomId}` : `user:${view.userId}`;
+}
+
+function onInput() {
+  if (!state.welcomed || $('msg-input').value.trim() === '') return;
+  const view = state.view;
+  const key = typingKey(view);
+  const now = Date.now();
+  if (now - (state.typingSentAt.get(key) || 0) < TYPING_SEND_MS) return;
+  if (view.kind === 'room' && !state.rooms.get(view.roomId)?.subscribed) return;
+  const target = view.kind === 'room' ? { room: view.roomId } : { to: Number(view.userId) };
+  if (command('typing', target)) state.typingSentAt.set(key, now);
+}
+
+function onTyping(frame) {
+  if (!state.me) return;
+  const from = frame.from && typeof frame.from === 'object' ? frame.from : null;
+  if (!from || from.id === undefined || String(from.id) === state.me.userId) return;
+  const target = frame.room !== undefined
+    ? state.rooms.get(Number(frame.room))
+    : privateConversation(String(frame.user ?? from.id), String(from.name ?? ''));
+  if (!target) return;
+  target.typing.set(String(from.id), { name: String(from.name ?? '') || `user ${from.id}`, until: Date.now() + TYPING_SHOW_MS });
+  renderTyping();
+}
+
+function currentConversation() {
+  return state.view.kind === 'room' ? state.rooms.get(state.view.roomId) : state.privates.get(state.view.userId);
+}
+
+function renderTyping() {
+  clearTimeout(state.typingTimer);
+  state.typingTimer = null;
+  const conv = currentConversation();
+  const now = Date.now();
+  const names = [];
+  let soonest = Infinity;
+  if (conv) {
+    for (const [id, who] of conv.typing) {
+      if (who.until <= now) {
+        conv.typing.delete(id);
+      } else {
+        names.push(who.name);
+        soonest = Math.min(soonest, who.until);
+      }
+    }
+  }
+  names.sort((a, b) => a.localeCompare(b));
+  let text = '';
+  if (names.length === 1) text = `${names[0]} is typing…`;
+  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+  else if (names.length > 2) text = `${names.length} people are typing…`;
+  if ($('typing').textContent !== text) $('typing').textContent = text;
+  if (soonest !== Infinity) state.typingTimer = setTimeout(renderTyping, soonest - now + 50);
 }
 
 // ---------------------------------------------------------------------------
@@ -844,6 +1319,7 @@ function renderAll() {
   renderConversations();
   renderMembers();
   renderMessages();
+  renderTyping();
   updateTitle();
 }
 
@@ -857,12 +1333,12 @@ function renderHeader() {
     $('back-btn').hidden = false;
     $('chat').dataset.view = 'private';
   } else {
-    $('conv-title').textContent = `Room ${state.roomId}`;
-    input.placeholder = `Message room ${state.roomId}…`;
+    $('conv-title').textContent = `Room ${state.view.roomId}`;
+    input.placeholder = `Message room ${state.view.roomId}…`;
     $('back-btn').hidden = true;
     $('chat').dataset.view = 'room';
   }
-  if (document.activeElement !== $('room-input')) $('room-input').value = String(state.roomId);
+  if (document.activeElement !== $('room-input')) $('room-input').value = String(state.membersRoomId);
 }
 
 function badge(count) {
@@ -873,42 +1349,57 @@ function badge(count) {
 
 function renderConversations() {
   const items = [];
-  const room = el('button', 'conv conv-room');
-  room.type = 'button';
-  room.dataset.conv = 'room';
-  room.append(el('span', 'conv-name', `Room ${state.roomId}`));
-  if (state.view.kind === 'room') room.setAttribute('aria-current', 'true');
-  if (state.roomUnread > 0) {
-    room.classList.add('unread');
-    room.append(badge(state.roomUnread));
+  for (const room of state.rooms.values()) {
+    const li = el('li', 'conv-item');
+    const button = el('button', 'conv conv-room');
+    button.type = 'button';
+    button.dataset.conv = 'room';
+    button.dataset.roomId = String(room.roomId);
+    button.append(el('span', 'conv-name', `Room ${room.roomId}`));
+    if (isShownRoom(room)) button.setAttribute('aria-current', 'true');
+    if (room.unread > 0) {
+      button.classList.add('unread');
+      button.append(badge(room.unread));
+    }
+    li.append(button);
+    if (state.rooms.size > 1) {
+      const close = el('button', 'conv-close', '×');
+      close.type = 'button';
+      close.dataset.roomId = String(room.roomId);
+      close.setAttribute('aria-label', `Leave room ${room.roomId}`);
+      close.title = `Leave room ${room.roomId}`;
+      li.append(close);
+    }
+    items.push(li);
   }
-  items.push(room);
-
-  const convs = [...state.privates.values()].sort((a, b) => b.last - a.last);
+  const convs = [...state.privates.values()].filter((conv) => conv.listed || conv.log.messages.length > 0)
+    .sort((a, b) => b.last - a.last);
   for (const conv of convs) {
+    const li = el('li', 'conv-item');
     const button = el('button', 'conv conv-private');
     button.type = 'button';
     button.dataset.conv = 'private';
     button.dataset.userId = conv.userId;
     button.title = `Private chat with ${conv.name}`;
     button.append(el('span', 'visually-hidden', 'Private chat with '), el('span', 'conv-name', conv.name));
-    if (!state.members.has(conv.userId)) button.classList.add('away');
+    if (!isOnline(conv.userId)) button.classList.add('away');
     if (conv.unread > 0) {
       button.classList.add('unread');
       button.append(badge(conv.unread));
     }
     if (isViewing(conv.userId)) button.setAttribute('aria-current', 'true');
-    items.push(button);
-  }
-  $('conversations').replaceChildren(...items.map((button) => {
-    const li = el('li');
     li.append(button);
-    return li;
-  }));
+    items.push(li);
+  }
+  $('conversations').replaceChildren(...items);
 }
 
 function renderMembers() {
-  const entries = [...state.members.entries()].sort((a, b) => a[1].localeCompare(b[1]) || a[0].localeCompare(b[0]));
+  const room = state.rooms.get(state.membersRoomId);
+  const members = room ? room.members : new Map();
+  $('members-room').textContent = room ? `room ${room.roomId}` : '';
+  $('online-count').textContent = String(room ? room.count : 0);
+  const entries = [...members.entries()].sort((a, b) => a[1].localeCompare(b[1]) || a[0].localeCompare(b[0]));
   const items = entries.map(([id, name]) => {
     const li = el('li', 'member');
     li.dataset.userId = id;
@@ -936,11 +1427,8 @@ function renderMembers() {
 
 // The log of the open conversation (null only before a session starts).
 function currentLog() {
-  if (state.view.kind === 'private') {
-    const conv = state.privates.get(state.view.userId);
-    return conv ? conv.log : null;
-  }
-  return state.roomLog;
+  const conv = currentConversation();
+  return conv ? conv.log : null;
 }
 
 function isShown(log) {
@@ -996,12 +1484,15 @@ function onMessagesScroll() {
   if (log && $('messages').scrollTop < OLDER_TRIGGER_PX) loadOlder(log);
 }
 
+const STATUS_TEXT = { pending: 'sending…', failed: 'not sent' };
+
 function messageNode(message) {
   const item = el('article', 'msg');
   if (message.own) item.classList.add('own');
   if (state.view.kind === 'private') item.classList.add('private');
   item.dataset.fromUserId = message.fromUserId;
   if (message.id) item.dataset.id = message.id;
+  if (message.own) item.dataset.status = message.status || 'sent';
 
   const meta = el('div', 'msg-meta');
   const from = el('span', 'msg-from', message.fromName);
@@ -1010,8 +1501,20 @@ function messageNode(message) {
   if (message.datetime) time.dateTime = message.datetime;
   time.title = message.full;
   meta.append(from, time);
-
   item.append(meta, el('p', 'msg-text', message.text));
+
+  if (message.own && STATUS_TEXT[message.status]) {
+    const status = el('p', 'msg-status', STATUS_TEXT[message.status]);
+    if (message.error) status.title = message.error;
+    if (message.status === 'failed') {
+      const retry = el('button', 'btn btn-small btn-secondary msg-retry', 'Retry');
+      retry.type = 'button';
+      retry.dataset.mid = message.mid;
+      status.append(' ', retry);
+      if (message.error) status.append(el('span', 'visually-hidden', `: ${message.error}`));
+    }
+    item.append(status);
+  }
   return item;
 }
 
@@ -1030,18 +1533,18 @@ function appendMessage(message) {
 }
 
 function updateTitle() {
-  let unread = state.roomUnread;
-  for (const conv of state.privates.values()) unread += conv.unread;
+  let unread = 0;
+  for (const conv of allConversations()) unread += conv.unread;
   document.title = unread > 0 ? `(${unread}) gochat` : 'gochat';
 }
 
 function openView(view) {
   state.view = view;
-  if (view.kind === 'private') {
-    const conv = state.privates.get(view.userId);
-    if (conv) conv.unread = 0;
-  } else {
-    state.roomUnread = 0;
+  const conv = currentConversation();
+  if (conv) conv.unread = 0;
+  if (view.kind === 'room') {
+    state.membersRoomId = view.roomId;
+    syncHash();
   }
   $('send-error').textContent = '';
   renderAll();
@@ -1050,51 +1553,11 @@ function openView(view) {
 
 function openPrivate(userId) {
   if (!state.me || userId === state.me.userId) return;
-  const conv = privateConversation(userId, state.members.get(userId));
+  const conv = privateConversation(userId, memberName(userId));
+  conv.listed = true;
   openView({ kind: 'private', userId });
-  // Its history once per session (again after a failure); live frames keep it current after that.
+  // Its history once per session (again after a failure); live events keep it current after that.
   if (conv.log.history === 'none' || conv.log.history === 'failed') loadNewest(conv.log);
-}
-
-// ---------------------------------------------------------------------------
-// Sending
-// ---------------------------------------------------------------------------
-
-async function sendMessage() {
-  if (state.sendBusy || !state.token) return;
-  const input = $('msg-input');
-  const msg = input.value.trim();
-  if (!msg) return;
-  const view = state.view;
-  const token = state.token;
-  setSendBusy(true);
-  $('send-error').textContent = '';
-  let env;
-  if (view.kind === 'private') {
-    // toUserId is a JSON string on the wire; roomId must be a non-zero int.
-    env = await api('/push/push', { authToken: token, msg, toUserId: view.userId, roomId: state.roomId });
-  } else {
-    env = await api('/push/pushRoom', { authToken: token, msg, roomId: state.roomId });
-  }
-  setSendBusy(false);
-  if (handleSessionError(env, token)) return;
-  if (env.code !== CODE_OK) {
-    $('send-error').textContent = failureText(env, 'Sending failed'); // keep the text for a retry
-    return;
-  }
-  if (view.kind === 'private') {
-    // The server does not echo private messages to their sender: show it here.
-    addOwnPrivate(privateConversation(view.userId), msg);
-    renderConversations();
-  }
-  // Room messages come back as op-3 frames, like everyone else's.
-  if (input.value.trim() === msg) input.value = '';
-  input.focus();
-}
-
-function setSendBusy(busy) {
-  state.sendBusy = busy;
-  $('send-btn').disabled = busy;
 }
 
 // ---------------------------------------------------------------------------
@@ -1109,11 +1572,12 @@ function bindEvents() {
   $('register-btn').addEventListener('click', () => authenticate('/user/register'));
   $('logout-btn').addEventListener('click', logout);
   $('retry-btn').addEventListener('click', reconnectNow);
-  $('back-btn').addEventListener('click', () => openView({ kind: 'room' }));
+  $('back-btn').addEventListener('click', () => openView({ kind: 'room', roomId: state.membersRoomId }));
   $('send-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     sendMessage();
   });
+  $('msg-input').addEventListener('input', onInput);
   $('room-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     const roomId = parseRoom($('room-input').value);
@@ -1121,12 +1585,17 @@ function bindEvents() {
       $('room-error').textContent = `A room is a whole number from 1 to ${MAX_ROOM}`;
       return;
     }
-    switchRoom(roomId);
+    showRoom(roomId);
   });
   $('conversations').addEventListener('click', (ev) => {
+    const close = ev.target.closest('button.conv-close');
+    if (close) {
+      closeRoomTab(Number(close.dataset.roomId));
+      return;
+    }
     const button = ev.target.closest('button.conv');
     if (!button) return;
-    if (button.dataset.conv === 'room') openView({ kind: 'room' });
+    if (button.dataset.conv === 'room') showRoom(Number(button.dataset.roomId));
     else openPrivate(button.dataset.userId);
   });
   $('members').addEventListener('click', (ev) => {
@@ -1135,12 +1604,18 @@ function bindEvents() {
   });
   $('messages').addEventListener('scroll', onMessagesScroll, { passive: true });
   $('messages').addEventListener('click', (ev) => {
+    const retry = ev.target.closest('button.msg-retry');
+    if (retry) {
+      retrySend(retry.dataset.mid);
+      return;
+    }
     const log = currentLog();
     if (log && ev.target.closest('button.older-btn')) loadOlder(log, true);
   });
   window.addEventListener('hashchange', () => {
+    if (!state.me) return;
     const roomId = roomFromHash() ?? DEFAULT_ROOM;
-    if (roomId !== state.roomId) switchRoom(roomId);
+    if (state.view.kind !== 'room' || roomId !== state.view.roomId) showRoom(roomId);
   });
   // Back online: do not wait for the backoff.
   window.addEventListener('online', reconnectNow);
@@ -1157,7 +1632,6 @@ function bindEvents() {
 async function init() {
   bindEvents();
   showLoading();
-  state.roomId = roomFromHash() ?? DEFAULT_ROOM;
   await loadConfig();
   const token = localStorage.getItem(TOKEN_KEY);
   if (token) {

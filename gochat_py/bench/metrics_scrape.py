@@ -352,14 +352,12 @@ class Target:
 def default_entries() -> list[str]:
     """``/metrics`` of every module that serves metrics by default (``[metrics]`` defaults)."""
     defaults = MetricsSettings()
-    return [f"http://{address}/metrics" for address in defaults.model_dump().values() if address]
+    return [f"http://{address}/metrics" for address in defaults.addresses().values() if address]
 
 
 def default_names() -> dict[int, str]:
     """Default metrics port -> module, for naming a target no gochat process is seen on."""
-    return {
-        split_host_port(address)[1]: module for module, address in MetricsSettings().model_dump().items() if address
-    }
+    return {split_host_port(address)[1]: module for module, address in MetricsSettings().addresses().items() if address}
 
 
 def parse_targets(entries: Iterable[str]) -> list[Target]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from grpc_health.v1.health import aio as grpc_health_aio
 
 from gochat_py import metrics
 from gochat_py.config import ConnectNodeSettings, Settings
@@ -23,6 +24,7 @@ from gochat_py.connect.hub import Channel, Hub, Key
 from gochat_py.connect.pacing import Pacer, Probe
 from gochat_py.connect.service import ConnectService, unchanged
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
+from gochat_py.health import PEER_SHARE, Health
 from gochat_py.logs import kv
 from gochat_py.protocol.frames import OP_SINGLE_SEND, history_gap_body
 from gochat_py.protocol.message_id import format_id, parse_id, with_id
@@ -33,6 +35,8 @@ from gochat_py.protocol.v2_messages import Gap, Limits
 from gochat_py.rpc import connect_pb2_grpc
 from gochat_py.rpc import logic_pb2 as logic_pb
 from gochat_py.rpc.client import SERVER_OPTIONS, LogicClient, RpcError
+from gochat_py.rpc.credentials import add_port, load_rpc_tls
+from gochat_py.rpc.health import add_health_service
 from gochat_py.rpc.push_batcher import PushBatcher
 from gochat_py.token_buckets import TokenBuckets
 
@@ -64,10 +68,11 @@ class ConnectNode:
         self.server_type = server_type
         self.server_id = node_settings.server_id or f"{server_type}-{uuid.uuid4()}"
         self.hub = Hub(settings.connect.buckets)
+        self.tls = load_rpc_tls(settings.rpc)
         etcd_settings = settings.etcd
         self._etcd = make_etcd_client(etcd_settings)
         self._logic_nodes = ServiceWatcher(self._etcd, etcd_settings, etcd_settings.logic_service)
-        self.logic = LogicClient(self._logic_nodes, settings.rpc)
+        self.logic = LogicClient(self._logic_nodes, settings.rpc, self.tls)
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
         self.encode = encode
         self.service = service = ConnectService(self.hub, RecentIds(settings.connect.dedup_window), encode)
@@ -78,6 +83,7 @@ class ConnectNode:
             service.pacer = self.pacer
         connect_pb2_grpc.add_ConnectServicer_to_server(service, self._server)
         self._registration: Registration | None = None
+        self._grpc_health: grpc_health_aio.HealthServicer | None = None
         # Joins and leaves come in bursts (a node restart, a network blip): a bounded number in
         # flight keeps logic and Redis answering, the rest wait their turn here.
         self._logic_slots = asyncio.Semaphore(settings.connect.logic_concurrency)
@@ -101,12 +107,13 @@ class ConnectNode:
 
     async def start(self) -> None:
         """Serves task's RPCs and registers in etcd; the front end opens its sockets after this."""
-        port = self._server.add_insecure_port(self.node_settings.rpc_bind)
+        port = add_port(self._server, self.node_settings.rpc_bind, self.tls)
         # before anything starts: an address nobody can dial refuses start-up (a ConfigError)
         address = advertised_address(
             self.node_settings.rpc_bind, self.node_settings.rpc_advertise, port, SECTIONS[self.server_type]
         )
         await self._logic_nodes.start()
+        self._grpc_health = await add_health_service(self._server)
         await self._server.start()
         if self.pacer is not None:
             self.pacer.start()
@@ -115,7 +122,7 @@ class ConnectNode:
             self._etcd,
             etcd_settings,
             etcd_settings.connect_service,
-            Node(address, self.server_id, self.server_type),
+            Node(address, self.server_id, self.server_type, self.node_settings.public_url),
         )
         try:
             await self._registration.start()
@@ -124,8 +131,24 @@ class ConnectNode:
             raise
         self._session_checks = asyncio.create_task(self._check_sessions(), name="session-checks")
 
+    def health(self, module: str) -> Health:
+        """Readiness of a connect node: registered in etcd (task routes to it), and a logic node
+        reachable (joins are checked there)."""
+
+        async def registered() -> str:
+            if self._registration is None:
+                raise RuntimeError("not registered in etcd (starting or stopping)")
+            return await self._registration.check()
+
+        async def logic_reachable() -> str:
+            return f"reachable at {await self.logic.reachable(self.settings.metrics.probe_timeout * PEER_SHARE)}"
+
+        return Health(module, {"etcd": registered, "logic": logic_reachable})
+
     async def deregister(self) -> None:
         """First step of shutdown: task stops routing here while the sockets are closed."""
+        if self._grpc_health is not None:
+            await self._grpc_health.enter_graceful_shutdown()
         if self._registration:
             await self._registration.stop()
             self._registration = None

@@ -168,6 +168,7 @@ class TcpFrontEnd:
             try:
                 hello = parse_hello(payload)
             except HelloError as exc:
+                conn.writer.transport.write(encode_frame(session_ended_frame(str(exc))))
                 raise Close(str(exc)) from None
             if hello is not None:
                 await self._hello(conn, hello)
@@ -211,6 +212,10 @@ class TcpFrontEnd:
             self.node.limits(self.settings.connect_tcp.max_frame_size),
         )
         if isinstance(result, Refusal):
+            # TCP has no close codes: a session_ended tells a client not to come back with this
+            # token; a bare close (logic unreachable) means "try again later", as 1013 does
+            if not result.retry:
+                conn.writer.transport.write(encode_frame(session_ended_frame(f"hello refused: {result.reason}")))
             raise Close(f"hello refused: {result.reason}")
         conn.channel, conn.authenticated = result, True
         exempt = is_loopback(conn.peer.rpartition(":")[0]) and not self.settings.api.rate_limit_loopback
@@ -273,7 +278,7 @@ async def serve_tcp(settings: Settings) -> None:
     await node.start()
     front = TcpFrontEnd(node, settings)
     bound = await front.start()
-    serve_metrics(settings, "connect_tcp")
+    serve_metrics(settings, "connect_tcp", node.health("connect_tcp"))
     log.info("ready", extra=kv(server_id=node.server_id, tcp=",".join(bound)))
     await wait_for_stop_signal()
     log.info("stopping", extra=kv(connections=len(front.connections)))

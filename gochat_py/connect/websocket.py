@@ -218,7 +218,7 @@ async def serve_websocket(settings: Settings) -> None:
     await node.start()
     front = WebsocketFrontEnd(node, settings)
     port = await front.start()
-    serve_metrics(settings, "connect_websocket")
+    serve_metrics(settings, "connect_websocket", node.health("connect_websocket"))
     log.info("ready", extra=kv(server_id=node.server_id, ws_port=port, path=front.path))
     await wait_for_stop_signal()
     log.info("stopping", extra=kv(connections=node.hub.connection_count()))

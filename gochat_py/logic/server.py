@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from gochat_py.config import Settings
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
+from gochat_py.health import Health, database_check, redis_check
 from gochat_py.logic.admission import Admission
 from gochat_py.logic.history import HistoryReader
 from gochat_py.logic.member_lists import MemberLists
@@ -25,27 +26,37 @@ from gochat_py.metrics import serve_metrics
 from gochat_py.queue import Keeping, MessageQueue
 from gochat_py.rpc import logic_pb2_grpc
 from gochat_py.rpc.client import SERVER_OPTIONS
+from gochat_py.rpc.credentials import add_port, load_rpc_tls
+from gochat_py.rpc.health import add_health_service
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.archive import Archive
+from gochat_py.storage.database_identity import claim_cluster_database, keep_cluster_database
 from gochat_py.storage.history import SINCE_KEY, HotHistory
 from gochat_py.storage.redis import make_redis
+from gochat_py.storage.schema import require_current_schema
 
 log = logging.getLogger("gochat.logic")
 DRAIN_DELAY = 0.5
 
 
 async def serve(settings: Settings) -> None:
+    tls = load_rpc_tls(settings.rpc)  # first: unreadable certificates refuse start-up at once
     settings.state_path.mkdir(parents=True, exist_ok=True)
     users = UserStore(settings.database_url)
-    await users.create_schema()
     redis = make_redis(settings.redis)
+    try:
+        await require_current_schema(users.engine, settings.database_url, "logic")
+        identity = await claim_cluster_database(redis, users.engine, settings.database_url, "logic")
+    except BaseException:
+        await redis.aclose()
+        await users.close()
+        raise
     hs = settings.history
     queue = MessageQueue(redis, settings.queue, Keeping(hs.size, hs.ttl, SINCE_KEY, settings.logic.mid_window))
     sessions = SessionStore(redis, settings.logic.session_ttl, settings.queue.stream)
     history: HistoryReader | None = None
     if hs.enabled:
         archive = Archive(users.engine)
-        await archive.create_schema()
         hot = HotHistory(redis, hs.ttl)
         if await archive.is_empty():
             try:
@@ -67,7 +78,8 @@ async def serve(settings: Settings) -> None:
 
     server = grpc.aio.server(options=SERVER_OPTIONS)
     logic_pb2_grpc.add_LogicServicer_to_server(service, server)
-    port = server.add_insecure_port(settings.logic.rpc_bind)
+    grpc_health = await add_health_service(server)
+    port = add_port(server, settings.logic.rpc_bind, tls)
     # before serving: an address nobody can dial refuses start-up (a ConfigError)
     address = advertised_address(settings.logic.rpc_bind, settings.logic.rpc_advertise, port, "logic")
     await server.start()
@@ -87,18 +99,22 @@ async def serve(settings: Settings) -> None:
     reaper = asyncio.create_task(
         reap_dead_nodes(connect_nodes, service.sessions, service.purge_node, settings.logic.node_grace)
     )
-    serve_metrics(settings, "logic")
-    log.info("ready", extra=kv(rpc=address, database=settings.database_url.split("://")[0]))
+    keeper = asyncio.create_task(keep_cluster_database(redis, identity, "logic"))
+    checks = {"etcd": registration.check, "redis": redis_check(redis), "database": database_check(users.engine)}
+    serve_metrics(settings, "logic", Health("logic", checks))
+    log.info("ready", extra=kv(rpc=address, rpc_tls=tls is not None, database=settings.database_url.split("://")[0]))
 
     await wait_for_stop_signal()
     log.info("stopping")
+    await grpc_health.enter_graceful_shutdown()
     await registration.stop()
     # Callers learn from etcd that we are gone within moments; until then they may still send
     # calls here, which must be served rather than cut off by the stop below.
     await asyncio.sleep(DRAIN_DELAY)
-    reaper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await reaper
+    for background in (reaper, keeper):
+        background.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await background
     await server.stop(grace=5)
     await member_lists.close()
     await connect_nodes.stop()

@@ -1,4 +1,9 @@
-"""The user table, through SQLAlchemy async, so any database with an async driver works."""
+"""The user table, through SQLAlchemy async: SQLite or PostgreSQL (asyncpg).
+
+The table itself is made by the migrations (gochat_py/storage/migrations); the model here must
+match them.  Ids come from the database (SQLite's rowid, PostgreSQL's sequence) and names are
+unique there, so every logic of a cluster (one database: gochat_py.storage.database_identity)
+hands out each id and each name once."""
 
 from __future__ import annotations
 
@@ -24,7 +29,10 @@ class UserRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
     password: Mapped[str] = mapped_column(String(255), nullable=False)
-    create_time: Mapped[datetime] = mapped_column(DateTime, nullable=False, default=lambda: datetime.now(UTC))
+    # naive UTC: the column has no time zone (SQLite keeps none, PostgreSQL's asyncpg rejects aware values)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime, nullable=False, default=lambda: datetime.now(UTC).replace(tzinfo=None)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +50,6 @@ class UserStore:
     def __init__(self, database_url: str) -> None:
         self.engine: AsyncEngine = make_engine(database_url)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-
-    async def create_schema(self) -> None:
-        async with self.engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -22,6 +22,8 @@ from gochat_py.discovery import Node, ServiceWatcher
 from gochat_py.logs import kv
 from gochat_py.metrics import RPC_SECONDS
 from gochat_py.rpc import connect_pb2_grpc, logic_pb2_grpc
+from gochat_py.rpc.credentials import RpcTls, open_channel
+from gochat_py.rpc.health import serving
 
 log = logging.getLogger("gochat.rpc")
 
@@ -63,9 +65,16 @@ class RpcError(Exception):
 class NodePool(Generic[StubT]):
     """One channel and stub per live node of a service, opened lazily, closed when it leaves."""
 
-    def __init__(self, watcher: ServiceWatcher, stub_factory: Callable[[grpc.aio.Channel], StubT]) -> None:
+    def __init__(
+        self,
+        watcher: ServiceWatcher,
+        stub_factory: Callable[[grpc.aio.Channel], StubT],
+        tls: RpcTls | None = None,
+    ) -> None:
+        """``tls``: mutual TLS to every node (see rpc.credentials); None = plaintext."""
         self.watcher = watcher
         self._stub_factory = stub_factory
+        self._tls = tls
         self._stubs: dict[str, tuple[grpc.aio.Channel, StubT]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         watcher.on_change(self._forget_gone)
@@ -84,10 +93,29 @@ class NodePool(Generic[StubT]):
     def stub(self, address: str) -> StubT:
         entry = self._stubs.get(address)
         if entry is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = open_channel(address, self._tls, CHANNEL_OPTIONS)
             entry = (channel, self._stub_factory(channel))
             self._stubs[address] = entry
         return entry[1]
+
+    async def reachable(self, timeout: float) -> str:
+        """For readiness: a live node that answers the gRPC health check within ``timeout`` (split
+        between the nodes, tried in turn); raises RpcError with each node's reason otherwise."""
+        nodes = list(self.watcher.nodes)
+        if not nodes:
+            raise RpcError(f"no {self.watcher.service} node is registered")
+        errors = []
+        for address in nodes:
+            self.stub(address)
+            channel, _ = self._stubs[address]
+            try:
+                await serving(channel, timeout / len(nodes))
+                return address
+            except grpc.aio.AioRpcError as exc:
+                errors.append(f"{address}: {exc.code().name} {exc.details() or ''}".strip())
+            except RuntimeError as exc:
+                errors.append(f"{address}: {exc}")
+        raise RpcError(f"no {self.watcher.service} node reachable ({'; '.join(errors)})")
 
     async def close(self) -> None:
         for channel, _ in self._stubs.values():
@@ -114,8 +142,8 @@ def log_retry(method: str, attempt: int, address: str, failed_node: str, error: 
 class LogicClient:
     """Calls logic: a random live node per call, as the original's RandomSelect did."""
 
-    def __init__(self, watcher: ServiceWatcher, settings: RpcSettings) -> None:
-        self._pool = NodePool(watcher, logic_pb2_grpc.LogicStub)
+    def __init__(self, watcher: ServiceWatcher, settings: RpcSettings, tls: RpcTls | None = None) -> None:
+        self._pool = NodePool(watcher, logic_pb2_grpc.LogicStub, tls)
         self._settings = settings
         self.auth_timeout = settings.auth_timeout
 
@@ -146,6 +174,9 @@ class LogicClient:
         log.warning("logic call failed", extra=kv(method=method, error=last_error))
         raise RpcError(last_error)
 
+    async def reachable(self, timeout: float) -> str:
+        return await self._pool.reachable(timeout)
+
     async def close(self) -> None:
         await self._pool.close()
 
@@ -153,8 +184,8 @@ class LogicClient:
 class ConnectClients(NodePool[connect_pb2_grpc.ConnectStub]):
     """Stubs of the connect nodes, addressable by the server id each node registered."""
 
-    def __init__(self, watcher: ServiceWatcher) -> None:
-        super().__init__(watcher, connect_pb2_grpc.ConnectStub)
+    def __init__(self, watcher: ServiceWatcher, tls: RpcTls | None = None) -> None:
+        super().__init__(watcher, connect_pb2_grpc.ConnectStub, tls)
 
     def by_server_id(self) -> dict[str, str]:
         return {node.server_id: address for address, node in self.watcher.nodes.items()}

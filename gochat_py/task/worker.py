@@ -4,6 +4,7 @@ history writer (task/archiver.py) beside it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -14,13 +15,17 @@ from redis.exceptions import RedisError
 from gochat_py import metrics
 from gochat_py.config import Settings
 from gochat_py.discovery import ServiceWatcher, make_etcd_client
+from gochat_py.health import Check, Health, database_check, redis_check
 from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
 from gochat_py.queue import Entry, MessageQueue
 from gochat_py.rpc.client import ConnectClients
+from gochat_py.rpc.credentials import load_rpc_tls
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.archive import Archive
+from gochat_py.storage.database_identity import claim_cluster_database, keep_cluster_database
 from gochat_py.storage.redis import make_redis
+from gochat_py.storage.schema import require_current_schema
 from gochat_py.storage.sql import make_engine
 from gochat_py.task.archiver import HistoryWriter
 from gochat_py.task.leader import Leadership
@@ -140,12 +145,24 @@ class Consumer:
 
 
 async def serve(settings: Settings) -> None:
+    rpc_tls = load_rpc_tls(settings.rpc)
+    redis = make_redis(settings.redis)
+    archive: Archive | None = None
+    identity = ""
+    if settings.history.enabled:  # before discovery: a module that cannot start touches nothing
+        archive = Archive(make_engine(settings.database_url))
+        try:
+            await require_current_schema(archive.engine, settings.database_url, "task")
+            identity = await claim_cluster_database(redis, archive.engine, settings.database_url, "task")
+        except BaseException:
+            await archive.close()
+            await redis.aclose()
+            raise
     etcd_settings = settings.etcd
     etcd = make_etcd_client(etcd_settings)
     watcher = ServiceWatcher(etcd, etcd_settings, etcd_settings.connect_service)
     await watcher.start()
-    clients = ConnectClients(watcher)
-    redis = make_redis(settings.redis)
+    clients = ConnectClients(watcher, rpc_tls)
     name = settings.task.consumer or f"{socket.gethostname()}-{os.getpid()}"
     leadership = Leadership(redis, LEASE_KEY, name, settings.task.leader_ttl)
     consumer = Consumer(
@@ -156,9 +173,7 @@ async def serve(settings: Settings) -> None:
         leadership,
     )
     writer: HistoryWriter | None = None
-    if settings.history.enabled:
-        archive = Archive(make_engine(settings.database_url))
-        await archive.create_schema()
+    if archive is not None:
         writer = HistoryWriter(
             MessageQueue(redis, settings.queue, group=settings.history.group), archive, settings, name
         )
@@ -168,9 +183,14 @@ async def serve(settings: Settings) -> None:
     leadership.start()
     loop_task = asyncio.create_task(consumer.run(), name="consumer")
     loops = {loop_task}
+    keeper = None
     if writer is not None:
         loops.add(asyncio.create_task(writer.run(), name="history-writer"))
-    serve_metrics(settings, "task")
+        keeper = asyncio.create_task(keep_cluster_database(redis, identity, "task"))
+    checks: dict[str, Check] = {"etcd": watcher.check, "redis": redis_check(redis)}
+    if writer is not None:
+        checks["database"] = database_check(writer.archive.engine)
+    serve_metrics(settings, "task", Health("task", checks))
     log.info("ready", extra=kv(consumer=name, connect_nodes=len(watcher.nodes), history=writer is not None))
 
     stop = asyncio.create_task(wait_for_stop_signal())
@@ -186,6 +206,10 @@ async def serve(settings: Settings) -> None:
         log.warning("a loop did not finish in time; its entries stay pending for another task")
         for unfinished in late:
             unfinished.cancel()
+    if keeper is not None:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
     await leadership.stop()
     consumer._log_stats()
     if writer is not None:

@@ -15,8 +15,10 @@ import os
 import random
 import re
 import socket
+import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,8 +81,19 @@ class Infra:
         self.etcd_address = f"127.0.0.1:{free_port(span=2)}"  # etcd's peer listener takes port + 1
         self.root = root
         self.log = log.open("a", buffering=1)
-        self.redis = redis_process(self.redis_address, root / "redis", self.log)
-        self.etcd = etcd_process(self.etcd_address, root / "etcd", self.log)
+        self.redis = self.redis_process()
+        self.etcd = self.etcd_process()
+
+    # A subclass starts them otherwise (TLS); the same address and data folder every time.
+    def redis_process(self) -> ManagedProcess:
+        return redis_process(self.redis_address, self.root / "redis", self.log)
+
+    def etcd_process(self) -> ManagedProcess:
+        return etcd_process(self.etcd_address, self.root / "etcd", self.log)
+
+    def redis_client(self, db: int) -> redis.Redis:
+        """A plain client of this Redis (a subclass with TLS on says how to reach it)."""
+        return redis.Redis.from_url(f"redis://{self.redis_address}/{db}")
 
     def start(self) -> Infra:
         self.redis.start()
@@ -100,7 +113,7 @@ class Infra:
         assert self.redis.stop() == 0, self.redis.tail()
 
     def start_redis(self) -> None:
-        self.redis = redis_process(self.redis_address, self.root / "redis", self.log).start()
+        self.redis = self.redis_process().start()
         self.redis.wait_ready(30)
 
     def stop_etcd(self) -> None:
@@ -108,7 +121,7 @@ class Infra:
         assert not self.etcd.running()
 
     def start_etcd(self) -> None:
-        self.etcd = etcd_process(self.etcd_address, self.root / "etcd", self.log).start()
+        self.etcd = self.etcd_process().start()
         self.etcd.wait_ready(30)
 
 
@@ -157,7 +170,7 @@ class Cluster:
             **{f"GOCHAT_METRICS__{m.upper()}": "127.0.0.1:0" for m in MODULE_ORDER if m != "site"},
             **extra,
         }
-        redis.Redis.from_url(f"redis://{infra.redis_address}/{self.db}").flushdb()
+        infra.redis_client(self.db).flushdb()
         self.settings = load_settings(env="dev", environ={**os.environ, **self.env})
         self.log_path = root / "cluster.log"
         self.log = self.log_path.open("a", buffering=1)
@@ -180,6 +193,19 @@ class Cluster:
             self.stop()
             raise
         return self
+
+    def upgrade_database(self) -> str:
+        """``gochat-py db upgrade`` with the cluster's settings (a PostgreSQL database starts empty);
+        its output."""
+        result = subprocess.run(
+            [PYTHON, "-m", "gochat_py", "db", "upgrade"],
+            env={**os.environ, **self.env, "GOCHAT_ENV": "dev"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
 
     def start_module(self, module: str, name: str | None = None, **env: str) -> ManagedProcess:
         process = self.system.start_module(module, env, name)
@@ -255,6 +281,25 @@ def scrape(cluster: Cluster, module: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+def probe(cluster: Cluster, name: str, path: str) -> tuple[int, dict[str, Any]]:
+    """A module's /healthz or /readyz: (status, JSON body).  ``name`` is the process's name (site
+    answers on its own port; the others beside their metrics, on the port they logged)."""
+    if name == "site":
+        url = f"http://127.0.0.1:{cluster.site_port}"
+    else:
+        running = [p for p in cluster.processes(name) if p.running()]
+        assert len(running) == 1, name
+        ports = [int(m.group(1)) for line in list(running[0].lines) if (m := _METRICS_SERVED.search(line))]
+        assert ports, f"{name} logged no metrics address"
+        url = f"http://127.0.0.1:{ports[-1]}"
+    try:
+        with urllib.request.urlopen(url + path, timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("application/json")
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 class ApiClient:

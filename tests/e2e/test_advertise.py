@@ -13,12 +13,17 @@ import time
 import uuid
 from pathlib import Path
 
+import redis
+
 from gochat_py.config import EtcdSettings, split_host_port
 from gochat_py.discovery import host_addresses, is_routable, make_etcd_client
+from gochat_py.storage.database_identity import IDENTITY_KEY
 from tests.e2e.harness import Infra, eventually
 
 
 def logic_env(infra: Infra, root: Path, base_path: str) -> dict[str, str]:
+    # each logic here has a new database of its own: forget the one an earlier logic recorded
+    redis.Redis.from_url(f"redis://{infra.redis_address}/15").delete(IDENTITY_KEY)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOCHAT_")}
     env.update(
         GOCHAT_STATE_DIR=str(root / "state"),

@@ -36,16 +36,17 @@ browser = test_browser.browser  # the fixture: Debian's Chromium, headless
 HISTORY_PAGE = 50  # app.js asks for pages of this many
 
 
-def record_joins(page: Page, received: list[Any] | None = None) -> list[dict[str, Any]]:
-    """The join message of every websocket the page opens from now on; with ``received``, the
-    frames those sockets receive go there too (as JSON, each socket's first after a None)."""
-    joins: list[dict[str, Any]] = []
+def record_sent(page: Page, received: list[Any] | None = None) -> list[dict[str, Any]]:
+    """What the page sends on every websocket it opens from now on (the hello, then commands); with
+    ``received``, the frames those sockets receive go there too (as JSON, each socket's first
+    after a None)."""
+    sent: list[dict[str, Any]] = []
 
     def on_socket(ws: Any) -> None:
         def on_sent(payload: str | bytes) -> None:
             body = json.loads(payload)
-            if isinstance(body, dict) and "authToken" in body:
-                joins.append(body)
+            if isinstance(body, dict):
+                sent.append(body)
 
         ws.on("framesent", on_sent)
         if received is not None:
@@ -53,7 +54,15 @@ def record_joins(page: Page, received: list[Any] | None = None) -> list[dict[str
             ws.on("framereceived", lambda payload: received.append(json.loads(payload) if payload.strip() else ""))
 
     page.on("websocket", on_socket)
-    return joins
+    return sent
+
+
+def hellos(sent: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [body for body in sent if "v" in body and "authToken" in body]
+
+
+def subscribes(sent: list[dict[str, Any]], room: int) -> list[dict[str, Any]]:
+    return [body for body in sent if body.get("cmd") == "subscribe" and body.get("room") == room]
 
 
 async def shown(page: Page) -> list[tuple[str, str]]:
@@ -93,12 +102,13 @@ async def test_a_dropped_websocket_resumes_with_every_message_once_and_in_order(
     url = page_url(cluster, room=room)
     kate_name, mia_name = unique("kate"), unique("mia")
     kate = await open_page(browser, url)
-    joins = record_joins(kate)
+    sent = record_sent(kate)
     await sign_in(kate, kate_name)
     await expect(kate.locator("#conn-state")).to_have_text("connected")
     mia = await join(browser, url, mia_name)  # stays connected: what kate must end up with
     await expect_members(kate, kate_name, mia_name, me=kate_name)
-    assert joins and joins[0].get("since") == "", joins  # opted in to ids from the first join
+    # nothing to resume from yet: a hello without since, the room subscribed live or after its history
+    assert len(hellos(sent)) == 1 and "since" not in hellos(sent)[0], sent
     kate_id = await kate.evaluate("state.me.userId")  # a string, as toUserId is on the wire
 
     per_sender = 40
@@ -117,7 +127,7 @@ async def test_a_dropped_websocket_resumes_with_every_message_once_and_in_order(
             await wait_for_count(kate, 10)
             await kate.evaluate(DROP_NETWORK)
             await expect(kate.locator("#conn-state")).to_have_text(re.compile(r"^reconnecting in \d+ s$"))
-            seen = await kate.evaluate("state.lastId")
+            seen = await kate.evaluate("(room) => state.rooms.get(room).lastId", room)
             had = len(await shown(kate))
             # the others go on: mia gets 20 more room messages and kate a private one meanwhile
             await wait_for_count(mia, had + 20)
@@ -132,7 +142,8 @@ async def test_a_dropped_websocket_resumes_with_every_message_once_and_in_order(
         finally:
             sending.cancel()  # a failure above must not leave it sending into a closed session
 
-    assert joins[-1]["since"] == seen and seen, joins  # resumed from the last id it saw
+    assert len(hellos(sent)) == 2, sent
+    assert subscribes(sent, room)[-1]["since"] == seen and seen, sent  # resumed from the last id it saw
     total = 2 * per_sender
     await expect(log(mia)).to_have_count(total)
     await expect(log(kate)).to_have_count(total)
@@ -190,13 +201,14 @@ async def test_a_reload_shows_the_history_and_older_pages_on_scrolling_up(cluste
     assert len(set(ids)) == len(everything) and all(ids)
 
     # switching rooms shows the other room's history, and switching back this one's again
+    # (the rooms stay open side by side: back in this one, what was paged in is still there)
     await uma.get_by_label("Room", exact=True).fill(str(other_room))
-    await uma.get_by_role("button", name="Switch").click()
+    await uma.get_by_role("button", name="Open").click()
     await expect(log(uma).locator(".msg-text")).to_have_text(["in the other room"])
     await expect(uma.locator("#conn-state")).to_have_text("connected")
     await uma.get_by_label("Room", exact=True).fill(str(room))
-    await uma.get_by_role("button", name="Switch").click()
-    await expect(log(uma).locator(".msg-text")).to_have_text(everything[-HISTORY_PAGE:])
+    await uma.get_by_role("button", name="Open").click()
+    await expect(log(uma).locator(".msg-text")).to_have_text(everything)
 
     # someone new to the room sees the same latest page on arrival
     wes = await join(browser, page_url(cluster, room=room), unique("wes"))
@@ -277,30 +289,41 @@ async def test_a_since_the_server_does_not_know_reloads_the_history_and_is_forgo
         await send(yan, text)
     await expect(log(yan).locator(".msg-text")).to_have_text(["one", "two", "three"])
     received: list[Any] = []
-    joins = record_joins(yan, received)
+    sent = record_sent(yan, received)
     history_requests: list[str] = []
     yan.on("request", lambda r: history_requests.append(r.url) if r.url.endswith("/push/history") else None)
 
-    # as if the browser had kept an id of another deployment, from the future: not one of ours
+    # as if the page had kept ids of another deployment, from the future: not ones of ours, for
+    # the room (the subscribe's since) and for private messages (the hello's)
     bogus = "99999999999999-0"
-    await yan.evaluate("(bogus) => { state.lastId = bogus; state.ws.close(); }", bogus)
-    await eventually(lambda: len(joins) == 1, 10, "a new join (after the backoff)")
+    await yan.evaluate(
+        "([room, bogus]) => { state.rooms.get(room).lastId = bogus; state.privateSince = bogus; state.ws.close(); }",
+        [room, bogus],
+    )
+    await eventually(lambda: len(subscribes(sent, room)) == 1, 10, "a new subscribe (after the backoff)")
     await expect(yan.locator("#conn-state")).to_have_text("connected")
-    assert joins[-1]["since"] == bogus, joins
+    assert hellos(sent)[-1]["since"] == bogus, sent
+    assert subscribes(sent, room)[-1]["since"] == bogus, sent
     await send(yan, "four")
     await expect(log(yan).locator(".msg-text")).to_have_text(["one", "two", "three", "four"])
-    first = next(frame for frame in received if frame is not None)
-    assert first == {"op": 7, "reason": "unknown"}, received
-    assert history_requests, "the page did not reload the history after the gap frame"
+    events = [frame for frame in received if frame and "type" in frame]
+    assert events[0]["type"] == "welcome", events
+    gaps = [frame for frame in events if frame["type"] == "gap"]
+    assert {"type": "gap", "reason": "unknown"} in gaps, gaps
+    assert {"type": "gap", "room": room, "reason": "unknown"} in gaps, gaps
+    assert history_requests, "the page did not reload the history after the gap event"
 
-    # the unknown id is forgotten: the newest real one is what the next join resumes from
+    # the unknown ids are forgotten: the newest real one is what the next subscribe resumes from
+    # (once its event came: the result of the publish that sent it may come first)
     newest = (await shown(yan))[-1][0]
-    assert await yan.evaluate("state.lastId") == newest
-    assert await yan.evaluate("localStorage.getItem('gochat.lastId.' + state.me.userId)") == newest
+    assert newest, await shown(yan)
+    await yan.wait_for_function("([room, id]) => state.rooms.get(room).lastId === id", arg=[room, newest])
+    assert await yan.evaluate("localStorage.getItem('gochat.lastId.' + state.me.userId)") == ""
     await yan.evaluate("state.ws.close()")
-    await eventually(lambda: len(joins) == 2, 10, "another join")
+    await eventually(lambda: len(subscribes(sent, room)) == 2, 10, "another subscribe")
     await expect(yan.locator("#conn-state")).to_have_text("connected")
-    assert joins[-1]["since"] == newest, joins
+    assert subscribes(sent, room)[-1]["since"] == newest, sent
+    assert "since" not in hellos(sent)[-1], sent
     await expect(log(yan).locator(".msg-text")).to_have_text(["one", "two", "three", "four"])
     await yan.context.close()
 

@@ -273,9 +273,9 @@ async def test_a_tcp_client_resumes_with_since_in_its_op_6_payload(cluster: Clus
         again.close()
 
 
-async def test_history_pages_newest_first_and_private_history_both_ways(cluster: Cluster) -> None:
+async def test_history_pages_newest_first_and_private_history_both_ways(db_cluster: Cluster) -> None:
     room = new_room()
-    async with ApiClient(cluster.api_url) as api:
+    async with ApiClient(db_cluster.api_url) as api:
         alice = await api.register(unique("alice"))
         bob = await api.register(unique("bob"))
         carol = await api.register(unique("carol"))
@@ -314,17 +314,17 @@ async def test_history_pages_newest_first_and_private_history_both_ways(cluster:
         assert (await api.post("/push/privateHistory", {"authToken": bob, "userId": "2"}))["code"] == 1
 
 
-async def test_history_comes_from_the_database_once_redis_lost_it(cluster: Cluster) -> None:
+async def test_history_comes_from_the_database_once_redis_lost_it(db_cluster: Cluster) -> None:
     room = new_room()
-    async with ApiClient(cluster.api_url) as api:
+    async with ApiClient(db_cluster.api_url) as api:
         alice = await api.register(unique("alice"))
         for n in range(5):
             await send_room(api, alice, room, f"kept-{n}")
-        r = redis.Redis.from_url(f"redis://{cluster.env['GOCHAT_REDIS__ADDRESS']}/{cluster.db}")
+        r = redis.Redis.from_url(f"redis://{db_cluster.env['GOCHAT_REDIS__ADDRESS']}/{db_cluster.db}")
 
         async def archived() -> bool:
             # the history writer has caught up when its group has nothing pending or unread
-            groups = {g["name"].decode(): g for g in r.xinfo_groups(cluster.settings.queue.stream)}
+            groups = {g["name"].decode(): g for g in r.xinfo_groups(db_cluster.settings.queue.stream)}
             history = groups.get("gochat_history")
             return bool(history) and history["pending"] == 0 and history.get("lag") == 0
 
@@ -336,7 +336,7 @@ async def test_history_comes_from_the_database_once_redis_lost_it(cluster: Clust
         await send_room(api, alice, room, "after")
         page = await api.post("/push/history", {"authToken": alice, "roomId": room, "limit": 3})
         assert [m["msg"] for m in page["data"]["messages"]] == ["after", "kept-4", "kept-3"]
-        client = await WsClient(cluster.ws_url).join(alice, room, since=page["data"]["messages"][2]["id"])
+        client = await WsClient(db_cluster.ws_url).join(alice, room, since=page["data"]["messages"][2]["id"])
         got = await texts_arrive(client, 3, 2)
         assert [m["msg"] for m in got] == ["kept-4", "after"]
         await client.close()

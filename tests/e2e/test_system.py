@@ -22,8 +22,8 @@ def new_room() -> int:
     return random.randint(1000, 10**9)
 
 
-async def test_register_login_and_the_original_error_messages(cluster: Cluster) -> None:
-    async with ApiClient(cluster.api_url) as api:
+async def test_register_login_and_the_original_error_messages(db_cluster: Cluster) -> None:
+    async with ApiClient(db_cluster.api_url) as api:
         alice, bob = unique("alice"), unique("bob")
         token_a = await api.register(alice, "secret-a")
         assert len(token_a) == 44 and token_a.endswith("=")
@@ -122,14 +122,14 @@ async def test_cors_preflight_and_unknown_routes(cluster: Cluster) -> None:
         assert await api.post("/no/such/route", {}) == not_found
 
 
-async def test_room_private_count_and_room_info_frames(cluster: Cluster) -> None:
+async def test_room_private_count_and_room_info_frames(db_cluster: Cluster) -> None:
     room = new_room()
-    async with ApiClient(cluster.api_url) as api:
+    async with ApiClient(db_cluster.api_url) as api:
         alice, bob = unique("alice"), unique("bob")
         token_a, token_b = await api.register(alice), await api.register(bob)
         id_a, id_b = await api.user_id(token_a), await api.user_id(token_b)
-        ws_a = await WsClient(cluster.ws_url).join(token_a, room)
-        ws_b = await WsClient(cluster.ws_url).join(token_b, room)
+        ws_a = await WsClient(db_cluster.ws_url).join(token_a, room)
+        ws_b = await WsClient(db_cluster.ws_url).join(token_b, room)
         try:
             # both joined: the join broadcast (op 5) lists both members
             members = {str(id_a): alice, str(id_b): bob}

@@ -313,3 +313,54 @@ def test_the_default_configuration_forgets_a_dead_connect_node_within_10_s() -> 
         assert worst <= 10, (env, settings.etcd.lease_ttl, settings.logic.node_grace)
     defaults = Settings()
     assert defaults.etcd.lease_ttl + defaults.logic.node_grace + SWEEP_INTERVAL <= 10
+
+
+# --- TLS file sets ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"GOCHAT_RPC__TLS_CERT": "c.pem"}, "tls_cert is set but tls_key is not"),
+        ({"GOCHAT_RPC__TLS_KEY": "k.pem"}, "tls_key is set but tls_cert is not"),
+        ({"GOCHAT_RPC__TLS_CA": "ca.pem"}, "mutual TLS needs all three; tls_cert and tls_key not set"),
+        ({"GOCHAT_RPC__TLS_CERT": "c.pem", "GOCHAT_RPC__TLS_KEY": "k.pem"}, "needs all three; tls_ca not set"),
+        ({"GOCHAT_RPC__TLS_SERVER_NAME": "gochat.internal"}, "tls_server_name is set but TLS is not"),
+        ({"GOCHAT_ETCD__TLS_CERT": "c.pem"}, "[etcd] tls_ca / tls_cert / tls_key"),
+        (
+            {"GOCHAT_ETCD__TLS_CERT": "c.pem", "GOCHAT_ETCD__TLS_KEY": "k.pem"},
+            "[etcd] tls_cert and tls_key need tls_ca",
+        ),
+        ({"GOCHAT_REDIS__TLS_KEY": "k.pem"}, "[redis] tls_ca / tls_cert / tls_key"),
+        ({"GOCHAT_REDIS__TLS_CERT": "c.pem", "GOCHAT_REDIS__TLS_KEY": "k.pem"}, "[redis] tls_cert and tls_key need"),
+    ],
+)
+def test_half_a_tls_configuration_is_refused_naming_what_is_missing(
+    tmp_path: Path, environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, **environ)
+    assert message in str(caught.value)
+
+
+def test_complete_tls_configurations_load(tmp_path: Path) -> None:
+    files = {"TLS_CA": "ca.pem", "TLS_CERT": "c.pem", "TLS_KEY": "k.pem"}
+    environ = {
+        f"GOCHAT_{section}__{key}": value for section in ("RPC", "ETCD", "REDIS") for key, value in files.items()
+    }
+    environ.update(GOCHAT_ETCD__TLS_CERT="", GOCHAT_ETCD__TLS_KEY="")
+    settings = load(tmp_path, **environ)
+    assert settings.rpc.tls and settings.rpc.tls_key == "k.pem"
+    assert settings.etcd.tls_ca == "ca.pem" and not settings.etcd.tls_cert  # the CA alone: TLS without a client cert
+    assert settings.redis.tls_cert == "c.pem"
+    assert not load(tmp_path).rpc.tls
+
+
+def test_a_tls_error_never_shows_the_section_s_password(tmp_path: Path) -> None:
+    for section in ("ETCD", "REDIS"):
+        secret = "s3cret-" + "x" * 40  # long: a truncated dump of the section would still show some
+        environ = {f"GOCHAT_{section}__PASSWORD": secret, f"GOCHAT_{section}__TLS_CERT": "c.pem"}
+        with pytest.raises(ConfigError) as caught:
+            load(tmp_path, GOCHAT_ETCD__USERNAME="root", **environ)
+        assert "tls_cert is set but tls_key is not" in str(caught.value)
+        assert "s3cret" not in str(caught.value)

@@ -1,5 +1,6 @@
 """docker/: checked by what runs here (Docker does not): the compose file as YAML, its commands
-against the command line, its environment against the configuration, the Dockerfile against the tree."""
+against the command line, its environment against the configuration, the Dockerfile against the tree,
+and that the one compose file suits docker-compose 1.29 as well as compose v2."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from gochat_py.launcher import module_process
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+IMAGE = "gochat-py:local"
 # What the README promises: the page on 8080, the api on 7070, the websocket on 7000.
 PUBLISHED = {"site": 8080, "api": 7070, "connect_websocket": 7000}
 _VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
@@ -56,7 +59,12 @@ def service_environment(name: str, host_ip: str | None = None) -> dict[str, str]
 
 
 def published_ports(service: dict[str, Any]) -> set[tuple[int, int]]:
-    return {tuple(int(p) for p in str(entry).split(":")) for entry in service.get("ports", [])}
+    """(host port, container port) of each ``[ip:]host:container`` entry."""
+    found = set()
+    for entry in service.get("ports", []):
+        host, container = interpolate(str(entry), {}).split(":")[-2:]
+        found.add((int(host), int(container)))
+    return found
 
 
 def hostnames(name: str) -> set[str]:
@@ -86,6 +94,10 @@ def test_the_ports_the_readme_promises() -> None:
         if name == "connect_tcp":
             expected = {(7001, 7001), (7002, 7002)}
         assert published_ports(service) == expected, name
+        # PUBLISH_IP picks the host address of every published port (default: all of them)
+        for entry in service.get("ports", []):
+            assert interpolate(str(entry), {}).startswith("0.0.0.0:"), entry
+            assert interpolate(str(entry), {"PUBLISH_IP": "127.0.0.2"}).startswith("127.0.0.2:"), entry
     # the modules listen on those ports in the container (config/prod)
     settings = load_settings(env="prod", environ={})
     assert split_host_port(settings.site.bind) == ("0.0.0.0", 8080)
@@ -173,3 +185,84 @@ def test_run_sh_dev_without_docker_says_what_to_do() -> None:
     )
     assert result.returncode == 1
     assert "Docker" in result.stderr and "./run.sh local" in result.stderr
+
+
+def test_one_file_for_compose_1_29_and_v2() -> None:
+    # docker-compose 1.29 refuses a top-level name (the project name is given by run.sh, -p), and
+    # a version key would select a schema (3.x has no depends_on conditions).
+    assert "name" not in compose() and "version" not in compose()
+    assert set(compose()) - {"services", "volumes"} == {k for k in compose() if k.startswith("x-")}
+    run_sh = (ROOT / "run.sh").read_text()
+    assert '-p "${COMPOSE_PROJECT_NAME:-gochat-py}" -f docker/docker-compose.yml' in run_sh
+
+
+def test_the_image_is_built_once_and_every_module_runs_it() -> None:
+    built = [name for name, service in services().items() if "build" in service]
+    assert built == ["logic"]
+    for name in module_services():
+        assert services()[name]["image"] == IMAGE, name
+    # run.sh builds that tag once, then starts compose without --build
+    run_sh = (ROOT / "run.sh").read_text()
+    assert f"docker build -t {IMAGE} -f docker/Dockerfile ." in run_sh
+    assert "--build" not in run_sh.split("dev)", 1)[1].split(";;", 1)[0]
+
+
+def test_every_service_restarts_and_has_a_healthcheck() -> None:
+    for name, service in services().items():
+        assert service["restart"] in ("unless-stopped", "always", "on-failure"), name
+        check = service["healthcheck"]
+        assert check["test"][0] == "CMD", name
+        assert {"interval", "timeout", "retries"} <= set(check), name
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_a_module_is_probed_where_it_listens_in_its_container(module: str) -> None:
+    """The probe is the module's /readyz on its own [metrics] address (site: its page) under config/prod."""
+    settings = load_settings(environ=service_environment(module))
+    test = services()[module]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python3", "-c"]
+    url = test[4]
+    host_port, path = url.split("//", 1)[1].split("/", 1)
+    assert path == "readyz"
+    address = settings.site.bind if module == "site" else getattr(settings.metrics, module)
+    assert address, f"{module} serves nothing to probe"
+    assert split_host_port(host_port) == ("127.0.0.1", split_host_port(address)[1])
+    # the probe is real Python that fails on an HTTP error or no answer
+    compile(test[3], "<healthcheck>", "exec")
+    assert "urlopen(sys.argv[1]" in test[3]
+
+
+def test_the_build_context_sends_what_the_dockerfile_copies_and_not_the_virtualenv() -> None:
+    assert not (ROOT / "docker" / "Dockerfile.dockerignore").exists(), "the classic builder ignores it"
+    rules = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip()[:1] not in ("", "#")]
+    assert rules[0] == "*"
+    kept = {rule[1:] for rule in rules if rule.startswith("!")}
+    copied = [
+        source
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.startswith("COPY ")
+        for source in line.split()[1:-1]
+    ]
+    assert set(copied) <= kept
+    assert not kept & {".venv", ".git", "tests", "state"}
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (1.29, Debian) is not installed")
+def test_docker_compose_1_29_accepts_the_file() -> None:
+    result = subprocess.run(
+        ["docker-compose", "-p", "gochat-py", "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_dependencies_layer_depends_on_pyproject_only() -> None:
+    """A code change must not reinstall every wheel: only pyproject.toml is copied before that pip install."""
+    lines = [line.strip() for line in DOCKERFILE.read_text().splitlines() if line.strip()[:1] not in ("", "#")]
+    first_pip = next(i for i, line in enumerate(lines) if "pip install" in line)
+    copied_before = [line.split()[1:-1] for line in lines[:first_pip] if line.startswith("COPY ")]
+    assert copied_before == [["pyproject.toml"]]
+    assert "-r /tmp/requirements.txt" in " ".join(lines[first_pip : first_pip + 4])
+    assert any("pip install --no-deps -e ." in line for line in lines[first_pip + 1 :])

@@ -143,10 +143,13 @@ async def test_backlog_says_too_old_or_unknown_and_keeps_the_newest() -> None:
 
 def run_of(*ids: str | None) -> Run:
     """A run of frames ``f<id>`` (``p`` for frames that are not kept messages, e.g. op 5)."""
-    items = [
-        (parse_id(i), f"[f{i}]".encode(), f"[f{i}+id]".encode(), f"[v{i}]".encode()) if i else (None, b"[p]", b"[p]", b"")
-        for i in ids
-    ]
+
+    def item(i: str | None) -> tuple[tuple[int, int] | None, bytes, bytes, bytes]:
+        if i is None:
+            return None, b"[p]", b"[p]", b""
+        return parse_id(i), f"[f{i}]".encode(), f"[f{i}+id]".encode(), f"[v{i}]".encode()
+
+    items = [item(i) for i in ids]
     return Run(b"".join(item[1] for item in items), items)
 
 

@@ -1,4 +1,4 @@
-"""The api's push batcher: requests of one loop turn share a call, and every request is answered."""
+"""The push batcher (api and connect nodes): requests of one loop turn share a call, and every request is answered."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from gochat_py.rpc.push_batcher import PushBatcher
 from gochat_py.rpc import logic_pb2 as pb
 from gochat_py.rpc.client import RpcError
+from gochat_py.rpc.push_batcher import PushBatcher
 
 
 class Logic:
