@@ -20,7 +20,7 @@ from grpc_health.v1.health import aio as grpc_health_aio
 from gochat_py import metrics
 from gochat_py.config import ConnectNodeSettings, Settings
 from gochat_py.connect.dedup import RecentIds
-from gochat_py.connect.hub import Channel, Hub, Key
+from gochat_py.connect.hub import WITH_ID, Channel, Hub, Key
 from gochat_py.connect.pacing import Pacer, Probe
 from gochat_py.connect.service import ConnectService, unchanged
 from gochat_py.discovery import Node, Registration, ServiceWatcher, advertised_address, make_etcd_client
@@ -227,7 +227,7 @@ class ConnectNode:
             if isinstance(entry, bytes):
                 out.append(entry)
             elif end is not None:
-                out.append(entry.after(end, True))
+                out.append(entry.after(end, WITH_ID))
             elif sent:
                 out.append(entry.without(sent))
             else:
