@@ -8,7 +8,8 @@ Layout (the one docs/deploy.md describes)::
     client          the test's own clients (its code runs there through Host.call)
 
 Every module binds its host's address (nothing on 127.0.0.1) and advertises it; every module
-gets all three etcd members as its endpoint.
+gets all three etcd members as its endpoint.  Each websocket node registers its public URL, and
+site hands the live ones to the page (``/config.json``).
 
 TODO(database): both logic processes (and the task processes, which archive history) share one
 SQLite file: the namespaces share the file system, which real hosts do not.  Once PostgreSQL is in
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gochat_py.config import split_host_port
 from gochat_py.launcher import READY_MARKER, ManagedProcess, port_open
 from tests.multihost.netns import Host, Network
 
@@ -161,8 +163,11 @@ class MultiHostCluster:
         elif module == "site":
             env["GOCHAT_SITE__BIND"] = f"{a}:{PORTS['site']}"
             env["GOCHAT_SITE__API_URL"] = self.api_urls[0]
-            env["GOCHAT_SITE__WS_URL"] = self.ws_urls[0]
+            env["GOCHAT_SITE__WS_URL"] = ""  # the page gets the live websocket nodes' public URLs
         env.update(extra)
+        if module == "connect_websocket" and "GOCHAT_CONNECT_WEBSOCKET__PUBLIC_URL" not in extra:
+            _, port = split_host_port(env["GOCHAT_CONNECT_WEBSOCKET__BIND"])
+            env["GOCHAT_CONNECT_WEBSOCKET__PUBLIC_URL"] = f"ws://{a}:{port}/ws"
         return env
 
     def start_module(self, host: Host, module: str, name: str, wait: bool = True, **extra: str) -> ManagedProcess:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 import redis as redis_client
 import websockets
@@ -51,12 +52,22 @@ def addresses_of(keys: dict[str, str]) -> set[str]:
     return {key.rpartition("tcp@")[2] for key in keys}
 
 
+async def site_config(cluster: MultiHostCluster) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(f"{cluster.site_url}/config.json") as response:
+        assert response.status == 200
+        return await response.json()
+
+
 def test_every_module_registers_its_hosts_address(cluster: MultiHostCluster) -> None:
     keys = on_client(cluster, registered_nodes, cluster)
     h1, h2 = cluster.hosts["h1"].address, cluster.hosts["h2"].address
     assert addresses_of(keys) == {
         f"{h1}:6900", f"{h2}:6900", f"{h1}:6912", f"{h2}:6912", f"{h2}:6914"
     }, keys  # fmt: skip
+    # the page (served from h3) is handed both websocket nodes, as their hosts' addresses
+    config = on_client(cluster, site_config, cluster)
+    assert config["wsUrls"] == sorted(cluster.ws_urls) and config["wsUrl"] in cluster.ws_urls, config
+    assert config["apiUrl"] == cluster.api_urls[0], config
     assert not cluster.died(), cluster.tails()
 
 
@@ -234,13 +245,13 @@ def test_one_etcd_member_killed_quorum_holds_and_the_system_goes_on(cluster: Mul
 class PageLikeClient:
     """A websocket client that reconnects as the chat page does: after a drop, wait 1 s (doubling
     per attempt, at most 30 s, with jitter; a socket that stayed open 10 s starts again at 1 s),
-    then join with ``since`` = the last id seen.
-    Each attempt goes to the next of ``urls``, as a load balancer in front of the connect nodes
-    would send it to one that answers.  Keeps every op-2/op-3 body with when and where it came."""
+    ask the site which websocket nodes are live (``/config.json``'s ``wsUrls``), move to another
+    one than the node it was on, and join with ``since`` = the last id seen.  Keeps every
+    op-2/op-3 body with when and where it came."""
 
-    def __init__(self, urls: list[str], token: str, room: int) -> None:
-        self.urls, self.token, self.room = urls, token, room
-        self.at = 0
+    def __init__(self, site_url: str, url: str, token: str, room: int) -> None:
+        self.site_url, self.url, self.token, self.room = site_url, url, token, room
+        self.urls = [url]
         self.since = ""
         self.received: list[tuple[float, str, dict[str, Any]]] = []  # (when, url, body)
         self.joined = asyncio.Event()
@@ -251,9 +262,18 @@ class PageLikeClient:
         self.without_id: list[tuple[float, str, dict[str, Any]]] = []
         self.stopping = False
 
-    @property
-    def url(self) -> str:
-        return self.urls[self.at % len(self.urls)]
+    async def move_to_another_node(self) -> None:
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+                session.get(f"{self.site_url}/config.json") as response,
+            ):
+                self.urls = (await response.json())["wsUrls"] or self.urls
+        except (OSError, TimeoutError, aiohttp.ClientError, ValueError, KeyError):
+            pass  # the site is away too: keep the list it had
+        others = [url for url in self.urls if url != self.url]
+        if others:
+            self.url = random.choice(others)
 
     def texts(self, op: int) -> list[str]:
         return [body["msg"] for _, _, body in self.received if body["op"] == op]
@@ -284,9 +304,9 @@ class PageLikeClient:
             if self.stopping:
                 return
             self.drops.append(time.monotonic())
-            self.at += 1
             await asyncio.sleep(min(1.0 * 2**attempt, 30.0) * random.uniform(0.8, 1.2))
             attempt += 1
+            await self.move_to_another_node()
 
     async def _read(self, ws: websockets.ClientConnection) -> None:
         while not self.stopping:
@@ -382,8 +402,8 @@ async def _host_down(cluster: MultiHostCluster, victim: Host) -> dict[str, Any]:
         alice = await api_1.register(unique("alice"))
         tokens = [await api_2.register(unique(f"bob{n}")) for n in range(3)]
         carol = await api_1.register(unique("carol"))  # on a node that stays up throughout
-        moving = [PageLikeClient([victim_url, *survivors], token, room) for token in tokens]
-        staying = PageLikeClient([survivors[1]], carol, room)
+        moving = [PageLikeClient(cluster.site_url, victim_url, token, room) for token in tokens]
+        staying = PageLikeClient(cluster.site_url, survivors[1], carol, room)
         clients = [*moving, staying]
         runs = [asyncio.create_task(c.run()) for c in clients]
         for client in clients:
@@ -470,7 +490,7 @@ async def _resume_after_purge(cluster: MultiHostCluster, victim: Host) -> tuple[
         alice = await api.register(unique("alice"))
         bob_token = await api.register(unique("bob"))
         bob_id = await api.user_id(bob_token)
-        bob = PageLikeClient([f"ws://{victim.address}:7000/ws", cluster.ws_urls[0]], bob_token, room)
+        bob = PageLikeClient(cluster.site_url, f"ws://{victim.address}:7000/ws", bob_token, room)
         sender = Sender([api], alice, room, to_user=bob_id)
         run = asyncio.create_task(bob.run())
         await asyncio.wait_for(bob.joined.wait(), 20)
@@ -483,7 +503,8 @@ async def _resume_after_purge(cluster: MultiHostCluster, victim: Host) -> tuple[
         await eventually(lambda: db.hlen(user_nodes_key(bob_id)) == 0, 30, "the dead node purged")
         for n in range(8, 12):
             assert await sender.send(n, f"{'p' if n % 4 == 3 else 'r'}{n}", private=n % 4 == 3)
-        bob.stopping, bob.at = False, 1
+        bob.stopping = False
+        await bob.move_to_another_node()
         run = asyncio.create_task(bob.run())
         await eventually(lambda: "p11" in bob.texts(2), 20, "bob back with the newest private message")
         bob.stopping = True
