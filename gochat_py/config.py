@@ -134,7 +134,7 @@ class EtcdSettings(Section):
 
 
 class RedisSettings(Section):
-    address: str = "127.0.0.1:6379"
+    address: str = Field("127.0.0.1:6379", description="the Redis server; unused when sentinels are set")
     password: str = ""
     db: int = 0
     timeout: float = Field(3.0, gt=0, description="socket timeout for one Redis command")
@@ -150,6 +150,27 @@ class RedisSettings(Section):
     def _tls_complete(cls, key: str, info: ValidationInfo) -> str:
         _tls_files_complete("redis", info.data.get("tls_ca", ""), info.data.get("tls_cert", ""), key, False)
         return key
+
+    # High availability: ask these Sentinels (host:port) for the primary of master_name, and follow
+    # a failover to the promoted replica without a restart.
+    sentinels: AddressList = Field([], description="Sentinel addresses; empty = connect to address")
+    master_name: str = Field("", description="the name the Sentinels monitor the primary under")
+    sentinel_password: str = Field("", description="password of the Sentinels themselves (requirepass)")
+    wait_replicas: int = Field(
+        0, ge=0, description="replicas that must hold a push before it is accepted (WAIT; 0 = do not wait)"
+    )
+    wait_timeout: int = Field(500, ge=1, description="milliseconds a push waits for those replicas at most")
+
+    @model_validator(mode="after")
+    def _sentinels_name_a_master(self) -> RedisSettings:
+        if bool(self.sentinels) != bool(self.master_name):
+            raise ValueError("redis.sentinels and redis.master_name go together: set both or neither")
+        for address in self.sentinels:
+            try:
+                split_host_port(address)
+            except ConfigError as exc:
+                raise ValueError(f"redis.sentinels: {exc}") from None
+        return self
 
 
 class QueueSettings(Section):
@@ -387,6 +408,16 @@ class Settings(Section):
     task: TaskSettings = TaskSettings()
     api: ApiSettings = ApiSettings()
     site: SiteSettings = SiteSettings()
+
+    @model_validator(mode="after")
+    def _replica_wait_ends_before_calls_time_out(self) -> Settings:
+        # a push still waiting for replicas when the api gave up would be answered by nobody
+        if self.redis.wait_replicas and self.redis.wait_timeout >= self.rpc.timeout * 1000:
+            raise ValueError(
+                f"redis.wait_timeout ({self.redis.wait_timeout} ms) must be shorter than rpc.timeout"
+                f" ({self.rpc.timeout} s)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _holds_end_before_calls_time_out(self) -> Settings:

@@ -178,16 +178,19 @@ def module_process(
     )
 
 
-def redis_process(address: str, data_dir: Path, sink: TextIO | None = None) -> ManagedProcess:
+def redis_process(
+    address: str, data_dir: Path, sink: TextIO | None = None, extra: tuple[str, ...] = (), name: str = "redis"
+) -> ManagedProcess:
+    """``extra``: more redis-server options (``--replicaof host port`` for a replica)."""
     host, port = split_host_port(address)
     data_dir.mkdir(parents=True, exist_ok=True)
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     argv = [
         binary, "--port", str(port), "--bind", host, "--dir", str(data_dir),
         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-        "--loglevel", "warning",
+        "--loglevel", "warning", *extra,
     ]  # fmt: skip
-    return ManagedProcess("redis", argv, probe=lambda: port_open(address), sink=sink)
+    return ManagedProcess(name, argv, probe=lambda: port_open(address), sink=sink)
 
 
 def etcd_process(address: str, data_dir: Path, sink: TextIO | None = None) -> ManagedProcess:
@@ -227,8 +230,10 @@ class System:
         refuses instead: the modules could never talk to a plaintext server (RuntimeError)."""
         state = self.settings.state_path
         common = self.settings
+        # a Sentinel-managed Redis is the operators' to run: `up` starts only a lone local one
+        local_redis = not common.redis.sentinels
         for name, address, tls in (
-            ("Redis", common.redis.address, common.redis.tls_ca),
+            ("Redis", common.redis.address, common.redis.tls_ca if local_redis else ""),
             ("etcd", common.etcd.endpoint, common.etcd.tls_ca),
         ):
             if tls and not port_open(address):
@@ -236,7 +241,7 @@ class System:
                     f"nothing answers at {address} and TLS to {name} is configured; up starts only plaintext"
                     f" servers: start {name} with TLS yourself (README, TLS between the layers)"
                 )
-        if not port_open(common.redis.address):
+        if local_redis and not port_open(common.redis.address):
             self.infra.append(redis_process(common.redis.address, state / "redis", self.sink).start())
         # several endpoints: a cluster run elsewhere, never one to start here
         if len(common.etcd.endpoints) == 1 and not port_open(common.etcd.endpoint):

@@ -38,6 +38,11 @@ SLOW_CONSUMERS = Counter(
     "gochat_slow_consumers", "sockets closed because their send buffer was full", registry=REGISTRY
 )
 MESSAGES_IN = Counter("gochat_messages_in", "messages accepted onto the queue, by op", ["op"], registry=REGISTRY)
+REPLICA_WAIT_SHORT = Counter(
+    "gochat_replica_wait_short",
+    "pushes refused because fewer Redis replicas than redis.wait_replicas acknowledged them in time",
+    registry=REGISTRY,
+)
 DELIVERED = Counter("gochat_queue_delivered", "queue entries delivered by task, by op", ["op"], registry=REGISTRY)
 QUEUE_PENDING = Gauge("gochat_queue_pending", "entries read by task but not acknowledged", registry=REGISTRY)
 QUEUE_LAG = Gauge("gochat_queue_lag", "entries in the queue no task has read yet", registry=REGISTRY)

@@ -11,19 +11,26 @@ same id, to the hot stores of its conversations (storage.history), so a message 
 neither.  A private message's entry also records, in the field ``s``, the connect nodes holding a
 socket of its target at that moment, read in that same command: a socket that joins afterwards is
 already on a node in the list, one that joined before finds the message in its backlog.
+
+A push can be made *durable* across a failover of the primary: with ``wait_replicas`` set, the
+command that queues it is followed by ``WAIT`` on the same connection, and a push that fewer
+replicas acknowledged in time raises :class:`ReplicaWaitError` instead of counting as accepted.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gochat_py.config import QueueSettings
 from gochat_py.logs import kv
-from gochat_py.metrics import MESSAGES_IN
+from gochat_py.metrics import MESSAGES_IN, REPLICA_WAIT_SHORT
 from gochat_py.protocol.message_id import format_id, parse_id
 from gochat_py.protocol.queue_message import QueueMessage, QueueMessageError
 
@@ -72,6 +79,25 @@ class Outgoing:
     mid_key: str = ""
 
 
+class ReplicaWaitError(RedisError):
+    """Fewer replicas than asked hold a durable write: a failover now could lose it, so it is not
+    reported as accepted.  ``queued``: the primary queued it all the same (the replicas did not
+    acknowledge in time), so it may still be delivered; else nothing was queued (too few replicas
+    were in sync to begin with)."""
+
+    def __init__(self, message: str, queued: bool) -> None:
+        super().__init__(message)
+        self.queued = queued
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaWait:
+    """``WAIT replicas timeout_ms`` after a durable write; 0 replicas = do not wait."""
+
+    replicas: int = 0
+    timeout_ms: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Keeping:
     """How the hot stores are bounded (storage.history)."""
@@ -108,19 +134,42 @@ local function group_state(stream, name, cap)
 end
 """
 
+# Replicas that follow this server now: connected, synced, and heard from within the last few
+# seconds (a replica acknowledges every second; Redis counts the lag in whole seconds, -1 just after
+# an acknowledgement).
+_REPLICAS_IN_SYNC = """
+local function replicas_in_sync()
+  local count, info = 0, redis.call('INFO', 'replication')
+  for state, lag in string.gmatch(info, 'slave%d+:[^\\r\\n]*state=(%a+)[^\\r\\n]*lag=(%-?%d+)') do
+    if state == 'online' and tonumber(lag) <= 3 then count = count + 1 end
+  end
+  return count
+end
+"""
+NO_REPLICAS = "NOREPLICAS"  # the error the script answers with when too few replicas are in sync
+
 # KEYS[1]: the stream; ARGV[1]: the group; ARGV[2]: cap of the unread count; ARGV[3], [4], [5]:
 # size and ttl of the hot stores and the key marking where they begin; ARGV[6]: seconds a client
-# message id is remembered; then per message, in order: the queue entry, the holders hash ('' =
-# none), the key to mark ('' = none), its client message id key ('' = none), the body to keep, how
-# many stores keep it, and those stores.  A message whose client message id key exists is not
-# queued again: its id is the one the key holds.  Returns {the group's state, the ids}: one command
-# for a whole batch (redis-py costs tens of microseconds per command of a pipeline).
+# message id is remembered; ARGV[7]: replicas that must be in sync, else nothing is queued (0 = no
+# such check); then per message, in order: the queue entry, the holders hash ('' = none), the key
+# to mark ('' = none), its client message id key ('' = none), the body to keep, how many stores
+# keep it, and those stores.  A message whose client message id key exists is not queued again:
+# its id is the one the key holds.  Returns {the group's state, the ids}: one command for a whole
+# batch (redis-py costs tens of microseconds per command of a pipeline).
 _ENQUEUE = (
     _GROUP_STATE
+    + _REPLICAS_IN_SYNC
     + """
 local size, ttl, since_key, mid_ttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local needed = tonumber(ARGV[7])
+if needed > 0 then
+  local in_sync = replicas_in_sync()
+  if in_sync < needed then
+    return redis.error_reply('NOREPLICAS ' .. in_sync .. ' of ' .. needed .. ' replicas in sync')
+  end
+end
 local ids = {}
-local i = 7
+local i = 8
 while i <= #ARGV do
   local entry, holders, mark, mid, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local n = tonumber(ARGV[i + 5])
@@ -162,33 +211,48 @@ STATE_CAP = 10_000  # entries counted at most as unread (the count reads that ma
 
 class MessageQueue:
     def __init__(
-        self, redis: Redis, settings: QueueSettings, keeping: Keeping | None = None, group: str | None = None
+        self,
+        redis: Redis,
+        settings: QueueSettings,
+        keeping: Keeping | None = None,
+        group: str | None = None,
+        replica_wait: ReplicaWait | None = None,
     ) -> None:
-        """``group``: the consumer group this process reads in (task's by default)."""
+        """``group``: the consumer group this process reads in (task's by default);
+        ``replica_wait``: what a durable enqueue waits for."""
         self.redis = redis
         self.stream = settings.stream
         self.group = group or settings.group
         self.keeping = keeping or Keeping(1, 60, "")
+        self.replica_wait = replica_wait or ReplicaWait()
         self._enqueue = redis.register_script(_ENQUEUE)
         self._state = redis.register_script(_STATE)
 
     async def enqueue(self, message: QueueMessage) -> GroupState | None:
         return await self.enqueue_many([message])
 
-    async def enqueue_many(self, messages: list[QueueMessage | Outgoing], cap: int = STATE_CAP) -> GroupState | None:
+    async def enqueue_many(
+        self, messages: list[QueueMessage | Outgoing], cap: int = STATE_CAP, durable: bool = False
+    ) -> GroupState | None:
         """All of them in one command, in order; the group's state comes back with them (None
-        before any task created the group), its unread count up to ``cap``."""
-        return (await self.enqueue_with_ids(messages, cap))[0]
+        before any task created the group), its unread count up to ``cap``.  ``durable``: returns
+        only once ``replica_wait.replicas`` replicas hold them too, else raises ReplicaWaitError."""
+        return (await self.enqueue_with_ids(messages, cap, durable))[0]
 
     async def enqueue_with_ids(
-        self, messages: list[QueueMessage | Outgoing], cap: int = STATE_CAP
+        self, messages: list[QueueMessage | Outgoing], cap: int = STATE_CAP, durable: bool = False
     ) -> tuple[GroupState | None, list[str]]:
         """:meth:`enqueue_many`, and the messages' ids in order (for one with a ``mid_key`` seen
         before, the id it was queued under then)."""
         if not messages:
             return None, []
         keeping = self.keeping
-        args: list[str | bytes | int] = [self.group, cap, keeping.size, keeping.ttl, keeping.since_key, keeping.mid_ttl]
+        wait = self.replica_wait
+        waiting = durable and wait.replicas > 0
+        args: list[str | bytes | int] = [
+            *(self.group, cap, keeping.size, keeping.ttl, keeping.since_key, keeping.mid_ttl),
+            wait.replicas if waiting else 0,
+        ]
         for item in messages:
             if isinstance(item, QueueMessage):
                 args += [item.encode(), "", "", "", b"", 0]
@@ -203,10 +267,58 @@ class MessageQueue:
                     len(item.keep_in),
                     *item.keep_in,
                 ]
-        state, ids = await self._enqueue(keys=[self.stream], args=args)
+        if waiting:
+            try:
+                (state, ids), acknowledged = await self._enqueue_and_wait(args)
+            except ResponseError as exc:
+                if not str(exc).startswith(NO_REPLICAS):
+                    raise
+                REPLICA_WAIT_SHORT.inc(len(messages))
+                raise ReplicaWaitError(
+                    f"{str(exc)[len(NO_REPLICAS) + 1 :]}; nothing queued, try again", False
+                ) from None
+        else:
+            (state, ids), acknowledged = await self._enqueue(keys=[self.stream], args=args), None
         for item in messages:
             MESSAGES_IN.labels(item.op if isinstance(item, QueueMessage) else item.message.op).inc()
+        if acknowledged is not None and acknowledged < wait.replicas:
+            REPLICA_WAIT_SHORT.inc(len(messages))
+            raise ReplicaWaitError(
+                f"{acknowledged} of {wait.replicas} replicas acknowledged the write within {wait.timeout_ms} ms;"
+                " try again",
+                True,
+            )
         return _group_state(state), [_text(i) for i in ids]
+
+    async def _enqueue_and_wait(self, args: list[str | bytes | int]) -> tuple[list, int]:
+        """The queuing script, then ``WAIT``, on one connection taken from the pool for both:
+        WAIT counts the replicas holding *this connection's* writes, so on any other connection
+        it would prove nothing.  WAIT follows only a script that queued something (WAIT blocks
+        for its whole timeout whenever too few replicas are connected, whatever the connection
+        wrote).  Never sent twice: after a lost connection the script may have run (a repeat
+        would queue every message again), so the error goes to the caller, as any outage does."""
+        pool = self.redis.connection_pool
+        script = ("EVALSHA", self._enqueue.sha, 1, self.stream, *args)
+        connection = await pool.get_connection()
+        try:
+            try:
+                state = await _call(connection, script)
+            except NoScriptError:  # a new primary after a failover, or SCRIPT FLUSH: nothing ran
+                await _call(connection, ("SCRIPT", "LOAD", self._enqueue.script))
+                state = await _call(connection, script)
+            wait = self.replica_wait
+            # WAIT blocks up to its own timeout: the read gets that on top of the usual one
+            limit = wait.timeout_ms / 1000 + (connection.socket_timeout or 0)
+            acknowledged = await _call(connection, ("WAIT", wait.replicas, wait.timeout_ms), limit)
+            return state, int(acknowledged)
+        except ResponseError:
+            raise  # an error reply leaves the connection as clean as any other reply
+        except BaseException:
+            # a lost or timed-out connection may hold a late reply: it must not reach the next user
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
 
     async def group_state(self, cap: int = STATE_CAP) -> GroupState | None:
         try:
@@ -293,6 +405,15 @@ class MessageQueue:
         for consumer in await self.redis.xinfo_consumers(self.stream, self.group):
             if consumer["pending"] == 0 and consumer["idle"] > idle_ms:
                 await self.redis.xgroup_delconsumer(self.stream, self.group, _text(consumer["name"]))
+
+
+async def _call(connection: AbstractConnection, command: tuple, timeout: float | None = None) -> Any:
+    """One command on this connection, its error reply raised; ``timeout`` replaces the socket's."""
+    await connection.send_command(*command)
+    reply = await connection.read_response(timeout=timeout)
+    if reply is None and timeout is not None:  # redis-py's way of saying the read timed out
+        raise RedisTimeoutError(f"no answer to {command[0]} within {timeout:.1f} s")
+    return reply
 
 
 def _group_state(reply: list | None) -> GroupState | None:

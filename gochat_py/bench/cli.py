@@ -6,9 +6,12 @@
     gochat-py bench idle --users 1000 --sockets-per-user 10 --client-procs 2
     gochat-py bench floor --users 500 --messages 1000
     gochat-py bench room --users 500 --messages 1000 --join-since --history on,off --repeat 2
+    gochat-py bench private --users 500 --messages 2000 --concurrency 64 --send http,socket --repeat 3
+    gochat-py bench idle --users 1000 --sockets-per-user 10 --rooms-per-socket 10 --client-procs 2
     gochat-py bench soak --users 200 --duration 600 --rate 20 --resume
     gochat-py bench plot docs/bench/*.json --out docs/bench
     gochat-py bench sweep --out docs/bench
+    gochat-py bench replica-wait --pushes 3000 --concurrency 1,16
 
 A run prints one JSON summary on stdout (progress on stderr) and exits 0 when nothing was lost,
 duplicated or refused, 1 otherwise, 2 for bad arguments.  Targets must be loopback addresses.
@@ -45,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gochat_py.bench.soak import add_soak_arguments
 
     add_soak_arguments(commands.add_parser("soak", help=soak_help, description=soak_help))
+    wait_help = "what [redis] wait_replicas costs a push: logic's enqueue with and without WAIT (own Redis pair)"
+    from gochat_py.bench.replica_wait import add_replica_wait_arguments
+
+    add_replica_wait_arguments(commands.add_parser("replica-wait", help=wait_help, description=wait_help))
     sweep = commands.add_parser("sweep", help="run the documented set of scenarios and regenerate docs/bench")
     from gochat_py.bench.sweep import add_sweep_arguments
 
@@ -65,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         from gochat_py.bench.soak import soak_main
 
         return soak_main(args)
+    if args.mode == "replica-wait":
+        from gochat_py.bench.replica_wait import replica_wait_main
+
+        return replica_wait_main(args)
     if args.mode == "sweep":
         from gochat_py.bench.sweep import run_sweep
 
@@ -74,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     except TargetError as exc:
         print(f"gochat-py bench: {exc}", file=sys.stderr)
         return 2
-    if opts.history:
-        from gochat_py.bench.sweep import compare_history
+    if opts.history or len(opts.send) > 1:
+        from gochat_py.bench.sweep import compare_settings
 
-        return compare_history(opts)
+        return compare_settings(opts)
     from gochat_py.bench.clients import run_to_summary
     from gochat_py.bench.scenarios import run_bench
 

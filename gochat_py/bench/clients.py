@@ -6,9 +6,17 @@ A client process is started by the coordinator (``multiprocessing``, spawn) with
 reports ``("connected", info)`` once every socket is in its room.  From then on it sends
 ``("progress", unique, duplicated, disconnected)`` a few times a second until the coordinator
 says ``("stop",)``; then it closes its sockets and answers ``("result", info)`` with the
-latencies.  A socket counts as in its room once it has seen an op 5 member list with at least
-``ready_count`` members (the server broadcasts one on every join), so no message is pushed
+latencies.  A socket counts as in its room once it has received an op 4 count frame (the
+coordinator asks ``/push/count`` for every room once every join is sent, and again while sockets
+are missing), or an op 5 member list with at least ``ready_count`` members (gochat-py broadcasts
+one on every join into a room of up to ``member_list_auto_limit``), so no message is pushed
 before every receiver can get it.
+
+With ``protocol="v2"`` a socket sends a v2 hello instead of the join, subscribes to its rooms once
+welcomed, and is in them once every subscribe is answered (``v2_session.py``).  With ``sends`` in
+the plan (``--send socket``), the coordinator's ``("go", start ns)`` makes the process send those
+messages from their senders' own sockets (publish or send, each answered by a reply) and report
+``("sent", info)`` once every reply came.
 
 Websocket sockets go to ``ws_urls[spec.node]`` (several connect nodes in one run) and use the
 lean client of ``ws_client.py`` unless the plan asks for the ``websockets`` library's client
@@ -32,12 +40,14 @@ from typing import Any
 import orjson
 
 from gochat_py.bench.framing import TCP_PING, FrameError, StickSplitter, encode_stick
-from gochat_py.bench.stamp import frame_stamp, room_info_count, stamp_matcher
+from gochat_py.bench.stamp import OP_ROOM_COUNT, frame_stamp, make_stamp, room_frame, stamp_matcher
+from gochat_py.bench.v2_session import OTHER, READY, WELCOMED, Ack, Retry, V2Session
 from gochat_py.bench.ws_client import connect_lean_ws
 
 PROGRESS_INTERVAL = 0.1
 MAX_ERRORS_KEPT = 5
 READY_SETTLE = 10.0
+SUBSCRIBE_RETRY_DELAY = 1.0  # seconds before a subscribe answered "unavailable" is sent again
 
 
 @dataclass
@@ -46,9 +56,10 @@ class SocketSpec:
     room_id: int
     user_id: int = 0
     transport: str = "ws"
-    ready_count: int = 1  # op 5 member count that proves the room is complete for this socket
+    ready_count: int = 1  # an op 5 member list this long proves the room complete for this socket
     node: int = 0  # websocket sockets: index into ClientPlan.ws_urls
     since: str | None = None  # sent in the join when set: frames then carry message ids
+    rooms: tuple[int, ...] = ()  # protocol v2: the rooms the socket subscribes to
 
 
 @dataclass
@@ -66,6 +77,13 @@ class ClientPlan:
     ready_timeout: float = 60.0
     max_seconds: float = 300.0
     ws_client: str = "lean"  # "lean" (ws_client.py) or "websockets" (the library's asyncio client)
+    protocol: str = "v1"  # "v2": hello and subscribes instead of a join (lean websocket or TCP)
+    # --send socket: (seq, socket index, room, to user) of each message this process's sockets
+    # send (a publish into room, or a send to the user), started by ("go", start ns)
+    sends: list[tuple[int, int, int, int]] = field(default_factory=list)
+    send_concurrency: int = 16  # messages of this process waiting for their reply at once
+    send_rate: float = 0.0  # rate mode: messages per second of the whole run (seq n due at n / rate)
+    answer_timeout: float = 10.0  # how long after its last reply a process waits for the rest
 
 
 def join_body(spec: SocketSpec) -> dict[str, Any]:
@@ -97,7 +115,7 @@ class Counter:
     one receive time.
     """
 
-    def __init__(self, plan: ClientPlan) -> None:
+    def __init__(self, plan: ClientPlan, on_control: Callable[[int, bytes], None] | None = None) -> None:
         self.run_id = plan.run_id.encode()
         self.messages = plan.messages
         self.targets = plan.targets
@@ -115,7 +133,8 @@ class Counter:
         self.other_frames = 0
         self.first_ns = 0
         self.last_ns = 0
-        self._match = stamp_matcher(self.run_id)
+        self._match = stamp_matcher(self.run_id, plan.protocol)
+        self.on_control = on_control  # v2: every frame but a stamped message goes there
 
     def on_frame(self, index: int, body: bytes) -> None:
         """One frame (the ``websockets`` library's client reads frame by frame)."""
@@ -175,15 +194,33 @@ class Counter:
             self.misdelivered += misdelivered
 
     def _on_unstamped(self, index: int, body: bytes) -> None:
-        """A frame without a stamp: the op 5 member list that makes the socket ready, or other."""
-        count = room_info_count(body)
-        if count is not None and not self.ready[index] and count >= self.specs[index].ready_count:
+        """A frame without a stamp: one that makes the socket ready, or other.
+
+        Any op 4 count frame proves the socket is in its room: it can only come from a
+        ``/push/count`` broadcast to that room, which the coordinator asks for once every join is
+        sent, so it works with any server of the v1 wire.  An op 5 member list listing at least
+        ``ready_count`` members proves it too, earlier, where a server sends one on every join.
+        A v2 socket's frames go to ``on_control`` (the subscribe results make it ready).
+        """
+        if self.on_control is not None:
+            self.on_control(index, body)
+            return
+        frame = room_frame(body)
+        if (
+            frame is not None
+            and not self.ready[index]
+            and (frame[0] == OP_ROOM_COUNT or frame[1] >= self.specs[index].ready_count)
+        ):
+            self.mark_ready(index)
+        else:
+            self.other_frames += 1
+
+    def mark_ready(self, index: int) -> None:
+        if not self.ready[index]:
             self.ready[index] = 1
             self.ready_count += 1
             if self.ready_count == len(self.ready):
                 self.all_ready.set()
-        else:
-            self.other_frames += 1
 
 
 class TcpClient(asyncio.Protocol):
@@ -223,6 +260,12 @@ class TcpClient(asyncio.Protocol):
             self.closed.set_result(None)
         self.on_lost(self.index, f"connection lost: {exc}" if exc else "closed by server")
 
+    def send_text(self, payload: bytes) -> None:
+        """One frame (the join, or a v2 message)."""
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("the TCP connection is not open")
+        self.transport.write(encode_stick(payload))
+
     async def close(self) -> None:
         if self.transport:
             self.transport.close()
@@ -234,7 +277,9 @@ class ClientWorker:
     def __init__(self, plan: ClientPlan, pipe: Connection) -> None:
         self.plan = plan
         self.pipe = pipe
-        self.counter = Counter(plan)
+        v2 = plan.protocol == "v2"
+        self.sessions = [V2Session(spec.rooms) for spec in plan.sockets] if v2 else []
+        self.counter = Counter(plan, self._on_v2 if v2 else None)
         self.handles: list[Any] = [None] * len(plan.sockets)
         self.handshake_us = array.array("q")
         self.join_sent_ns = [0] * len(plan.sockets)
@@ -245,6 +290,15 @@ class ClientWorker:
         self.stop_event = asyncio.Event()
         self.readers: list[asyncio.Task[None]] = []
         self.disconnected_by_node = [0] * len(plan.ws_urls)
+        # --send socket: the messages this process sends and their replies
+        self.in_flight: asyncio.Semaphore | None = None
+        self.sending: asyncio.Task[None] | None = None
+        self.accepted = 0
+        self.refused = 0
+        self.answers = 0
+        self.ack_us = array.array("q")
+        self.last_answer_ns = 0
+        self.resubscribed = 0
 
     def _error(self, text: str) -> None:
         if len(self.errors) < MAX_ERRORS_KEPT:
@@ -257,6 +311,105 @@ class ClientWorker:
             if spec.transport == "ws":
                 self.disconnected_by_node[spec.node] += 1
             self._error(f"socket {index}: {reason}")
+            if self.sessions and self.sessions[index].sends:  # their replies will never come
+                for seq, sent_ns in self.sessions[index].unanswered():
+                    self._answered(Ack(seq, sent_ns, -1, f"socket closed: {reason}"))
+                self.sessions[index].sends.clear()
+
+    def _on_v2(self, index: int, body: bytes) -> None:
+        """A v2 socket's frame that is not a stamped message: the welcome (then the subscribes
+        go), a subscribe's result (the last one makes the socket ready), a reply to a message sent,
+        or an event only counted."""
+        outcome = self.sessions[index].receive(body)
+        if outcome == OTHER:
+            self.counter.other_frames += 1
+        elif type(outcome) is Ack:
+            self._answered(outcome)
+        elif outcome == READY:
+            self.counter.mark_ready(index)
+        elif outcome == WELCOMED:
+            handle = self.handles[index]
+            if handle is None:
+                self._error(f"socket {index}: welcomed before it was open")
+                return
+            for data in self.sessions[index].subscribes():
+                handle.send_text(data)
+        elif type(outcome) is Retry:
+            self.resubscribed += 1
+            asyncio.get_running_loop().call_later(SUBSCRIBE_RETRY_DELAY, self._resubscribe, index, outcome.room)
+        else:
+            self._error(f"socket {index}: {outcome.text}")  # type: ignore[union-attr]
+
+    def _resubscribe(self, index: int, room: int) -> None:
+        handle = self.handles[index]
+        if handle is not None and not self.stopping:
+            with contextlib.suppress(ConnectionError):
+                handle.send_text(self.sessions[index].subscribe(room))
+
+    def _answered(self, ack: Ack) -> None:
+        now = time.monotonic_ns()
+        self.answers += 1
+        self.last_answer_ns = now
+        if ack.code == 0:
+            self.accepted += 1
+            self.ack_us.append((now - ack.sent_ns) // 1000)
+        else:
+            self.refused += 1
+            self._error(f"message {ack.seq}: error {ack.code} {ack.message}")
+        if self.in_flight is not None:
+            self.in_flight.release()
+
+    async def _send_all(self, start_ns: int) -> None:
+        """``--send socket``: every planned message from its sender's socket, at most
+        ``send_concurrency`` waiting for their replies (at ``send_rate`` in rate mode); then waits
+        for the missing replies until none came for ``answer_timeout`` seconds, and reports
+        ``("sent", info)``."""
+        plan = self.plan
+        in_flight = self.in_flight = asyncio.Semaphore(plan.send_concurrency)
+        first_ns = 0
+        sent = 0
+        for seq, index, room, to in plan.sends:
+            if self.stop_event.is_set():
+                break
+            if plan.send_rate:
+                delay = (start_ns + seq * 1e9 / plan.send_rate - time.monotonic_ns()) / 1e9
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await in_flight.acquire()
+            handle = self.handles[index]
+            sent_ns = time.monotonic_ns()
+            first_ns = first_ns or sent_ns
+            try:
+                if handle is None:
+                    raise ConnectionError("the socket did not open")
+                stamp = make_stamp(plan.run_id, seq, sent_ns)
+                handle.send_text(self.sessions[index].message(seq, sent_ns, stamp, room=room, to=to))
+            except Exception as exc:  # counted as refused, never fatal
+                self._answered(Ack(seq, sent_ns, -1, f"{type(exc).__name__}: {exc}"))
+            sent += 1
+        quiet_since, answers = time.monotonic(), -1
+        while self.answers < sent and not self.stop_event.is_set():
+            if self.answers != answers:
+                quiet_since, answers = time.monotonic(), self.answers
+            elif time.monotonic() - quiet_since > plan.answer_timeout:
+                missing = sent - self.answers
+                self.refused += missing
+                self._error(f"{missing} message(s) got no reply within {plan.answer_timeout} s")
+                break
+            await asyncio.sleep(0.02)
+        self.pipe.send(
+            (
+                "sent",
+                {
+                    "sent": sent,
+                    "accepted": self.accepted,
+                    "failed": self.refused,
+                    "first_ns": first_ns,
+                    "last_ns": self.last_answer_ns,
+                    "ack_us": self.ack_us.tobytes(),
+                },
+            )
+        )
 
     def _by_node(self, count: Callable[[int], int]) -> list[int]:
         """``count(socket index)`` summed per websocket node (what each connect node got)."""
@@ -270,18 +423,26 @@ class ClientWorker:
         ips = self.plan.source_ips
         return (ips[index % len(ips)], 0) if ips else None
 
+    def _first_message(self, index: int, spec: SocketSpec) -> bytes:
+        """The v2 hello, or the v1 join (with op 6 on TCP)."""
+        if self.sessions:
+            return self.sessions[index].hello(spec.token)
+        if spec.transport == "tcp":
+            return orjson.dumps({**join_body(spec), "op": 6})
+        return orjson.dumps(join_body(spec))
+
     async def _open(self, index: int, limit: asyncio.Semaphore) -> None:
         spec = self.plan.sockets[index]
-        join = orjson.dumps(join_body(spec))
+        first = self._first_message(index, spec)
         async with limit:
             started = time.monotonic_ns()
             try:
                 if spec.transport == "tcp":
-                    await self._open_tcp(index, spec)
+                    await self._open_tcp(index, first)
                 elif self.plan.ws_client == "websockets":
-                    await self._open_ws(index, join)
+                    await self._open_ws(index, first)
                 else:
-                    await self._open_lean_ws(index, join)
+                    await self._open_lean_ws(index, first)
             except Exception as exc:
                 self.failed += 1
                 self._error(f"socket {index}: {type(exc).__name__}: {exc}")
@@ -333,7 +494,7 @@ class ClientWorker:
         except ConnectionClosed as exc:
             self._lost(index, f"closed {exc.rcvd.code if exc.rcvd else 1006} {exc.rcvd.reason if exc.rcvd else ''}")
 
-    async def _open_tcp(self, index: int, spec: SocketSpec) -> None:
+    async def _open_tcp(self, index: int, first: bytes) -> None:
         loop = asyncio.get_running_loop()
         host, port = self.plan.tcp
         _, protocol = await asyncio.wait_for(
@@ -342,9 +503,7 @@ class ClientWorker:
             ),
             self.plan.connect_timeout,
         )
-        payload = orjson.dumps({**join_body(spec), "op": 6})
-        assert protocol.transport is not None
-        protocol.transport.write(encode_stick(payload))
+        protocol.send_text(first)
         self.handles[index] = protocol
 
     def _on_command(self) -> None:
@@ -353,7 +512,9 @@ class ClientWorker:
                 command = self.pipe.recv()
             except EOFError:
                 command = ("stop",)
-            if command[0] == "stop":
+            if command[0] == "go":  # --send socket: the sends start at this monotonic instant
+                self.sending = asyncio.ensure_future(self._send_all(command[1]))
+            elif command[0] == "stop":
                 self.stop_event.set()
                 asyncio.get_running_loop().remove_reader(self.pipe.fileno())
                 return
@@ -375,15 +536,21 @@ class ClientWorker:
         opened = len(self.plan.sockets) - self.failed
         if opened and self.counter.ready_count < opened:
             # every socket in its room; or every one either in it or closed by the server; or no
-            # progress for READY_SETTLE seconds (a refused join keeps a room from ever being complete)
+            # progress for READY_SETTLE seconds (a refused join keeps a room from ever being
+            # complete).  Progress is any socket ready, or any frame while they get there: a v2
+            # socket is ready only after its last subscribe, and a busy server answers the first
+            # subscribe of every socket before the second of any.
             ready_deadline = time.monotonic() + self.plan.ready_timeout
-            last_ready, changed = -1, time.monotonic()
+            last_moved: tuple[int, ...] = ()
+            changed = time.monotonic()
+            counter = self.counter
             while not self.stop_event.is_set() and time.monotonic() < ready_deadline:
-                ready = self.counter.ready_count
+                ready = counter.ready_count
                 if ready + self.disconnected >= opened:
                     break
-                if ready != last_ready:
-                    last_ready, changed = ready, time.monotonic()
+                moved = (ready, counter.other_frames, self.resubscribed, sum(map(bool, counter.first_frame_ns)))
+                if moved != last_moved:
+                    last_moved, changed = moved, time.monotonic()
                 elif time.monotonic() - changed > READY_SETTLE:
                     break
                 self.pipe.send(("opening", opened, ready))
@@ -413,6 +580,8 @@ class ClientWorker:
                     "join_us": joins.tobytes(),
                     "file_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                     "opened_by_node": self._by_node(lambda i: self.handles[i] is not None),
+                    "v2_limits": next((s.limits.model_dump() for s in self.sessions if s.limits), None),
+                    "resubscribed": self.resubscribed,
                     "errors": list(self.errors),
                 },
             )
@@ -458,6 +627,8 @@ class ClientWorker:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(handle.close(), 3)
 
+        if self.sending is not None:
+            self.sending.cancel()
         if handles:
             await asyncio.wait([asyncio.create_task(close(h)) for h in handles], timeout=15)
         for reader in self.readers:

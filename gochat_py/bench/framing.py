@@ -65,15 +65,17 @@ class StickSplitter:
         return out
 
 
-def ws_server_frame(payload: bytes, opcode: int = 0x1) -> bytes:
-    """One unmasked, final websocket frame (what a server sends)."""
+def ws_server_frame(payload: bytes, opcode: int = 0x1, fin: bool = True) -> bytes:
+    """One unmasked websocket frame (what a server sends); ``fin=False`` makes it a fragment that
+    continuation frames (opcode 0) complete."""
     n = len(payload)
+    first = (0x80 if fin else 0) | opcode
     if n < 126:
-        header = struct.pack("!BB", 0x80 | opcode, n)
+        header = struct.pack("!BB", first, n)
     elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 126, n)
+        header = struct.pack("!BBH", first, 126, n)
     else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+        header = struct.pack("!BBQ", first, 127, n)
     return header + payload
 
 
@@ -86,14 +88,15 @@ def ws_server_frame(payload: bytes, opcode: int = 0x1) -> bytes:
 # tests can check it byte for byte without sockets.
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+WS_CONTINUATION = 0x0
 WS_TEXT = 0x1
 WS_BINARY = 0x2
 WS_CLOSE = 0x8
 WS_PING = 0x9
 WS_PONG = 0xA
-WS_MAX_PAYLOAD = 8 * 1024 * 1024  # the websockets-library client of the bench used the same bound
+WS_MAX_PAYLOAD = 8 * 1024 * 1024  # one message, whole or in fragments; the websockets library's bound
 WS_MAX_HANDSHAKE = 16 * 1024
-_KNOWN_OPCODES = frozenset((WS_TEXT, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG))
+_KNOWN_OPCODES = frozenset((WS_CONTINUATION, WS_TEXT, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG))
 
 
 class HandshakeError(FrameError):
@@ -204,7 +207,7 @@ Other = tuple[int, int, bytes]
 
 
 class WsSplitter:
-    """Turns the byte stream a websocket server sends into payloads.
+    """Turns the byte stream a websocket server sends into message payloads.
 
     Made for the bench client's hot path: one :meth:`feed_batch` per ``data_received`` chunk
     gives the text and binary payloads of the whole chunk as one list (slices of the chunk, no
@@ -212,24 +215,32 @@ class WsSplitter:
     seldom or never sends (binary, ping, pong, close) are also listed apart, each with its place
     among the payloads, so the client still handles them in stream order.  A partial frame is
     kept as a list of chunks until enough bytes arrived, so a large frame in many pieces is
-    joined once rather than re-copied on every chunk.  Only what an extension-less server may
-    send is accepted: masked frames (a server must not mask), RSV bits, fragmented data frames
-    (FIN clear or a continuation; the gochat server never fragments, and the bench has no use
-    for reassembly), oversized or fragmented control frames and unknown opcodes raise
+    joined once rather than re-copied on every chunk.
+
+    Fragmented messages (RFC 6455 §5.4: a text or binary frame with FIN clear, then continuation
+    frames up to one with FIN set) are reassembled: other servers fragment every message larger
+    than their write buffer.  Control frames may come between the fragments and are listed in
+    stream order as usual; the message counts where its last fragment is.  A message is bounded
+    by ``max_payload`` as a whole, checked from each fragment's header before its bytes are
+    buffered.  Only what an extension-less server may send is accepted: masked frames (a server
+    must not mask), RSV bits, a continuation with no message begun, a new data frame before the
+    begun message is complete, oversized or fragmented control frames and unknown opcodes raise
     :class:`FrameError`.
     """
 
-    __slots__ = ("_have", "_need", "_parts", "max_payload")
+    __slots__ = ("_have", "_message", "_message_opcode", "_need", "_parts", "max_payload")
 
     def __init__(self, max_payload: int = WS_MAX_PAYLOAD) -> None:
         self._parts: list[bytes] = []
         self._have = 0
         self._need = 0
+        self._message = bytearray()  # the fragments of an incomplete message so far
+        self._message_opcode = 0  # WS_TEXT or WS_BINARY while a fragmented message is incomplete
         self.max_payload = max_payload
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        """Every frame ``data`` completes as ``(opcode, payload)``, in stream order (the
-        frame-by-frame view of :meth:`feed_batch`)."""
+        """Every message and control frame ``data`` completes as ``(opcode, payload)``, in stream
+        order (the frame-by-frame view of :meth:`feed_batch`)."""
         payloads, others = self.feed_batch(data)
         out: list[tuple[int, bytes]] = []
         done = 0
@@ -241,10 +252,10 @@ class WsSplitter:
         return out
 
     def feed_batch(self, data: bytes) -> tuple[list[bytes], list[Other] | None]:
-        """``(payloads, others)`` of the frames ``data`` completes.
+        """``(payloads, others)`` of the messages and control frames ``data`` completes.
 
         ``payloads``: the text and binary payloads in stream order.  ``others``: None, or one
-        ``(place, opcode, payload)`` for each binary frame (its payload is ``payloads[place]``)
+        ``(place, opcode, payload)`` for each binary message (its payload is ``payloads[place]``)
         and each control frame (``place`` payloads came before it), in stream order.
         """
         if self._parts:
@@ -260,14 +271,16 @@ class WsSplitter:
         end = len(data)
         position = 0
         need = 0
+        assembling = self._message_opcode
         while position < end:
             if end - position < 2:
                 need = 2
                 break
             first = data[position]
             length = data[position + 1]
-            if first != 0x81:  # anything but a final text frame: check it all
-                self._check_header(first, length)
+            plain = first == 0x81 and not assembling  # a whole text message: the usual frame
+            if not plain:
+                self._check_header(first, length, assembling)
             if length < 126:
                 start = position + 2
             elif length == 126:
@@ -281,24 +294,44 @@ class WsSplitter:
                     need = 10
                     break
                 (length,) = struct.unpack_from("!Q", data, position + 2)
-                if length > self.max_payload:
-                    raise FrameError(f"frame of {length} bytes exceeds {self.max_payload}")
                 start = position + 10
             else:
                 raise FrameError("the server sent a masked frame")
+            if (length > 125 or not plain) and first & 0x0F < WS_CLOSE:
+                # a message's bound, checked before any of its bytes are buffered
+                size = len(self._message) + length
+                if size > self.max_payload:
+                    raise FrameError(f"message of {size} bytes or more exceeds {self.max_payload}")
             stop = start + length
             if stop > end:
                 need = stop - position
                 break
-            if first == 0x81:
+            if plain:
                 append(data[start:stop])
             else:
                 opcode = first & 0x0F
-                if others is None:
-                    others = []
-                others.append((len(payloads), opcode, data[start:stop]))
-                if opcode == WS_BINARY:
-                    append(data[start:stop])
+                payload = data[start:stop]
+                if opcode < WS_CLOSE:  # a data frame: a whole message, or a fragment of one
+                    if not first & 0x80:  # more fragments to come
+                        if opcode:
+                            assembling = self._message_opcode = opcode
+                        self._message += payload
+                        position = stop
+                        continue
+                    if opcode == WS_CONTINUATION:  # the last fragment
+                        opcode = assembling
+                        payload = bytes(self._message + payload)
+                        self._message = bytearray()
+                        assembling = self._message_opcode = 0
+                    append(payload)
+                    if opcode == WS_BINARY:
+                        if others is None:
+                            others = []
+                        others.append((len(payloads) - 1, opcode, payload))
+                else:
+                    if others is None:
+                        others = []
+                    others.append((len(payloads), opcode, payload))
             position = stop
         if position < end:
             rest = data[position:] if position else data
@@ -308,19 +341,25 @@ class WsSplitter:
         return payloads, others
 
     @staticmethod
-    def _check_header(first: int, length: int) -> None:
+    def _check_header(first: int, length: int, assembling: int) -> None:
         opcode = first & 0x0F
         if first & 0x70:
             raise FrameError(f"RSV bits set ({first:#04x}) but no extension was negotiated")
-        if opcode == 0 or not first & 0x80:
-            raise FrameError("fragmented data frame (continuation or FIN clear): not supported")
         if opcode not in _KNOWN_OPCODES:
             raise FrameError(f"unknown opcode {opcode:#x}")
         if length & 0x80:
             raise FrameError("the server sent a masked frame")
-        if opcode >= WS_CLOSE and length > 125:
-            raise FrameError(f"control frame (opcode {opcode:#x}) longer than 125 bytes")
+        if opcode >= WS_CLOSE:
+            if not first & 0x80:
+                raise FrameError(f"fragmented control frame (opcode {opcode:#x})")
+            if length > 125:
+                raise FrameError(f"control frame (opcode {opcode:#x}) longer than 125 bytes")
+        elif opcode == WS_CONTINUATION and not assembling:
+            raise FrameError("continuation frame with no fragmented message begun")
+        elif opcode != WS_CONTINUATION and assembling:
+            raise FrameError(f"data frame (opcode {opcode:#x}) before the fragmented message was complete")
 
     def pending(self) -> int:
-        """Bytes held back as the start of an incomplete frame."""
-        return self._have if self._parts else 0
+        """Bytes held back: the start of an incomplete frame and the fragments of an incomplete
+        message."""
+        return (self._have if self._parts else 0) + len(self._message)

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 MODES = ("room", "private", "rate", "idle", "floor")
 TRANSPORTS = ("ws", "tcp", "mixed")
 WS_CLIENTS = ("lean", "websockets")
+SENDS = ("http", "socket")
+PROTOCOLS = ("v1", "v2")
 LOOPBACK_V4 = ipaddress.ip_network("127.0.0.0/8")
 
 
@@ -113,7 +115,10 @@ class BenchOptions:
     metrics: list[str] = field(default_factory=list)  # [name=]URL of each /metrics to scrape; empty = none
     join_since: bool = False  # joins carry "since": "" (frames with ids, as clients of kept messages get)
     history: list[str] = field(default_factory=list)  # "on"/"off": run against systems started with each
-    repeat: int = 1  # with history: rounds of the whole list
+    send: list[str] = field(default_factory=lambda: ["http"])  # "http"/"socket"; several: compared like history
+    protocol: str = ""  # the sockets' protocol: "v1", "v2", or "" (v2 for --send socket and several rooms)
+    rooms_per_socket: int = 1  # idle mode, v2: rooms each socket subscribes to
+    repeat: int = 1  # with history or several sends: rounds of the whole list
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -158,6 +163,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--floor-batch", type=pos_int, default=1, help="floor mode: frames per socket write")
     load.add_argument("--room-id", type=int, default=0, help="room to use (default: a fresh one per run)")
     load.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="",
+        help="the sockets' protocol (default v1; v2 with --send socket or --rooms-per-socket over 1)",
+    )
+    load.add_argument(
+        "--rooms-per-socket",
+        type=pos_int,
+        default=1,
+        help="idle mode: rooms each socket subscribes to (protocol v2); user n's sockets take rooms n..n+R-1",
+    )
+    load.add_argument(
         "--join-since",
         action="store_true",
         help='joins carry "since": "" so frames carry message ids (what clients of kept messages get)',
@@ -170,7 +187,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="start a system of this checkout for each setting in turn (GOCHAT_HISTORY__ENABLED, fresh state "
         "folder, default ports), run the scenario against it, stop it; print the runs side by side",
     )
-    compare.add_argument("--repeat", type=pos_int, default=1, help="with --history: rounds of the whole list")
+    compare.add_argument(
+        "--send",
+        default="http",
+        metavar="http,socket",
+        help="how messages are sent: http (POST /push/pushRoom, /push/push) or socket (protocol v2 publish or "
+        "send on the sender's own socket, each answered); both (e.g. http,socket): a system per setting in "
+        "turn, as --history does, side by side",
+    )
+    compare.add_argument(
+        "--repeat", type=pos_int, default=1, help="with --history or several --send: rounds of the whole list"
+    )
     scale = parser.add_argument_group("client scale")
     scale.add_argument("--client-procs", type=pos_int, default=1, help="client processes holding the sockets")
     scale.add_argument("--source-ips", default="", help="comma-separated 127.x.y.z local addresses for the sockets")
@@ -216,6 +243,13 @@ def fields_from_args(cls: type[OptionsT], args: argparse.Namespace, **converted:
     return cls(**{**copied, **converted})
 
 
+def protocol_of(opts: BenchOptions) -> str:
+    """The protocol a run's sockets speak: ``--protocol``, else v2 where v1 cannot do the job."""
+    if opts.protocol:
+        return opts.protocol
+    return "v2" if opts.send == ["socket"] or opts.rooms_per_socket > 1 else "v1"
+
+
 def comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -229,9 +263,24 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         progress=not args.no_progress,
         metrics=[] if args.no_metrics else comma_list(args.metrics),
         history=comma_list(args.history),
+        send=comma_list(args.send),
     )
     if any(setting not in ("on", "off") for setting in opts.history):
         raise TargetError("--history takes on and off, comma-separated (e.g. on,off)")
+    if not opts.send or any(setting not in SENDS for setting in opts.send):
+        raise TargetError("--send takes http and socket, comma-separated (e.g. http,socket)")
+    if "socket" in opts.send:
+        if opts.mode not in ("room", "rate", "private"):
+            raise TargetError("--send socket applies to the room, rate and private modes")
+        if opts.protocol == "v1":
+            raise TargetError("--send socket needs protocol v2 (v1 sockets only receive)")
+    if opts.rooms_per_socket > 1:
+        if opts.mode != "idle" or opts.protocol == "v1":
+            raise TargetError("--rooms-per-socket over 1 is for idle mode with protocol v2")
+        if opts.idle_messages:
+            raise TargetError("--idle-messages counts one room per socket: not with --rooms-per-socket")
+    if opts.mode == "floor" and opts.protocol == "v2":
+        raise TargetError("floor mode runs no gochat: --protocol does not apply")
     if opts.history and opts.mode == "floor":
         raise TargetError("floor mode runs no gochat: --history does not apply")
     if opts.messages < 0:
@@ -244,6 +293,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         raise TargetError("floor mode holds websocket sockets only (--transport ws)")
     if opts.transport in ("ws", "mixed") and opts.mode != "floor":
         opts.ws_urls = parse_ws_urls(opts.ws)
+    if opts.ws_client == "websockets" and (opts.protocol == "v2" or "socket" in opts.send or opts.rooms_per_socket > 1):
+        raise TargetError("protocol v2 is spoken by the lean client (--ws-client lean) only")
     if opts.transport in ("tcp", "mixed"):
         check_loopback_address(opts.tcp)
     from gochat_py.bench.metrics_scrape import parse_targets

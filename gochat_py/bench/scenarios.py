@@ -36,14 +36,15 @@ from gochat_py.bench import metrics_scrape, procstats
 from gochat_py.bench.api import Api, ApiError, bounded_map, register_users
 from gochat_py.bench.clients import ClientPlan, SocketSpec, client_main
 from gochat_py.bench.floor import floor_main
-from gochat_py.bench.options import BenchOptions, check_loopback_address
+from gochat_py.bench.options import BenchOptions, check_loopback_address, protocol_of
 from gochat_py.bench.progress import Progress
 from gochat_py.bench.stamp import check_run_id, make_stamp
 from gochat_py.bench.stats import cdf_sample, rate, summarize
 
 SUMMARY_VERSION = 1
 MAX_ERRORS_KEPT = 10
-ROOM_INFO_EVERY = 2.0  # seconds between getRoomInfo asks while a big room is not complete
+ROOM_ASK_FIRST = 0.5  # seconds after the start of the connect phase before rooms are first asked for their count
+ROOM_ASK_EVERY = 2.0  # seconds between /push/count rounds while sockets are not yet known to be in their rooms
 
 
 class BenchError(RuntimeError):
@@ -174,11 +175,15 @@ class Coordinator:
         self.links: list[ChildLink] = []
         self.floor: ChildLink | None = None
         self.errors: list[str] = []
+        self.protocol = protocol_of(opts)
+        self.send = opts.send[0]
         self.summary: dict[str, Any] = {
             "tool": "gochat-py bench",
             "version": SUMMARY_VERSION,
             "mode": opts.mode,
             "transport": opts.transport,
+            "protocol": self.protocol,
+            "send": self.send,
             "label": opts.label,
             "run_id": self.run_id,
             "room_id": self.room_id,
@@ -263,6 +268,7 @@ class Coordinator:
         opts = self.opts
         specs = []
         per_user_rooms = opts.mode in ("private", "idle")
+        v2 = self.protocol == "v2"
         users = opts.users
         nodes = max(1, len(opts.ws_urls))
         ws_sockets = 0
@@ -281,27 +287,64 @@ class Coordinator:
                         ready_count=1 if per_user_rooms else (users * opts.sockets_per_user if not tokens else users),
                         node=node,
                         since="" if opts.join_since else None,
+                        rooms=self.v2_rooms(user) if v2 else (),
                     )
                 )
         return specs
+
+    def v2_rooms(self, user: int) -> tuple[int, ...]:
+        """The rooms a v2 socket of ``user`` subscribes to: the shared room; none for private
+        messages (a v2 socket gets them in no room); in idle mode its own room and the next
+        ``rooms_per_socket - 1`` users' rooms, so every room has that many users."""
+        opts = self.opts
+        if opts.mode in ("room", "rate"):
+            return (self.room_id,)
+        if opts.mode == "private":
+            return ()
+        return tuple(self.room_id + (user + k) % opts.users for k in range(opts.rooms_per_socket))
+
+    def planned_sends(self, specs: list[SocketSpec], targets: list[int] | None) -> list[tuple[int, int, int, int]]:
+        """``--send socket``: (seq, sender socket, room, to) of every message, from the same
+        sender HTTP would push it as (the first socket of that user)."""
+        opts = self.opts
+        per_user = opts.sockets_per_user
+        sends = []
+        for seq in range(opts.messages):
+            if targets is not None:
+                sender = (self.target_index[seq] + 1) % opts.users
+                sends.append((seq, sender * per_user, 0, targets[seq]))
+            else:
+                sends.append((seq, (seq % opts.users) * per_user, specs[0].room_id, 0))
+        return sends
 
     async def open_sockets(
         self,
         specs: list[SocketSpec],
         ws_urls: list[str],
         targets: list[int] | None,
-        ask_room_info: Callable[[], Awaitable[object]] | None = None,
+        ask_counts: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Starts the client processes and waits until every socket is in its room.
 
-        ``ask_room_info`` asks the server for the room's member list (``getRoomInfo``): a room
-        over logic's ``member_list_auto_limit`` gets no list on joins, so once every socket is
-        open the list that makes the sockets ready is asked for, every two seconds.
+        ``ask_counts`` asks the server for the online count of every room (``/push/count``):
+        its op 4 frame reaching a socket is the wire's own proof that the socket is in the room,
+        for any server (one that sends no member list on join, or one a room too big for it), so
+        once every socket is open it is asked for, and again every ``ROOM_ASK_EVERY`` seconds
+        while sockets are missing.
         """
         opts = self.opts
         tcp = check_loopback_address(opts.tcp) if opts.transport != "ws" else ("127.0.0.1", 0)
         procs = min(opts.client_procs, max(1, len(specs)))
-        for number, indices in enumerate(spread(specs, procs)):
+        dealt = spread(specs, procs)
+        sends: list[list[tuple[int, int, int, int]]] = [[] for _ in dealt]
+        if self.send == "socket":
+            place = {
+                socket: (number, local) for number, indices in enumerate(dealt) for local, socket in enumerate(indices)
+            }
+            for seq, socket, room, to in self.planned_sends(specs, targets):
+                number, local = place[socket]
+                sends[number].append((seq, local, room, to))
+        for number, indices in enumerate(dealt):
             plan = ClientPlan(
                 index=number,
                 run_id=self.run_id,
@@ -314,26 +357,32 @@ class Coordinator:
                 targets=targets,
                 connect_concurrency=opts.connect_concurrency,
                 connect_timeout=min(60.0, self.remaining()),
-                ready_timeout=min(120.0, self.remaining()),
+                # v1: op-4 rounds keep frames coming, so only this bound ends a wait for a lost join
+                ready_timeout=min(120.0, self.remaining()) if self.protocol == "v1" else self.remaining(),
                 max_seconds=self.remaining() + 30,
+                protocol=self.protocol,
+                sends=sends[number],
+                send_concurrency=max(1, opts.concurrency // len(dealt)),
+                send_rate=opts.rate if opts.mode == "rate" else 0.0,
+                answer_timeout=opts.drain_timeout,
             )
             self.links.append(self._start_child(f"client-{number}", client_main, (plan,)))
         if self.floor is not None:
             self.floor.send(("announce", min(120.0, self.remaining())))
         total = len(specs)
-        next_ask = time.monotonic() + ROOM_INFO_EVERY
+        next_ask = time.monotonic() + ROOM_ASK_FIRST
         while not all(link.connected is not None or link.eof for link in self.links):
             if self.remaining() <= 0:
                 raise BenchError("clients did not finish connecting within --max-seconds")
             opened = sum(link.opened for link in self.links)
             ready = sum(link.ready for link in self.links)
             self.progress.update("connect", ready, total, f"opened {opened}")
-            if ask_room_info and opened == total and ready < total and time.monotonic() >= next_ask:
-                next_ask = time.monotonic() + ROOM_INFO_EVERY
+            if ask_counts and opened == total and ready < total and time.monotonic() >= next_ask:
                 try:
-                    await ask_room_info()
+                    await ask_counts()
                 except Exception as exc:  # the clients' own timeout decides; this is only a nudge
-                    self._error(f"getRoomInfo: {type(exc).__name__}: {exc}")
+                    self._error(f"/push/count: {type(exc).__name__}: {exc}")
+                next_ask = time.monotonic() + ROOM_ASK_EVERY
             await asyncio.sleep(0.1)
         if any(link.connected is None for link in self.links):
             raise BenchError("a client process died while connecting")
@@ -362,6 +411,10 @@ class Coordinator:
             "handshake_ms": summarize(handshakes, 1000),
             "join_ms": summarize(joins, 1000),
         }
+        limits = next((i["v2_limits"] for i in infos if i.get("v2_limits")), None)
+        if limits:
+            self.summary["connect"]["v2_limits"] = limits
+            self.summary["connect"]["resubscribed"] = sum(i["resubscribed"] for i in infos)
         if self.summary["connect"]["ready"] < total and opts.mode != "idle":
             # pushing into an incomplete room would only measure the failure: stop here
             # (idle mode goes on with the sockets it has, and reports the refused ones)
@@ -371,6 +424,20 @@ class Coordinator:
                 f"({self.summary['connect']['failed']} failed to open, {disconnected} closed by the server)"
             )
 
+    async def ask_counts(self, api: Api, tokens: list[str]) -> None:
+        """One ``/push/count`` for each room of the run (the shared one, or every user's own)."""
+        if self.opts.mode in ("room", "rate"):
+            rooms = [(tokens[0], self.room_id)]
+        else:
+            rooms = [(token, self.room_id + user) for user, token in enumerate(tokens)]
+
+        async def ask(room: tuple[str, int]) -> None:
+            reply = await api.post("/push/count", {"authToken": room[0], "roomId": room[1]})
+            if reply["code"] != 0:
+                self._error(f"/push/count room {room[1]}: code {reply['code']} {reply.get('message')!r}")
+
+        await bounded_map(self.opts.concurrency, rooms, ask)
+
     async def push_all(self, api: Api, tokens: list[str], targets: list[int] | None) -> None:
         """Pushes the messages (room, rate, private) and records the push figures."""
         opts = self.opts
@@ -379,7 +446,6 @@ class Coordinator:
         push_us = array.array("q")
         limit = asyncio.Semaphore(opts.concurrency)
         users = len(tokens)
-        self.accepted_seqs: list[int] = []
         per_message = opts.sockets_per_user if targets is not None else self.summary["connect"]["sockets"]
         self.expected_total = opts.messages * per_message
 
@@ -397,7 +463,6 @@ class Coordinator:
                 push_us.append((time.monotonic_ns() - sent) // 1000)
                 if reply["code"] == 0:
                     accepted += 1
-                    self.accepted_seqs.append(seq)
                 else:
                     failed += 1
                     self._error(f"push {seq}: code {reply['code']} {reply.get('message')!r}")
@@ -430,9 +495,40 @@ class Coordinator:
             await asyncio.wait(tasks, timeout=max(1.0, self.remaining()))
         self._record_pushes(accepted, failed, push_us)
 
-    def _record_pushes(self, accepted: int, failed: int, push_us: array.array) -> None:
-        """The push phase's figures, once it is over."""
-        self.push_ended_ns = time.monotonic_ns()
+    async def send_over_sockets(self) -> None:
+        """``--send socket``: every client process sends its share of the messages from the
+        senders' own sockets and reports once every reply came; the figures are the push
+        phase's, with each message's reply in place of the HTTP response."""
+        self.expected_total = self.opts.messages * (
+            self.opts.sockets_per_user if self.opts.mode == "private" else self.summary["connect"]["sockets"]
+        )
+        self.push_started_ns = time.monotonic_ns()
+        for link in self.links:
+            link.send(("go", self.push_started_ns))
+        reports: list[dict[str, Any]] = []
+        waiting = list(self.links)
+        while waiting and self.remaining() > 0:
+            for link in list(waiting):
+                while not link.messages.empty():
+                    message = link.messages.get_nowait()
+                    if message[0] == "sent":
+                        reports.append(message[1])
+                        waiting.remove(link)
+                if link in waiting and link.eof:
+                    waiting.remove(link)
+                    self._error(f"{link.name} ended before reporting its sends")
+            self._show_delivery()
+            await asyncio.sleep(0.05)
+        if waiting:
+            self._error(f"{len(waiting)} client process(es) did not finish sending within --max-seconds")
+        failed = sum(r["failed"] for r in reports) + self.opts.messages - sum(r["sent"] for r in reports)
+        ack_us = array.array("q", b"".join(r["ack_us"] for r in reports))
+        last_ns = max((r["last_ns"] for r in reports), default=0)
+        self._record_pushes(sum(r["accepted"] for r in reports), failed, ack_us, last_ns or None)
+
+    def _record_pushes(self, accepted: int, failed: int, push_us: array.array, ended_ns: int | None = None) -> None:
+        """The push phase's figures, once it is over (``ended_ns``: when its last reply came)."""
+        self.push_ended_ns = ended_ns or time.monotonic_ns()
         push_s = (self.push_ended_ns - self.push_started_ns) / 1e9
         self.summary["push"] = {
             "requests": accepted + failed,
@@ -573,14 +669,11 @@ class Coordinator:
                     targets = [user_ids[i] for i in self.target_index]
                 before_connect = procstats.snapshot(gochat)
                 specs = self.socket_specs(tokens, user_ids)
-                shared_room = tokens and opts.mode in ("room", "rate")
                 await self.open_sockets(
                     specs,
                     ws_urls,
                     targets,
-                    (lambda: api.post("/push/getRoomInfo", {"authToken": tokens[0], "roomId": self.room_id}))
-                    if shared_room
-                    else None,
+                    (lambda: self.ask_counts(api, tokens)) if tokens and self.protocol == "v1" else None,
                 )
                 after_connect = procstats.snapshot(gochat)
                 if opts.mode == "idle":
@@ -604,6 +697,8 @@ class Coordinator:
                     sampler = asyncio.create_task(self.sample_processes())
                     if opts.mode == "floor":
                         await self.floor_fan_out()
+                    elif self.send == "socket":
+                        await self.send_over_sockets()
                     else:
                         await self.push_all(api, tokens, targets)
                     await self.drain()

@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from typing import NamedTuple
 
+import orjson
+
 MSG_KEY = b'"msg":"'
 _RUN_ID = re.compile(r"^[0-9a-z]{1,32}$")
 
@@ -59,9 +61,11 @@ def frame_stamp(body: bytes) -> Stamp | None:
     return None if msg is None else parse_stamp(msg)
 
 
-def stamp_matcher(run_id: bytes) -> Callable[[bytes], re.Match[bytes] | None]:
+def stamp_matcher(run_id: bytes, protocol: str = "v1") -> Callable[[bytes], re.Match[bytes] | None]:
     """``match(body)``: groups (seq, send time ns) of an op 2 / op 3 frame of run ``run_id`` as the
     gochat server encodes it (``{"code":0,"msg":"<stamp>"`` first, in Go's field order), else None.
+    With ``protocol="v2"``: of a v2 ``message`` event, whose ``msg`` comes after the room or user,
+    the id and the sender, so it is searched for rather than matched at the start.
 
     This is the hot path of the bench's clients: one match in C instead of :func:`frame_stamp`'s
     searches, split, digit checks and tuple.  It only ever says yes where :func:`frame_stamp`
@@ -71,13 +75,35 @@ def stamp_matcher(run_id: bytes) -> Callable[[bytes], re.Match[bytes] | None]:
     """
     if b"|" in run_id or b'"' in run_id:
         return re.compile(rb"(?!)").match
-    return re.compile(rb'\{"code":0,"msg":"' + re.escape(run_id) + rb'\|(\d+)\|(\d+)"').match
+    stamp = re.escape(run_id) + rb'\|(\d+)\|(\d+)"'
+    if protocol == "v2":
+        return re.compile(rb'"msg":"' + stamp).search
+    return re.compile(rb'\{"code":0,"msg":"' + stamp).match
 
 
-_COUNT = re.compile(rb'^\{"op":5,(?:"roomId":-?\d+,)?"count":(\d+)')
+OP_ROOM_COUNT = 4
+OP_ROOM_INFO = 5
+_INFO_COUNT = re.compile(rb'^\{"op":5,(?:"roomId":-?\d+,)?"count":(\d+)')
+_COUNT_FRAME_MAX = 64  # an op 4 frame is {"count":N,"op":4}, in whatever key order
 
 
-def room_info_count(body: bytes) -> int | None:
-    """The member count of an op 5 room-info frame (Go field order: op, roomId, count, ...)."""
-    match = _COUNT.match(body)
-    return int(match.group(1)) if match else None
+def room_frame(body: bytes) -> tuple[int, int] | None:
+    """``(op, count)`` of an op 4 online-count frame or an op 5 member list, else None.
+
+    An op 5 list is read from its head only (Go field order: op, roomId, count, ...), since a big
+    room's list is long and arrives once per join; an op 4 frame is short, so it is parsed whole
+    and may come in any key order (a count of 0 is ``{"op":4}``).
+    """
+    match = _INFO_COUNT.match(body)
+    if match:
+        return OP_ROOM_INFO, int(match.group(1))
+    if len(body) > _COUNT_FRAME_MAX or b'"op"' not in body:
+        return None
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or value.get("op") != OP_ROOM_COUNT or type(value["op"]) is not int:
+        return None
+    count = value.get("count", 0)
+    return OP_ROOM_COUNT, count if type(count) is int else 0

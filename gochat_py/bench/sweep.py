@@ -5,13 +5,15 @@ sockets), written to ``<out>/<name>.json``; then ``fanout.png``, ``latency.png``
 ``summary.md`` are made from all of them.  ``--start-system`` starts a whole gochat-py system
 (as ``gochat-py up`` does) with a fresh state folder first and stops it at the end.
 
-:func:`compare_history` (``gochat-py bench MODE ... --history on,off``) runs one scenario against a
-system started that way for each history setting in turn, and prints the runs side by side.
+:func:`compare_settings` (``gochat-py bench MODE ... --history on,off``, ``--send http,socket``) runs
+one scenario against a system started that way for each setting in turn, and prints the runs side
+by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -190,16 +192,30 @@ def run_sweep(args: argparse.Namespace) -> int:
     return status
 
 
-# ---------------------------------------------------------------------- --history on,off
+# ---------------------------------------------------------------------- --history on,off, --send http,socket
 
 HISTORY_ENV = {"on": "true", "off": "false"}
+# (numerator, denominator) of the ratio reported when an option is compared alone
+RATIOS = {"history": ("on", "off"), "send": ("socket", "http")}
 
 
-def compare_row(setting: str, round_: int, s: dict[str, Any]) -> dict[str, Any]:
+def compared(opts: Any) -> dict[str, list[str]]:
+    """The options whose settings are compared side by side: ``--history`` (any), ``--send``
+    (several)."""
+    axes = {}
+    if opts.history:
+        axes["history"] = list(opts.history)
+    if len(opts.send) > 1:
+        axes["send"] = list(opts.send)
+    return axes
+
+
+def compare_row(variant: dict[str, str], round_: int, s: dict[str, Any]) -> dict[str, Any]:
     """The figures of one run that the side-by-side shows."""
     lat = s.get("latency_ms") or {}
+    load = s.get("load_average_before") or [None]
     return {
-        "history": setting,
+        **variant,
         "round": round_,
         "ok": s.get("ok"),
         "deliveries_per_s": s.get("deliveries_per_s"),
@@ -207,10 +223,12 @@ def compare_row(setting: str, round_: int, s: dict[str, Any]) -> dict[str, Any]:
         "p50_ms": lat.get("p50"),
         "p99_ms": lat.get("p99"),
         "max_ms": lat.get("max"),
+        "push_p99_ms": ((s.get("push") or {}).get("latency_ms") or {}).get("p99"),
         "lost": s.get("lost"),
         "duplicated": s.get("duplicated"),
         "gochat_cpu_us_per_delivery": (s.get("cpu_us_per_delivery") or {}).get("gochat_total"),
         "other_load_pct": s.get("other_load_pct"),
+        "load_1m": load[0],
     }
 
 
@@ -222,32 +240,41 @@ def _median(values: list[Any]) -> float | None:
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def compare_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians per setting and, with both, on ÷ off (throughput: 0.85 is 15 % less with history on)."""
+def compare_table(rows: list[dict[str, Any]], axes: list[str]) -> dict[str, Any]:
+    """Medians per setting and, for one option compared alone, the ratio of its two settings
+    (history on ÷ off, send socket ÷ http; throughput 0.85 is 15 % less)."""
     keys = ("deliveries_per_s", "p50_ms", "p99_ms", "gochat_cpu_us_per_delivery")
+
+    def setting(row: dict[str, Any]) -> str:
+        return ",".join(row[axis] for axis in axes)
+
     medians = {
-        setting: {key: _median([r[key] for r in rows if r["history"] == setting]) for key in keys}
-        for setting in dict.fromkeys(r["history"] for r in rows)
+        name: {key: _median([r[key] for r in rows if setting(r) == name]) for key in keys}
+        for name in dict.fromkeys(setting(r) for r in rows)
     }
     out: dict[str, Any] = {"median": medians}
-    if "on" in medians and "off" in medians:
-        out["on_over_off"] = {
-            key: round(medians["on"][key] / medians["off"][key], 3)
-            if medians["on"][key] and medians["off"][key]
-            else None
-            for key in keys
-        }
+    if len(axes) == 1:
+        top, bottom = RATIOS[axes[0]]
+        if top in medians and bottom in medians:
+            out[f"{top}_over_{bottom}"] = {
+                key: round(medians[top][key] / medians[bottom][key], 3)
+                if medians[top][key] and medians[bottom][key]
+                else None
+                for key in keys
+            }
     return out
 
 
-def compare_markdown(rows: list[dict[str, Any]]) -> str:
+def compare_markdown(rows: list[dict[str, Any]], axes: list[str]) -> str:
     lines = [
-        "| history | round | deliveries/s | p50 ms | p99 ms | max ms | lost | dup | gochat CPU µs/deliv. | others % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {' | '.join(axes)} | round | deliveries/s | p50 ms | p99 ms | max ms | lost | dup "
+        "| gochat CPU µs/deliv. | others % | load 1m |",
+        "|" + "---|" * len(axes) + "---:|" * 10,
     ]
     for r in rows:
-        cells = [r["history"], r["round"], r["deliveries_per_s"], r["p50_ms"], r["p99_ms"], r["max_ms"], r["lost"]]
-        cells += [r["duplicated"], r["gochat_cpu_us_per_delivery"], r["other_load_pct"]]
+        cells = [*(r[axis] for axis in axes), r["round"], r["deliveries_per_s"], r["p50_ms"], r["p99_ms"]]
+        cells += [r["max_ms"], r["lost"], r["duplicated"], r["gochat_cpu_us_per_delivery"], r["other_load_pct"]]
+        cells.append(r["load_1m"])
         lines.append(
             "| "
             + " | ".join("–" if c is None else f"{c:,}" if isinstance(c, int | float) else str(c) for c in cells)
@@ -256,45 +283,56 @@ def compare_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare_history(opts: Any) -> int:
-    """Runs ``opts``' scenario ``opts.repeat`` times against a system started for each of
-    ``opts.history`` in turn (on, off, on, off, ...), each on a fresh state folder; prints one JSON
-    with the runs side by side, their medians and on ÷ off.  ``--output FILE`` also keeps it, and
-    every run's own summary next to it as ``FILE-<setting>-<round>.json``."""
+def compare_settings(opts: Any) -> int:
+    """Runs ``opts``' scenario ``opts.repeat`` times for each combination of the compared
+    settings in turn (on, off, on, off, ...), each against a system of this checkout started for
+    it on a fresh state folder; prints one JSON with the runs side by side, their medians and the
+    ratio.  ``--output FILE`` also keeps it, and every run's own summary next to it as
+    ``FILE-<setting>-<round>.json``."""
     from dataclasses import replace
 
     from gochat_py.bench.clients import run_to_summary
     from gochat_py.bench.scenarios import run_bench
 
+    axes = compared(opts)
+    variants = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
     output = Path(opts.output) if opts.output else None
     rows: list[dict[str, Any]] = []
     status = 0
     for round_ in range(1, opts.repeat + 1):
-        for setting in opts.history:
-            system, api, ws = start_system({"GOCHAT_HISTORY__ENABLED": HISTORY_ENV[setting]})
+        for variant in variants:
+            env = {"GOCHAT_HISTORY__ENABLED": HISTORY_ENV[variant["history"]]} if "history" in variant else {}
+            system, api, ws = start_system(env)
+            name = "-".join(variant.values())
             try:
-                target = "" if output is None else str(output.with_name(f"{output.stem}-{setting}-{round_}.json"))
-                label = f"{opts.label or opts.mode} history {setting} #{round_}"
-                run = replace(opts, api=api, ws=ws, ws_urls=[ws], history=[], output=target, label=label, plot="")
+                target = "" if output is None else str(output.with_name(f"{output.stem}-{name}-{round_}.json"))
+                label = f"{opts.label or opts.mode} {' '.join(f'{k} {v}' for k, v in variant.items())} #{round_}"
+                send = [variant.get("send", opts.send[0])]
+                run = replace(
+                    opts, api=api, ws=ws, ws_urls=[ws], history=[], send=send, output=target, label=label, plot=""
+                )
                 summary, _ = run_to_summary(run_bench(run), target)
             finally:
                 system.stop()
             status |= 0 if summary.get("ok") else 1
-            rows.append(compare_row(setting, round_, summary))
+            rows.append(compare_row(variant, round_, summary))
             print(f"bench: {label}: {rows[-1]}", file=sys.stderr, flush=True)
             time.sleep(2)
     result = {
-        "tool": "gochat-py bench history",
+        "tool": f"gochat-py bench {' '.join(axes)}",
         "mode": opts.mode,
         "label": opts.label,
-        "params": {k: getattr(opts, k) for k in ("users", "messages", "concurrency", "client_procs", "join_since")},
+        "params": {
+            k: getattr(opts, k)
+            for k in ("users", "messages", "concurrency", "client_procs", "join_since", "protocol", "sockets_per_user")
+        },
         "runs": rows,
-        **compare_table(rows),
+        **compare_table(rows, list(axes)),
     }
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text + "\n")
-    print(compare_markdown(rows), file=sys.stderr)
+    print(compare_markdown(rows, list(axes)), file=sys.stderr)
     print(text, flush=True)
     return status

@@ -9,15 +9,16 @@ benchmark measured its own clients.  This client does only what a benchmark sock
   ``Sec-WebSocket-Accept``; no extensions, so no compression, and no subprotocol);
 - one masked text frame out (the join), as every client frame must be masked;
 - server frames split straight from each ``data_received`` chunk by
-  :class:`~gochat_py.bench.framing.WsSplitter`, and the chunk's text and binary payloads handed
-  to ``on_frames`` as one list (the bench's ``Counter.on_frames``), with no task, queue or
-  object per frame and one call per chunk rather than per frame;
+  :class:`~gochat_py.bench.framing.WsSplitter` (fragmented messages reassembled), and the
+  chunk's text and binary payloads handed to ``on_frames`` as one list (the bench's
+  ``Counter.on_frames``), with no task, queue or object per frame and one call per chunk rather
+  than per frame;
 - a ping answered with a masked pong carrying the same payload (the server drops a socket that
   does not answer within ``pong_timeout``), a close frame answered with a close frame;
 - at the end, a masked close frame and a bounded wait for the server to finish the close.
 
-Anything unexpected (a refused upgrade, a masked or fragmented server frame) ends that socket
-with an error that names it; the bench counts it like any other lost socket.
+Anything unexpected (a refused upgrade, a masked server frame, a broken fragment sequence) ends
+that socket with an error that names it; the bench counts it like any other lost socket.
 """
 
 from __future__ import annotations

@@ -107,17 +107,17 @@ def known_id(since: str, queue_end: str) -> Key | None:
 def inbox_start(since: str | None, was_offline: bool, cursor: str) -> str | None:
     """Where a joining socket's private backlog starts: an id, "" for the first kept, None for none.
 
-    A socket that resumes gets the private messages after its ``since``; a user who had no socket
-    open also gets the ones never delivered (after the inbox cursor, which is absent while no private
-    message was sent to them), with or without ``since``.  A ``since`` that is not
-    an id gets what is kept.
+    A socket that resumes gets the private messages after its ``since``, and only those: while it
+    was open it got every private message to its user (they go to all of the user's sockets), so
+    the ones before ``since`` are not owed, whatever the inbox cursor says (a node that died never
+    reported what it delivered).  A user who had no socket open and joins without ``since`` gets
+    the ones never delivered (after the inbox cursor, which is absent while no private message was
+    sent to them).  A ``since`` that is not an id gets what is kept.
     """
     after = parse_id(since) if since else None
     if since and after is None:
         return ""
+    if after is not None:
+        return since
     delivered = parse_id(cursor) if was_offline else None
-    if delivered is None:
-        return since if after is not None else None
-    if after is None:
-        return cursor
-    return cursor if delivered < after else since
+    return None if delivered is None else cursor

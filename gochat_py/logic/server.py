@@ -23,7 +23,7 @@ from gochat_py.logic.sessions import SessionStore
 from gochat_py.logic.users import UserStore
 from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
-from gochat_py.queue import Keeping, MessageQueue
+from gochat_py.queue import Keeping, MessageQueue, ReplicaWait
 from gochat_py.rpc import logic_pb2_grpc
 from gochat_py.rpc.client import SERVER_OPTIONS
 from gochat_py.rpc.credentials import add_port, load_rpc_tls
@@ -52,7 +52,9 @@ async def serve(settings: Settings) -> None:
         await users.close()
         raise
     hs = settings.history
-    queue = MessageQueue(redis, settings.queue, Keeping(hs.size, hs.ttl, SINCE_KEY, settings.logic.mid_window))
+    replica_wait = ReplicaWait(settings.redis.wait_replicas, settings.redis.wait_timeout)
+    keeping = Keeping(hs.size, hs.ttl, SINCE_KEY, settings.logic.mid_window)
+    queue = MessageQueue(redis, settings.queue, keeping, replica_wait=replica_wait)
     sessions = SessionStore(redis, settings.logic.session_ttl, settings.queue.stream)
     history: HistoryReader | None = None
     if hs.enabled:

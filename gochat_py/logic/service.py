@@ -271,7 +271,8 @@ class LogicService(logic_pb2_grpc.LogicServicer):
             replies.append(queued[-1])
         if messages:
             await self.admission.admit()
-            state, ids = await self.queue.enqueue_with_ids(messages, cap=self.admission.cap)
+            # durable: with [redis] wait_replicas, accepted only once replicas hold the messages too
+            state, ids = await self.queue.enqueue_with_ids(messages, cap=self.admission.cap, durable=True)
             self.admission.observe(state)
             for reply, message_id in zip(queued, ids, strict=True):
                 reply.id = message_id

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,7 +32,7 @@ import websockets
 from gochat_py.client.tcp import TcpClient
 from gochat_py.config import load_settings
 from gochat_py.discovery import make_etcd_client
-from gochat_py.launcher import MODULE_ORDER, ManagedProcess, System, etcd_process, redis_process
+from gochat_py.launcher import MODULE_ORDER, ManagedProcess, System, etcd_process, port_open, redis_process
 
 _cluster_numbers = itertools.count(1)
 
@@ -123,6 +124,133 @@ class Infra:
     def start_etcd(self) -> None:
         self.etcd = self.etcd_process().start()
         self.etcd.wait_ready(30)
+
+
+class SentinelInfra(Infra):
+    """Infra whose Redis is a primary, ``replicas`` replicas of it and three Sentinels watching
+    them (quorum 2), with Sentinel's timing knobs set low so a failover takes a few seconds."""
+
+    MASTER_NAME = "gochat"
+
+    def __init__(
+        self, root: Path, log: Path, replicas: int = 1, down_after_ms: int = 500, failover_timeout_ms: int = 2000
+    ) -> None:
+        super().__init__(root, log)  # self.redis, at self.redis_address, starts as the primary
+        self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
+        self.replica_addresses = [f"127.0.0.1:{free_port()}" for _ in range(replicas)]
+        self.servers = {self.redis_address: self._server(self.redis_address)}  # address -> process
+        for address in self.replica_addresses:
+            self.servers[address] = self._server(address, replica_of=self.redis_address)
+        self.redis = self.servers[self.redis_address]
+        self.sentinel_addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+        self.sentinels = [self._sentinel(n, address) for n, address in enumerate(self.sentinel_addresses)]
+
+    def _server(self, address: str, replica_of: str = "") -> ManagedProcess:
+        port = address.rpartition(":")[2]
+        extra = ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
+        if replica_of:
+            extra += ("--replicaof", *replica_of.split(":"))
+        return redis_process(address, self.root / f"redis_{port}", self.log, extra, name=f"redis_{port}")
+
+    def _sentinel(self, n: int, address: str) -> ManagedProcess:
+        folder = self.root / f"sentinel{n}"
+        folder.mkdir(parents=True, exist_ok=True)
+        host, port = address.split(":")
+        name, (primary_host, primary_port) = self.MASTER_NAME, self.redis_address.split(":")
+        conf = folder / "sentinel.conf"  # Sentinel rewrites its file: one each
+        conf.write_text(
+            f"port {port}\nbind {host}\ndir {folder}\n"
+            f"sentinel monitor {name} {primary_host} {primary_port} 2\n"
+            f"sentinel down-after-milliseconds {name} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {name} {self.failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {name} 1\n"
+        )
+        binary = shutil.which("redis-sentinel")
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        argv = [binary, str(conf)] if binary else [server, str(conf), "--sentinel"]
+        return ManagedProcess(f"sentinel{n}", argv, probe=lambda: port_open(address), sink=self.log)
+
+    def start(self) -> SentinelInfra:
+        super().start()
+        for address in self.replica_addresses:
+            self.servers[address].start().wait_ready(30)
+        for sentinel in self.sentinels:
+            sentinel.start().wait_ready(30)
+        deadline = time.monotonic() + 60
+        while not (self.replicating(self.redis_address) and self._sentinels_see_everything()):
+            assert time.monotonic() < deadline, (
+                "replicas not in sync, or the Sentinels did not find them and each other"
+            )
+            time.sleep(0.2)
+        return self
+
+    def replicating(self, primary: str) -> bool:
+        """Every replica finished its sync and follows ``primary``."""
+        try:
+            info = self._ask(primary, "INFO", "replication")
+        except redis.RedisError:
+            return False
+        online = [info.get(f"slave{n}", {}).get("state") == "online" for n in range(len(self.replica_addresses))]
+        return info.get("role") == "master" and all(online)
+
+    def _sentinels_see_everything(self) -> bool:
+        """Every Sentinel knows the primary, its replicas and the two other Sentinels: only then
+        can they agree on a failover."""
+        for address in self.sentinel_addresses:
+            try:
+                state = self._ask(address, "SENTINEL", "MASTER", self.MASTER_NAME)
+            except redis.RedisError:
+                return False
+            if int(state.get("num-slaves", 0)) < len(self.replica_addresses):
+                return False
+            if int(state.get("num-other-sentinels", 0)) < 2:
+                return False
+        return True
+
+    @staticmethod
+    def _ask(address: str, *command: str) -> Any:
+        host, port = address.split(":")
+        client = redis.Redis(host=host, port=int(port), socket_timeout=2, decode_responses=True)
+        try:
+            return client.execute_command(*command)
+        finally:
+            client.close()
+
+    def module_env(self) -> dict[str, str]:
+        """The GOCHAT_* settings that make every module find Redis through the Sentinels."""
+        return {
+            "GOCHAT_REDIS__SENTINELS": ",".join(self.sentinel_addresses),
+            "GOCHAT_REDIS__MASTER_NAME": self.MASTER_NAME,
+        }
+
+    def primary(self) -> str:
+        """The primary's address as the Sentinels name it now ("" while they disagree)."""
+        answers = set()
+        for address in self.sentinel_addresses:
+            with contextlib.suppress(redis.RedisError):
+                answers.add(":".join(self._ask(address, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER_NAME)))
+        return answers.pop() if len(answers) == 1 else ""
+
+    def role(self, address: str) -> str:
+        return str(self._ask(address, "ROLE")[0])
+
+    def restart_server(self, address: str) -> ManagedProcess:
+        """The killed Redis at ``address`` started again on its data, as a supervisor would; the
+        Sentinels then make it a replica of the promoted one."""
+        process = self._server(address).start()
+        process.wait_ready(30)
+        self.servers[address] = process
+        if address == self.redis_address:
+            self.redis = process
+        return process
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        for address, process in self.servers.items():
+            if address != self.redis_address:
+                process.stop()
+        super().stop()
 
 
 @contextlib.contextmanager

@@ -16,7 +16,8 @@ import pytest
 from tests.e2e.harness import Cluster, free_port
 
 CLUSTER_MODULES = ("logic", "connect_websocket", "task", "api")
-# Rooms over 10 members get no member list on join: the 20-user room run must ask getRoomInfo.
+# Rooms over 10 members get no member list on join: the 20-user room run must confirm its sockets
+# with /push/count (op 4), as against a server that sends no member lists.
 CLUSTER_ENV = {"GOCHAT_LOGIC__MEMBER_LIST_AUTO_LIMIT": "10"}
 SERVED = re.compile(r'msg="metrics served" address=(127\.0\.0\.1:\d+)')
 
@@ -94,6 +95,33 @@ def test_idle_connections(cluster: Cluster, metrics_urls: str) -> None:
     assert s["idle"]["connections"] == 20 and s["idle"]["disconnected"] == 0
     assert "rss_per_connection_kib" in s["idle"]
     assert s["metrics"]["processes"]["connect_websocket"]["connections"]["end"] >= 20  # read around the hold
+
+
+@pytest.mark.parametrize("mode", ["room", "private"])
+def test_send_over_v2_sockets(cluster: Cluster, mode: str) -> None:
+    """--send socket: every message goes out as a v2 publish (room) or send (private) on its
+    sender's own socket and is answered there; every receiver is a v2 socket."""
+    s = run_bench(
+        cluster,
+        *(mode, "--users", "12", "--messages", "24", "--concurrency", "6", "--client-procs", "2"),
+        *("--send", "socket"),
+    )
+    assert s["ok"] is True and s["errors"] == []
+    assert s["send"] == "socket" and s["protocol"] == "v2" and s["params"]["send"] == ["socket"]
+    assert s["connect"]["ready"] == 12 and s["connect"]["v2_limits"]["rooms"] >= 1
+    assert s["push"]["requests"] == 24 and s["push"]["accepted"] == 24 and s["push"]["failed"] == 0
+    assert s["push"]["latency_ms"]["count"] == 24  # one reply per message
+    expected = 24 * 12 if mode == "room" else 24
+    assert s["expected_deliveries"] == expected and s["deliveries"] == expected
+    assert s["lost"] == 0 and s["duplicated"] == 0 and s["misdelivered"] == 0 and s["foreign"] == 0
+
+
+def test_idle_v2_sockets_in_several_rooms(cluster: Cluster) -> None:
+    s = run_bench(cluster, "idle", "--users", "6", "--sockets-per-user", "2", "--rooms-per-socket", "3", "--hold", "1")
+    assert s["ok"] is True and s["errors"] == [] and s["protocol"] == "v2"
+    assert s["connect"]["ready"] == 12  # every socket answered in each of its 3 rooms
+    assert s["idle"]["connections"] == 12 and s["idle"]["disconnected"] == 0
+    assert s["idle"]["rss_per_connection_kib"] is not None
 
 
 def test_room_with_the_websockets_library_client(cluster: Cluster) -> None:

@@ -111,7 +111,7 @@ def test_up_starts_everything_and_sigterm_stops_everything(tmp_path: Path) -> No
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['site']}/", timeout=10) as page:
             assert b"<html" in page.read().lower()
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['site']}/config.json", timeout=10) as config:
-            assert set(json.loads(config.read())) == {"apiUrl", "wsUrl"}
+            assert set(json.loads(config.read())) == {"apiUrl", "wsUrl", "wsUrls"}
         assert (tmp_path / "state" / "gochat.sqlite3").exists()
         assert (tmp_path / "state" / "redis" / "appendonlydir").is_dir()  # append-only file on
     finally:

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
-import pytest
 import redis as redis_client
 import websockets
 
@@ -513,11 +512,6 @@ async def _resume_after_purge(cluster: MultiHostCluster, victim: Host) -> tuple[
     return sender.private_accepted, bob.texts(2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="logic: a user with no socket open resumes from the inbox cursor, which the dead node "
-    "never advanced: the private messages between it and since come again",
-)
 def test_a_client_resuming_after_its_dead_node_was_purged_gets_each_private_message_once(
     cluster: MultiHostCluster,
 ) -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from gochat_py.bench import clients
 from gochat_py.bench.clients import ClientPlan, Counter, SocketSpec, TcpClient
 from gochat_py.bench.framing import TCP_PING, WS_PING, encode_stick, ws_accept, ws_server_frame
-from gochat_py.bench.stamp import frame_stamp, make_stamp, room_info_count
+from gochat_py.bench.stamp import OP_ROOM_COUNT, frame_stamp, make_stamp, room_frame
 from gochat_py.bench.ws_client import LeanWsClient
 from gochat_py.protocol.frames import Send, room_count_body, room_info_body
 
@@ -108,14 +108,29 @@ def test_op5_readiness_and_other_frames() -> None:
     counter = Counter(plan(sockets=2, ready_count=3))
     two = room_info_body(9, {"1": "a", "2": "b"})
     three = room_info_body(9, {"1": "a", "2": "b", "3": "c"})
-    counter.on_frames(0, [two, room_count_body(2), b"not json", room(0)])
-    assert (counter.ready_count, counter.other_frames, counter.unique) == (0, 3, 1)
+    counter.on_frames(0, [two, b"not json", room(0)])  # an incomplete list does not make it ready
+    assert (counter.ready_count, counter.other_frames, counter.unique) == (0, 2, 1)
     counter.on_frames(0, [three, three])  # a second full list on a ready socket is an other frame
-    assert (counter.ready_count, counter.other_frames) == (1, 4)
+    assert (counter.ready_count, counter.other_frames) == (1, 3)
     assert not counter.all_ready.is_set()
     counter.on_frames(1, [room(0), three])
     assert counter.ready_count == 2 and counter.all_ready.is_set()
     assert counter.first_frame_ns == [NOW, NOW]
+
+
+def test_op4_readiness_whatever_the_count() -> None:
+    """A server that sends no member list, or an incomplete one: the op 4 frame of a /push/count
+    reaching the socket is the proof that it is in its room."""
+    counter = Counter(plan(sockets=3, ready_count=500))
+    counter.on_frames(0, [room_info_body(9, {"1": "a"}), room(0)])
+    assert (counter.ready_count, counter.other_frames) == (0, 1)
+    counter.on_frames(0, [room_count_body(2)])
+    counter.on_frames(1, [b'{"op":4,"count":1}', room_count_body(2)])  # the second one: an other frame
+    assert (counter.ready_count, counter.other_frames) == (2, 2)
+    assert not counter.all_ready.is_set()
+    counter.on_frames(2, [room_count_body(0)])
+    assert counter.ready_count == 3 and counter.all_ready.is_set()
+    assert list(counter.ready) == [1, 1, 1]
 
 
 def test_no_messages_counts_every_stamp_as_foreign() -> None:
@@ -143,8 +158,12 @@ def reference_count(counter: Counter, index: int, body: bytes) -> None:
         counter.first_frame_ns[index] = now
     stamp = frame_stamp(body)
     if stamp is None:
-        count = room_info_count(body)
-        if count is not None and not counter.ready[index] and count >= counter.specs[index].ready_count:
+        frame = room_frame(body)
+        if (
+            frame is not None
+            and not counter.ready[index]
+            and (frame[0] == OP_ROOM_COUNT or frame[1] >= counter.specs[index].ready_count)
+        ):
             counter.ready[index] = 1
             counter.ready_count += 1
             if counter.ready_count == len(counter.ready):

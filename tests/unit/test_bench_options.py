@@ -8,6 +8,7 @@ import pytest
 
 from gochat_py.bench.cli import build_parser
 from gochat_py.bench.options import (
+    BenchOptions,
     TargetError,
     check_loopback_address,
     check_loopback_url,
@@ -144,18 +145,72 @@ def test_join_body_carries_since_only_when_asked() -> None:
 def test_history_comparison_table() -> None:
     from gochat_py.bench.sweep import compare_markdown, compare_row, compare_table
 
-    def summary(rate: float, p99: float) -> dict:
-        return {"ok": True, "deliveries_per_s": rate, "latency_ms": {"p50": 1.0, "p99": p99, "max": 9.0},
-                "lost": 0, "duplicated": 0, "cpu_us_per_delivery": {"gochat_total": 2.0}}  # fmt: skip
-
     rows = [
-        compare_row("on", 1, summary(900, 12)),
-        compare_row("off", 1, summary(1000, 10)),
-        compare_row("on", 2, summary(800, 14)),
-        compare_row("off", 2, summary(1000, 10)),
+        compare_row({"history": "on"}, 1, compared_summary(900, 12)),
+        compare_row({"history": "off"}, 1, compared_summary(1000, 10)),
+        compare_row({"history": "on"}, 2, compared_summary(800, 14)),
+        compare_row({"history": "off"}, 2, compared_summary(1000, 10)),
     ]
-    table = compare_table(rows)
+    table = compare_table(rows, ["history"])
     assert table["median"]["on"]["deliveries_per_s"] == 850 and table["median"]["off"]["p99_ms"] == 10
     assert table["on_over_off"]["deliveries_per_s"] == 0.85 and table["on_over_off"]["p99_ms"] == 1.3
-    text = compare_markdown(rows)
-    assert text.count("\n") == 6 and "| on | 1 | 900 |" in text
+    text = compare_markdown(rows, ["history"])
+    assert text.count("\n") == 6 and "| on | 1 | 900 |" in text and text.startswith("| history | round |")
+    assert text.rstrip().endswith("| 0.5 |")  # the load average the run started at
+
+
+def compared_summary(rate: float, p99: float) -> dict:
+    return {"ok": True, "deliveries_per_s": rate, "latency_ms": {"p50": 1.0, "p99": p99, "max": 9.0},
+            "lost": 0, "duplicated": 0, "cpu_us_per_delivery": {"gochat_total": 2.0},
+            "push": {"latency_ms": {"p99": 3.0}}, "load_average_before": [0.5, 0.4, 0.3]}  # fmt: skip
+
+
+def test_send_comparison_table_and_both_options_at_once() -> None:
+    from gochat_py.bench.sweep import compare_markdown, compare_row, compare_table, compared
+
+    rows = [
+        compare_row({"send": "http"}, 1, compared_summary(1000, 20)),
+        compare_row({"send": "socket"}, 1, compared_summary(1600, 15)),
+    ]
+    assert rows[0]["push_p99_ms"] == 3.0 and rows[0]["load_1m"] == 0.5
+    table = compare_table(rows, ["send"])
+    assert table["socket_over_http"]["deliveries_per_s"] == 1.6 and table["socket_over_http"]["p99_ms"] == 0.75
+    assert "| socket | 1 | 1,600 |" in compare_markdown(rows, ["send"])
+    # both compared: a row per combination, medians per combination, no single ratio
+    opts = options_from_args(build_parser().parse_args(["room", "--history", "on,off", "--send", "http,socket"]))
+    assert compared(opts) == {"history": ["on", "off"], "send": ["http", "socket"]}
+    assert compared(options_from_args(build_parser().parse_args(["room", "--send", "socket"]))) == {}
+    both = [
+        compare_row({"history": h, "send": t}, 1, compared_summary(100, 1))
+        for h in ("on", "off")
+        for t in ("http", "socket")
+    ]
+    table = compare_table(both, ["history", "send"])
+    assert list(table["median"]) == ["on,http", "on,socket", "off,http", "off,socket"] and len(table) == 1
+    assert "| off | socket | 1 |" in compare_markdown(both, ["history", "send"])
+
+
+def test_send_protocol_and_rooms_options() -> None:
+    from gochat_py.bench.options import protocol_of
+
+    def parsed(*argv: str) -> BenchOptions:
+        return options_from_args(build_parser().parse_args(list(argv)))
+
+    assert parsed("room").send == ["http"] and protocol_of(parsed("room")) == "v1"
+    assert protocol_of(parsed("private", "--send", "socket")) == "v2"
+    assert protocol_of(parsed("room", "--protocol", "v2")) == "v2"  # v2 sockets, HTTP pushes
+    assert parsed("room", "--send", "http,socket").send == ["http", "socket"]
+    idle = parsed("idle", "--rooms-per-socket", "10")
+    assert idle.rooms_per_socket == 10 and protocol_of(idle) == "v2"
+    for argv, message in [
+        (["room", "--send", "carrier-pigeon"], "--send takes"),
+        (["idle", "--send", "socket"], "room, rate and private"),
+        (["room", "--send", "socket", "--protocol", "v1"], "needs protocol v2"),
+        (["room", "--rooms-per-socket", "3"], "idle mode"),
+        (["idle", "--rooms-per-socket", "3", "--protocol", "v1"], "idle mode with protocol v2"),
+        (["idle", "--rooms-per-socket", "3", "--idle-messages", "2"], "--idle-messages"),
+        (["room", "--send", "socket", "--ws-client", "websockets"], "lean client"),
+        (["floor", "--protocol", "v2"], "floor mode"),
+    ]:
+        with pytest.raises(TargetError, match=message):
+            parsed(*argv)

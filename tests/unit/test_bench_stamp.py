@@ -14,10 +14,10 @@ from gochat_py.bench.stamp import (
     frame_stamp,
     make_stamp,
     parse_stamp,
-    room_info_count,
+    room_frame,
     stamp_matcher,
 )
-from gochat_py.protocol.frames import room_info_body
+from gochat_py.protocol.frames import room_count_body, room_info_body
 
 
 def test_round_trip() -> None:
@@ -68,12 +68,27 @@ def test_other_frames_have_no_stamp() -> None:
     assert frame_stamp(b"") is None
 
 
-def test_room_info_count() -> None:
-    assert room_info_count(room_info_body(5, {"1": "a", "2": "b"})) == 2
-    assert room_info_count(b'{"op":5,"roomId":7,"count":500,"roomUserInfo":{}}') == 500
-    assert room_info_count(b'{"op":5,"count":1,"roomUserInfo":{}}') == 1
-    assert room_info_count(b'{"count":3,"op":4}') is None
-    assert room_info_count(go_room_frame("x")) is None
+def test_room_frame() -> None:
+    assert room_frame(room_info_body(5, {"1": "a", "2": "b"})) == (5, 2)
+    assert room_frame(b'{"op":5,"roomId":7,"count":500,"roomUserInfo":{}}') == (5, 500)
+    assert room_frame(b'{"op":5,"count":1,"roomUserInfo":{}}') == (5, 1)
+    # op 4 as gochat sends it, a zero count without its key, and other key orders and spacing
+    assert room_frame(room_count_body(3)) == (4, 3)
+    assert room_frame(room_count_body(0)) == (4, 0)
+    assert room_frame(b'{"op":4,"count":12}') == (4, 12)
+    assert room_frame(b'{ "op": 4, "count": 7, "roomId": 9 }') == (4, 7)
+    assert room_frame(b'{"op":4,"count":"x"}') == (4, 0)
+    for other in (
+        go_room_frame("x"),
+        b'{"op":3}',
+        b'{"op":4.0,"count":1}',
+        b'{"op":"4"}',
+        b'{"op":4',
+        b"[4]",
+        b"",
+        b'{"op":4,"pad":"' + b"x" * 64 + b'"}',  # an op 4 frame is short: a long body is not one
+    ):
+        assert room_frame(other) is None, other
 
 
 def matched(run_id: bytes, body: bytes) -> Stamp | None:

@@ -249,12 +249,14 @@ def test_split_any_chunking(frames: list[tuple[int, bytes]], chunk: int) -> None
     ("frame", "message"),
     [
         (ws_client_frame(b"hi", WS_TEXT, b"abcd"), "masked"),  # a server must not mask
-        (server_frame(WS_TEXT, b"part", first=0x01), "fragmented"),  # text, FIN clear
-        (server_frame(0, b"rest", first=0x80), "fragmented"),  # continuation
+        (server_frame(0, b"rest", first=0x80), "no fragmented message begun"),  # a lone continuation
+        (server_frame(0, b"rest", first=0x00), "no fragmented message begun"),
+        (ws_server_frame(b"a", fin=False) + ws_server_frame(b"b"), "before the fragmented message"),
+        (ws_server_frame(b"a", fin=False) + ws_server_frame(b"b", WS_BINARY, fin=False), "before the fragmented"),
         (server_frame(WS_TEXT, b"x", first=0xC1), "RSV"),  # compressed, never negotiated
         (server_frame(3, b"x", first=0x83), "unknown opcode"),
         (server_frame(WS_PING, b"p" * 126), "control frame"),
-        (server_frame(WS_PING, b"p", first=0x09), "fragmented"),  # a control frame must be final
+        (server_frame(WS_PING, b"p", first=0x09), "fragmented control frame"),  # a control frame must be final
     ],
 )
 def test_bad_server_frames_rejected(frame: bytes, message: str) -> None:
@@ -265,6 +267,123 @@ def test_bad_server_frames_rejected(frame: bytes, message: str) -> None:
 def test_oversized_frame_rejected_from_its_header() -> None:
     with pytest.raises(FrameError, match="exceeds"):
         WsSplitter(max_payload=1000).feed(struct.pack("!BBQ", 0x81, 127, 1_000_000))
+
+
+# ------------------------------------------------------------------ fragmented messages (RFC 6455 §5.4)
+
+
+def fragments(payload: bytes, sizes: list[int], opcode: int = WS_TEXT) -> list[bytes]:
+    """``payload`` as a first frame and continuations of the given sizes (the rest in the last)."""
+    pieces, position = [], 0
+    for size in sizes:
+        pieces.append(payload[position : position + size])
+        position += size
+    pieces.append(payload[position:])
+    return [ws_server_frame(piece, opcode if n == 0 else 0, fin=n == len(pieces) - 1) for n, piece in enumerate(pieces)]
+
+
+def test_fragmented_text_message_is_reassembled() -> None:
+    splitter = WsSplitter()
+    stream = b"".join(fragments(b"hello fragmented world", [5, 0, 6]))
+    assert splitter.feed(stream) == [(WS_TEXT, b"hello fragmented world")]
+    assert splitter.pending() == 0
+    # the plain frames after it take the usual path again
+    assert splitter.feed(ws_server_frame(b"next") + ws_server_frame(b"x" * 300)) == [
+        (WS_TEXT, b"next"),
+        (WS_TEXT, b"x" * 300),
+    ]
+
+
+def test_fragments_held_until_the_last_one_arrives() -> None:
+    splitter = WsSplitter()
+    first, middle, last = fragments(b"a" * 200 + b"b" * 70000 + b"c", [200, 70000])
+    assert splitter.feed(first) == []
+    assert splitter.pending() == 200
+    assert splitter.feed(middle[:5]) == []
+    assert splitter.pending() == 205  # 200 of the message, 5 of the frame under way
+    assert splitter.feed(middle[5:]) == []
+    assert splitter.pending() == 70200
+    assert splitter.feed(last) == [(WS_TEXT, b"a" * 200 + b"b" * 70000 + b"c")]
+    assert splitter.pending() == 0
+
+
+def test_control_frames_between_fragments_come_in_stream_order() -> None:
+    pieces = fragments(b"one two three", [4, 4])
+    stream = (
+        ws_server_frame(b"before")
+        + pieces[0]
+        + ws_server_frame(b"hb", WS_PING)
+        + pieces[1]
+        + ws_server_frame(b"", WS_PONG)
+        + pieces[2]
+        + ws_server_frame(b"after")
+    )
+    payloads, others = WsSplitter().feed_batch(stream)
+    # the ping and pong came while the message was incomplete: before its place
+    assert payloads == [b"before", b"one two three", b"after"]
+    assert others == [(1, WS_PING, b"hb"), (1, WS_PONG, b"")]
+    assert WsSplitter().feed(stream) == [
+        (WS_TEXT, b"before"),
+        (WS_PING, b"hb"),
+        (WS_PONG, b""),
+        (WS_TEXT, b"one two three"),
+        (WS_TEXT, b"after"),
+    ]
+
+
+def test_fragmented_binary_message_is_placed_like_a_whole_one() -> None:
+    stream = ws_server_frame(b"a") + b"".join(fragments(bytes(range(50)), [10, 10], WS_BINARY))
+    payloads, others = WsSplitter().feed_batch(stream + ws_server_frame(b"z"))
+    assert payloads == [b"a", bytes(range(50)), b"z"]
+    assert others == [(1, WS_BINARY, bytes(range(50)))]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([WS_TEXT, WS_BINARY]),
+            st.binary(max_size=400),
+            st.lists(st.integers(0, 120), max_size=5),  # fragment sizes (the rest goes last)
+            st.lists(st.sampled_from([WS_PING, WS_PONG]), max_size=3),  # control frames between fragments
+        ),
+        max_size=6,
+    ),
+    st.integers(1, 64),
+)
+def test_fragmented_messages_under_any_chunking(
+    messages: list[tuple[int, bytes, list[int], list[int]]], chunk: int
+) -> None:
+    stream = b""
+    expected: list[tuple[int, bytes]] = []
+    for opcode, payload, sizes, controls in messages:
+        pieces = fragments(payload, sizes, opcode)
+        for n, piece in enumerate(pieces):
+            stream += piece
+            if n < len(pieces) - 1 and n < len(controls):
+                stream += ws_server_frame(b"c%d" % n, controls[n])
+                expected.append((controls[n], b"c%d" % n))
+        expected.append((opcode, payload))
+    splitter = WsSplitter()
+    out: list[tuple[int, bytes]] = []
+    for i in range(0, len(stream), chunk):
+        out += splitter.feed(stream[i : i + chunk])
+    assert out == expected
+    assert splitter.pending() == 0
+
+
+def test_fragmented_message_bounded_as_a_whole() -> None:
+    splitter = WsSplitter(max_payload=1000)
+    assert splitter.feed(ws_server_frame(b"a" * 600, fin=False)) == []
+    assert splitter.feed(ws_server_frame(b"b" * 400, 0, fin=False)) == []  # 1000: at the bound
+    # the next fragment's header alone is refused: its bytes are never waited for
+    with pytest.raises(FrameError, match="message of 1001 bytes or more exceeds 1000"):
+        splitter.feed(ws_server_frame(b"c", 0)[:2])
+    # the bound is per message: a complete one frees it
+    splitter = WsSplitter(max_payload=1000)
+    for _ in range(3):
+        assert splitter.feed(b"".join(fragments(b"d" * 1000, [500]))) == [(WS_TEXT, b"d" * 1000)]
+    with pytest.raises(FrameError, match="exceeds 1000"):
+        WsSplitter(max_payload=1000).feed(struct.pack("!BBH", 0x01, 126, 1001))
 
 
 def test_feed_batch_lists_the_payloads_and_places_the_other_frames() -> None:
@@ -398,6 +517,22 @@ async def test_frames_after_a_close_in_the_same_chunk_are_not_handed_on() -> Non
     # the ping before the close is answered, then the close; nothing after it
     assert [unmask_client_frame(frame) for frame in transport.written] == [(WS_PONG, b"p1"), (WS_CLOSE, b"\x03\xe8")]
     assert transport.closed
+
+
+async def test_fragmented_message_with_a_ping_between_its_fragments() -> None:
+    rec = Recorder()
+    client, transport = opened_client(rec)
+    client.data_received(response(RFC_KEY) + b"\r\n\r\n")
+    first, last = fragments(b'{"code":0,"msg":"big"}', [10])
+    client.data_received(ws_server_frame(b"m0") + first + ws_server_frame(b"hb", WS_PING))
+    assert rec.calls == [[b"m0"]]
+    assert [unmask_client_frame(frame) for frame in transport.written] == [(WS_PONG, b"hb")]
+    client.data_received(last + ws_server_frame(b"m1"))
+    assert rec.calls == [[b"m0"], [b'{"code":0,"msg":"big"}', b"m1"]]
+    client.data_received(ws_server_frame(b"x") + ws_server_frame(b"y", fin=False) + ws_server_frame(b"z"))
+    assert transport.aborted  # a new message before the fragmented one ended
+    client.connection_lost(None)
+    assert rec.lost == [(7, "bad frame: data frame (opcode 0x1) before the fragmented message was complete")]
 
 
 async def test_join_is_sent_masked() -> None:

@@ -123,6 +123,40 @@ def test_a_delivery_may_not_be_held_past_task_s_deadline(tmp_path: Path) -> None
     assert load(tmp_path, GOCHAT_CONNECT__PACE_LAG="0").connect.pace_max_hold == 0.5  # pacing off: no matter
 
 
+def test_sentinels_come_as_a_list_with_the_master_s_name(tmp_path: Path) -> None:
+    settings = load(
+        tmp_path, GOCHAT_REDIS__SENTINELS="10.0.0.1:26379, 10.0.0.2:26379", GOCHAT_REDIS__MASTER_NAME="gochat"
+    )
+    assert settings.redis.sentinels == ["10.0.0.1:26379", "10.0.0.2:26379"]
+    assert settings.redis.master_name == "gochat"
+    assert load(tmp_path).redis.sentinels == []  # default: one Redis at [redis] address
+
+
+@pytest.mark.parametrize(
+    ("environ", "words"),
+    [
+        ({"GOCHAT_REDIS__SENTINELS": "10.0.0.1:26379"}, "master_name"),  # no name
+        ({"GOCHAT_REDIS__MASTER_NAME": "gochat"}, "sentinels"),  # a name, nobody to ask
+        ({"GOCHAT_REDIS__SENTINELS": "10.0.0.1", "GOCHAT_REDIS__MASTER_NAME": "m"}, "host:port"),
+        ({"GOCHAT_REDIS__WAIT_TIMEOUT": "0"}, "wait_timeout"),  # WAIT 0 would block for ever
+        ({"GOCHAT_REDIS__WAIT_REPLICAS": "-1"}, "wait_replicas"),
+    ],
+)
+def test_bad_redis_high_availability_settings_are_config_errors(
+    tmp_path: Path, environ: dict[str, str], words: str
+) -> None:
+    with pytest.raises(ConfigError, match=words):
+        load(tmp_path, **environ)
+
+
+def test_a_push_may_not_wait_for_replicas_past_the_rpc_deadline(tmp_path: Path) -> None:
+    """The api would have given up: nobody would hear whether the push was accepted."""
+    with pytest.raises(ConfigError, match="wait_timeout"):
+        load(tmp_path, GOCHAT_REDIS__WAIT_REPLICAS="1", GOCHAT_REDIS__WAIT_TIMEOUT="3000")
+    assert load(tmp_path, GOCHAT_REDIS__WAIT_REPLICAS="1", GOCHAT_REDIS__WAIT_TIMEOUT="2999").redis.wait_timeout == 2999
+    assert load(tmp_path, GOCHAT_REDIS__WAIT_TIMEOUT="9000").redis.wait_timeout == 9000  # not waiting: no matter
+
+
 def test_missing_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "nope")

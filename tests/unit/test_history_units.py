@@ -49,7 +49,7 @@ def test_join_since_is_opt_in_and_bad_values_are_kept_as_unknown() -> None:
         ("", False, "5-0", None),  # ids from now on
         ("", True, "5-0", "5-0"),  # ids from now on, and what waited while away
         ("9-0", False, "5-0", "9-0"),  # resume
-        ("9-0", True, "5-0", "5-0"),  # resume, and the undelivered ones before since too
+        ("9-0", True, "5-0", "9-0"),  # resume: the socket had every private message up to since
         ("3-0", True, "5-0", "3-0"),
         ("9-0", True, "", "9-0"),
         ("", True, "", None),

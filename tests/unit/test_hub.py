@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import mmh3
 
-from gochat_py.connect.hub import Bucket, Channel, Hub
+from gochat_py.connect.hub import Bucket, Channel, Hub, Run
+from gochat_py.connect.node import ConnectNode
+from gochat_py.rpc import logic_pb2
 
 
 class StuckTransport:
@@ -246,3 +250,19 @@ async def test_a_room_s_channels_can_be_read_from_any_bucket_on_and_lazily() -> 
         assert sorted(c.user_id for c in got) == list(range(1, 41))  # each member once, from any start
         assert got[0] in hub.buckets[start].rooms[7]
     assert list(hub.iter_room(12345)) == []
+
+
+def test_frames_held_while_a_resuming_socket_joined_keep_their_ids() -> None:
+    """A socket that resumed (``since``) drops the held kept messages up to the backlog's end and
+    gets the others with their ids, as every live frame after them: a frame without its id would
+    leave the client resuming from an older id, and it would see that message twice."""
+    hub = Hub(1)
+    channel = chan(2, "bob", 7, limit=1 << 20)
+    channel.ids = True
+    hub.put(channel)
+    hub.hold(channel)
+    items = [((1, 0), b"p1", b"i1", b""), ((3, 0), b"p3", b"i3", b"")]
+    assert channel.push(b"p1p3", Run(b"p1p3", items, room=7))
+    node = SimpleNamespace(hub=hub, encode=lambda body: body, service=SimpleNamespace(note_private=lambda *a: None))
+    ConnectNode._catch_up(node, channel, logic_pb2.ConnectReply(user_id=2, backlog_end="2-0"))  # type: ignore[arg-type]
+    assert drain(channel) == [b"i3"]
