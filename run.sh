@@ -30,6 +30,7 @@ ensure_system_packages() {
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
     command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)  # the multi-host tests' network namespaces
     if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then missing+=(python3-venv); fi
     if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 }

@@ -10,6 +10,7 @@ Lists accept a comma-separated string: ``GOCHAT_CONNECT_TCP__BIND=127.0.0.1:7001
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -42,6 +43,39 @@ def _split_commas(value: Any) -> Any:
 AddressList = Annotated[list[str], BeforeValidator(_split_commas)]
 
 
+class ConfigError(Exception):
+    """The configuration cannot be loaded; the message says which file or key."""
+
+
+def etcd_endpoints(endpoint: str) -> list[str]:
+    """The members in ``[etcd] endpoint``.  Several must be IP addresses of one family: the etcd
+    client gives them to gRPC as one ``ipv4:``/``ipv6:`` target (gRPC resolves no list of names)."""
+    members = [part.strip() for part in endpoint.split(",") if part.strip()]
+    if not members:
+        raise ConfigError("[etcd] endpoint is empty")
+    families = set()
+    for member in members:
+        host, _ = split_host_port(member)
+        if len(members) > 1:
+            try:
+                families.add(ipaddress.ip_address(host).version)
+            except ValueError:
+                raise ConfigError(
+                    f"[etcd] endpoint {endpoint!r}: with several members each must be an IP address, not {host!r}"
+                ) from None
+    if len(families) > 1:
+        raise ConfigError(f"[etcd] endpoint {endpoint!r}: mixes IPv4 and IPv6 members")
+    return members
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6]:port"`` to a tuple; a bad address is a ConfigError."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ConfigError(f"address {address!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,6 +97,9 @@ def _tls_files_complete(section: str, ca: str, cert: str, key: str, ca_required:
 
 
 class EtcdSettings(Section):
+    # One member's host:port, or every member of a cluster, comma-separated, as IP addresses of one
+    # family (10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379): the client moves to another member when
+    # the one it uses goes away.
     endpoint: str = "127.0.0.1:2379"
     base_path: str = "/gochat_srv"
     logic_service: str = "LogicRpc"
@@ -82,6 +119,18 @@ class EtcdSettings(Section):
     def _tls_complete(cls, key: str, info: ValidationInfo) -> str:
         _tls_files_complete("etcd", info.data.get("tls_ca", ""), info.data.get("tls_cert", ""), key, False)
         return key
+
+    @model_validator(mode="after")
+    def _endpoints_are_dialable(self) -> EtcdSettings:
+        try:
+            etcd_endpoints(self.endpoint)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    @property
+    def endpoints(self) -> list[str]:
+        return etcd_endpoints(self.endpoint)
 
 
 class RedisSettings(Section):
@@ -395,10 +444,6 @@ class Settings(Section):
         return Path(self.site.root) if self.site.root else PROJECT_ROOT / "site"
 
 
-class ConfigError(Exception):
-    """The configuration cannot be loaded; the message says which file or key."""
-
-
 def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
     for key, value in new.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):
@@ -455,11 +500,3 @@ def load_settings(
         return Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration ({directory}, GOCHAT_* variables):\n{exc}") from exc
-
-
-def split_host_port(address: str) -> tuple[str, int]:
-    """``"host:port"`` or ``"[v6]:port"`` to a tuple; a bad address is a ConfigError."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        raise ConfigError(f"address {address!r} is not host:port")
-    return host.strip("[]") or "0.0.0.0", int(port)

@@ -129,6 +129,19 @@ class EtcdClient(aetcd.Client):
         log.info("etcd refused the auth token (restarted?); logged in again", extra=kv(error=str(exc)))
 
 
+def grpc_host_port(endpoints: list[str]) -> tuple[str, int]:
+    """``host`` and ``port`` for aetcd, which dials ``f"{host}:{port}"``: one member as it is;
+    several as one gRPC ``ipv4:``/``ipv6:`` target listing them all, so that the channel moves to
+    the next member when the one it uses dies (gRPC's pick_first), and a cluster that lost a
+    member but kept its quorum goes on serving every node."""
+    if len(endpoints) == 1:
+        return split_host_port(endpoints[0])
+    host, port = split_host_port(endpoints[-1])
+    scheme = "ipv6" if ":" in host else "ipv4"
+    last = f"[{host}]" if ":" in host else host
+    return f"{scheme}:{','.join(endpoints[:-1])},{last}", port
+
+
 def etcd_credentials(settings: EtcdSettings) -> grpc.ChannelCredentials | None:
     """TLS credentials from ``[etcd] tls_*`` (None without tls_ca), the files read once."""
     if not settings.tls_ca:
@@ -142,7 +155,7 @@ def etcd_credentials(settings: EtcdSettings) -> grpc.ChannelCredentials | None:
 
 
 def make_etcd_client(settings: EtcdSettings) -> EtcdClient:
-    host, port = split_host_port(settings.endpoint)
+    host, port = grpc_host_port(settings.endpoints)
     return EtcdClient(
         host=host,
         port=port,

@@ -243,7 +243,8 @@ class System:
                 )
         if local_redis and not port_open(common.redis.address):
             self.infra.append(redis_process(common.redis.address, state / "redis", self.sink).start())
-        if not port_open(common.etcd.endpoint):
+        # several endpoints: a cluster run elsewhere, never one to start here
+        if len(common.etcd.endpoints) == 1 and not port_open(common.etcd.endpoint):
             self.infra.append(etcd_process(common.etcd.endpoint, state / "etcd", self.sink).start())
         for process in self.infra:
             process.wait_ready(30)
