@@ -53,6 +53,7 @@ class Node:
     server_id: str
     server_type: str
     public_url: str = ""  # where clients reach it (a websocket node's ws:// or wss:// URL), if set
+    revision: int = 0  # etcd's revision of the key: a node that registers again gets a new one
 
 
 class EtcdClient(aetcd.Client):
@@ -259,7 +260,7 @@ def encode_value(server_id: str, server_type: str, public_url: str = "") -> byte
     return urlencode(sorted(fields.items())).encode()
 
 
-def parse_node(key: bytes, value: bytes, prefix: str) -> Node | None:
+def parse_node(key: bytes, value: bytes, prefix: str, revision: int = 0) -> Node | None:
     name = key.decode(errors="replace")
     if not name.startswith(prefix):
         return None
@@ -272,6 +273,7 @@ def parse_node(key: bytes, value: bytes, prefix: str) -> Node | None:
         server_id=fields["serverId"],
         server_type=fields.get("serverType", ""),
         public_url=fields.get("publicUrl", ""),
+        revision=revision,
     )
 
 
@@ -444,7 +446,7 @@ class ServiceWatcher:
             log.info("etcd is back", extra=kv(service=self.service, settle=self._settings.lease_ttl))
         nodes = {}
         for item in result:
-            node = parse_node(item.key, item.value, self.prefix)
+            node = parse_node(item.key, item.value, self.prefix, getattr(item, "mod_revision", 0))
             if node:
                 nodes[node.address] = node
         if now < self._settle_until:

@@ -82,13 +82,21 @@ class NodePool(Generic[StubT]):
     def _forget_gone(self, nodes: dict[str, Node]) -> None:
         for address in list(self._stubs):
             if address not in nodes:
-                channel, _ = self._stubs.pop(address)
-                # A node that stops cleanly leaves etcd first and then answers the calls it has:
-                # closing at once would cancel them (asyncio.CancelledError in the caller).  Calls
-                # in flight keep the channel until they end; each has a deadline.
-                task = asyncio.get_running_loop().create_task(channel.close(grace=CLOSE_GRACE))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+                self.reset(address)
+
+    def reset(self, address: str) -> None:
+        """Closes the node's channel; the next call dials afresh.  After a failure gRPC waits out a
+        reconnect backoff before it dials again, failing calls meanwhile, even once the node is
+        back; a new channel dials at once."""
+        entry = self._stubs.pop(address, None)
+        if entry is None:
+            return
+        # A node that stops cleanly leaves etcd first and then answers the calls it has: closing
+        # at once would cancel them (asyncio.CancelledError in the caller).  Calls in flight keep
+        # the channel until they end; each has a deadline.
+        task = asyncio.get_running_loop().create_task(entry[0].close(grace=CLOSE_GRACE))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def stub(self, address: str) -> StubT:
         entry = self._stubs.get(address)
@@ -189,3 +197,7 @@ class ConnectClients(NodePool[connect_pb2_grpc.ConnectStub]):
 
     def by_server_id(self) -> dict[str, str]:
         return {node.server_id: address for address, node in self.watcher.nodes.items()}
+
+    def registrations(self) -> dict[str, int]:
+        """Server id -> etcd revision of its registration: a node that came back has a new one."""
+        return {node.server_id: node.revision for node in self.watcher.nodes.values()}

@@ -10,9 +10,10 @@ pending and is delivered again later, and the connect node drops the repeat by m
 A node that refuses connections (gRPC UNAVAILABLE: the process or its host is gone) is routed
 around at once, not only when its etcd lease ends seconds later: its clients are reconnecting
 to other nodes, where they resume by ``since`` and drop repeats by id, and messages held back for
-a dead node would reach them late and out of order.  It is tried again every ``reprobe`` seconds
-and is routed to as soon as a call succeeds.  A node that is merely slow (a deadline) is not
-routed around: its clients are still there.
+a dead node would reach them late and out of order.  It is routed to again as soon as it registers
+anew (restarted: clients may be joining it, and they must get every message queued after their
+join) and otherwise tried again every ``reprobe`` seconds.  A node that is merely slow (a
+deadline) is not routed around: its clients are still there.
 """
 
 from __future__ import annotations
@@ -89,8 +90,9 @@ class Router:
         self.reprobe = reprobe
         self.clock = clock
         self.stats = RouteStats()
-        # server id -> when it last refused a connection: routed around until ``reprobe`` later
-        self._unreachable: dict[str, float] = {}
+        # server id -> (when it last refused a connection, its registration then): routed around
+        # until ``reprobe`` later, or until it registers again
+        self._unreachable: dict[str, tuple[float, int]] = {}
         # server id -> calls that failed since it last took a batch: one log line per bad spell of a
         # node, not one per batch (a dead node fails every batch until its lease expires)
         self._failing: dict[str, int] = {}
@@ -148,10 +150,12 @@ class Router:
     async def deliver(self, entries: list[Entry]) -> list[str]:
         """Delivers what it can; returns the ids that may be acknowledged."""
         nodes = self.clients.by_server_id()
-        for server_id in [sid for sid in self._unreachable if sid not in nodes]:
-            del self._unreachable[server_id]  # its lease ended: it is gone for good
+        registrations = self.clients.registrations()
+        for server_id, (_, registered) in list(self._unreachable.items()):
+            if server_id not in nodes or registrations.get(server_id) != registered:
+                del self._unreachable[server_id]  # its lease ended (gone for good), or it came back
         now = self.clock()
-        for server_id, since in self._unreachable.items():
+        for server_id, (since, _) in self._unreachable.items():
             if now - since < self.reprobe:
                 nodes.pop(server_id, None)
         for server_id in [sid for sid in self._failing if sid not in nodes]:
@@ -198,7 +202,8 @@ class Router:
                         "connect node unreachable: routing around it until it answers (its clients resume elsewhere)",
                         extra=kv(server_id=server_id, address=address),
                     )
-                self._unreachable[server_id] = self.clock()
+                self._unreachable[server_id] = (self.clock(), self.clients.registrations().get(server_id, 0))
+                self.clients.reset(address)  # when it is back, the next call must not wait out a backoff
             self._failing[server_id] = self._failing.get(server_id, 0) + 1
             if self._failing[server_id] == 1:
                 log.warning(

@@ -17,15 +17,23 @@ NODES = {"ws-a": "10.0.0.1:6912", "ws-b": "10.0.0.2:6912", "tcp-c": "10.0.0.3:69
 
 
 class FakeClients:
-    """Stand-in for ConnectClients: plan() never touches it; deliver() uses these two methods."""
+    """Stand-in for ConnectClients: plan() never touches it; deliver() uses the methods below."""
 
     def __init__(self, nodes: dict[str, str], down: frozenset[str] = frozenset()) -> None:
         self.nodes = nodes
         self.down = down
         self.calls: list[tuple[str, pb.DeliverRequest, float]] = []
+        self.revisions: dict[str, int] = dict.fromkeys(nodes, 1)
+        self.resets: list[str] = []
 
     def by_server_id(self) -> dict[str, str]:
         return dict(self.nodes)
+
+    def registrations(self) -> dict[str, int]:
+        return dict(self.revisions)
+
+    def reset(self, address: str) -> None:
+        self.resets.append(address)
 
     def stub(self, address: str) -> Any:
         clients = self
@@ -220,6 +228,7 @@ async def test_a_node_that_refuses_connections_is_routed_around_until_it_answers
     clients = FakeClients(NODES, down=frozenset({NODES["ws-b"]}))
     r = Router(clients, timeout=2.5, reprobe=3.0, clock=lambda: now[0])  # type: ignore[arg-type]
     assert await r.deliver([entry("1-0", op=3, room_id=1, msg=b"a")]) == []  # ws-b failed: pending
+    assert clients.resets == [NODES["ws-b"]]  # its next call dials afresh, with no backoff to wait out
     clients.calls.clear()
     assert await r.deliver([entry("1-0", op=3, room_id=1, msg=b"a")]) == ["1-0"]  # now without ws-b
     assert await r.deliver([entry("2-0", op=2, server_id="ws-b", user_id=2)]) == ["2-0"]  # offline there
@@ -231,6 +240,19 @@ async def test_a_node_that_refuses_connections_is_routed_around_until_it_answers
     assert await r.deliver([entry("4-0", op=3, room_id=1, msg=b"d")]) == ["4-0"]
     assert await r.deliver([entry("5-0", op=2, server_id="ws-b", user_id=2)]) == ["5-0"]
     assert clients.calls[-1][0] == NODES["ws-b"]
+
+
+async def test_a_node_that_registers_again_is_routed_to_at_once() -> None:
+    """Restarted, it may have clients that joined after the messages queued since: they must get them."""
+    now = [100.0]
+    clients = FakeClients(NODES, down=frozenset({NODES["ws-b"]}))
+    r = Router(clients, timeout=2.5, reprobe=3.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert await r.deliver([entry("1-0", op=3, room_id=1, msg=b"a")]) == []
+    clients.down = frozenset()
+    clients.revisions["ws-b"] = 2  # it registered anew, well within the reprobe time
+    clients.calls.clear()
+    assert await r.deliver([entry("2-0", op=2, server_id="ws-b", user_id=2)]) == ["2-0"]
+    assert [address for address, _, _ in clients.calls] == [NODES["ws-b"]]
 
 
 async def test_a_slow_node_is_not_routed_around() -> None:
