@@ -479,12 +479,15 @@ def test_a_host_with_a_connect_node_and_a_logic_goes_down(cluster: MultiHostClus
     assert not cluster.died(), cluster.tails()
 
 
-async def _resume_after_purge(cluster: MultiHostCluster, victim: Host) -> tuple[list[str], list[str]]:
+async def _resume_after_purge(
+    cluster: MultiHostCluster, victim: Host, redis_primary: str
+) -> tuple[list[str], list[str]]:
     """bob, on the victim's node, gets private messages; the host dies; once logic has purged the
     dead node (bob has no socket anywhere), bob resumes on another node with ``since`` = the last
     id he saw.  Returns (the private texts sent, the private texts bob received, in order)."""
     room = random.randint(10**6, 10**9)
-    db = redis_client.Redis(host=cluster.redis_host.address, port=6379)
+    primary_host, _, primary_port = redis_primary.rpartition(":")
+    db = redis_client.Redis(host=primary_host, port=int(primary_port))
     async with ApiClient(cluster.api_urls[0]) as api:
         alice = await api.register(unique("alice"))
         bob_token = await api.register(unique("bob"))
@@ -518,7 +521,7 @@ def test_a_client_resuming_after_its_dead_node_was_purged_gets_each_private_mess
     victim = cluster.network.add_host("h5")
     try:
         cluster.start_module(victim, "connect_websocket", "ws_6")
-        sent, received = on_client(cluster, _resume_after_purge, cluster, victim)
+        sent, received = on_client(cluster, _resume_after_purge, cluster, victim, cluster.redis_primary())
     finally:
         cluster.power_off(victim)
     assert sent == ["p3", "p7", "p11"]
