@@ -253,12 +253,13 @@ class MultiHostCluster:
             hba.write(f"host all all {self.network.subnet}.0/24 trust\n")
 
     def start_postgres(self) -> ManagedProcess:
-        """The server on the db host (again after a power-off: it recovers from its WAL)."""
+        """The server on the db host (again after a power-off: it recovers from its WAL).  Commits
+        are synchronous (PostgreSQL's default): with ``synchronous_commit = off`` a power-off
+        loses the last commits, a user registered just before it among them."""
         bin_, host = postgres_bin(), self.db_host
         argv = self._as_postgres(
             str(bin_ / "postgres"), "-D", str(self.pg_root / "data"), "-h", host.address, "-p", str(POSTGRES_PORT),
-            "-k", str(self.pg_root), "-c", "full_page_writes=off", "-c", "synchronous_commit=off",
-            "-c", "max_connections=200",
+            "-k", str(self.pg_root), "-c", "max_connections=200",
         )  # fmt: skip
         ready = [str(bin_ / "pg_isready"), "-q", "-h", host.address, "-p", str(POSTGRES_PORT), "-U", "postgres"]
         return self._spawn(
