@@ -18,6 +18,7 @@ alternative name, signed by the deployment's CA.  A push is accepted once a repl
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -92,6 +93,7 @@ class MultiHostCluster:
         self.database_url = f"postgresql+asyncpg://postgres@{self.db_host.address}:{POSTGRES_PORT}/gochat"
         self.pki = Authority(root / "pki", "gochat")
         self._certificates: dict[str, Issued] = {}
+        self._spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
         # PostgreSQL runs as the ``postgres`` user (it refuses root): a folder that user may enter
         self.pg_root = Path(tempfile.mkdtemp(prefix="gochat-mh-pg-"))
         self.env = {
@@ -125,7 +127,11 @@ class MultiHostCluster:
     def _spawn(
         self, host: Host, name: str, argv: list[str], env: dict[str, str] | None = None, **kwargs: Any
     ) -> ManagedProcess:
-        process = ManagedProcess(name, host.argv(*argv), env=env, sink=self.log, **kwargs).start()
+        process = ManagedProcess(name, host.argv(*argv), env=env, sink=self.log, **kwargs)
+        # A child gets SIGTERM when the *thread* that started it ends (PR_SET_PDEATHSIG): a test
+        # that restarts a server from a short-lived thread (asyncio.to_thread) would see it stop
+        # with that thread.  Every child is started by one thread that lives as long as the cluster.
+        self._spawner.submit(process.start).result(60)
         self.processes.append(process)
         self.where[name] = host
         return process
@@ -352,6 +358,7 @@ class MultiHostCluster:
             with contextlib.suppress(Exception):
                 process.stop(timeout=10)
         self.log.close()
+        self._spawner.shutdown(wait=False)
         shutil.rmtree(self.pg_root, ignore_errors=True)
 
     # -- addresses --------------------------------------------------------------------------------

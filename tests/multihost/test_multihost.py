@@ -672,6 +672,8 @@ def test_the_database_host_down_for_ten_seconds_logins_fail_clearly_and_messages
     resumes; once it is back, logins work and task's history writer has put every accepted
     message into the database."""
     result = on_client(cluster, _database_host_down, cluster)
+    # the server started again outlives the scenario (and the thread that asked for it)
+    assert cluster.psql("SELECT count(*) FROM message") != "0"
     logins = result["logins"]
     print(
         f"\ndatabase host down {DATABASE_DOWN:.0f} s: {len(logins)} logins tried meanwhile, all refused"
