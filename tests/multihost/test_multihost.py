@@ -1,6 +1,10 @@
-"""gochat-py over several hosts: three etcd members, one Redis and the modules spread out over
-network namespaces (tests/multihost/cluster.py has the layout); the clients run on a host of their
-own.  Nothing here dials 127.0.0.1: every address is a test host's."""
+"""gochat-py over several hosts: three etcd members, a Redis primary and two replicas with a
+Sentinel on each host, PostgreSQL on a host of its own, mutual TLS between the layers, and the
+modules spread out over network namespaces (tests/multihost/cluster.py has the layout); the
+clients run on a host of their own.  Nothing here dials 127.0.0.1: every address is a test host's.
+
+The fault tests run under steady load and print their recovery figures (docs/deploy.md, "When a
+host goes down", quotes them)."""
 
 from __future__ import annotations
 
