@@ -563,7 +563,8 @@ class Load:
         api_1, api_2 = self.apis
         alice = await api_1.register(unique("alice"))
         tokens = [await api_2.register(unique(f"bob{n}")) for n in range(2)]
-        self.to_user = await api_1.user_id(tokens[0])
+        self.user_ids = [await api_1.user_id(token) for token in tokens]
+        self.to_user = self.user_ids[0]
         self.clients = [
             PageLikeClient(self.cluster.site_url, url, token, self.room)
             for url, token in zip(self.cluster.ws_urls, tokens, strict=True)
@@ -608,7 +609,7 @@ class Load:
 DATABASE_DOWN = 10.0  # seconds the database's host stays down
 
 
-async def _database_host_down(cluster: MultiHostCluster) -> dict[str, Any]:
+async def _database_host_down(cluster: MultiHostCluster, redis_primary: str) -> dict[str, Any]:
     db = cluster.db_host
     async with ApiClient(cluster.api_urls[0]) as api_1, ApiClient(cluster.api_urls[1]) as api_2:
         load = await Load(cluster, api_1, api_2).start()
@@ -635,6 +636,11 @@ async def _database_host_down(cluster: MultiHostCluster) -> dict[str, Any]:
             assert time.monotonic() < up + 30, f"no login 30 s after the database came back: {reply}"
             await asyncio.sleep(0.2)
         login_back = time.monotonic() - up
+        # the socket closed during the outage left its node: the user's routes name only the node
+        # it resumed on (a Disconnect that failed on the database would have left both)
+        host, _, port = redis_primary.rpartition(":")
+        with redis_client.Redis(host=host, port=int(port)) as db:
+            routes = {k.decode(): int(v) for k, v in db.hgetall(user_nodes_key(load.user_ids[1])).items()}
         delivered_anyway = await load.finish(down)
         accepted_during = [t for t in load.sender.accepted_at if down < t < up]
         refused_during = [r for r in load.sender.refused if down < r["at"] < up]
@@ -654,6 +660,7 @@ async def _database_host_down(cluster: MultiHostCluster) -> dict[str, Any]:
         archived_room = archived(f"conversation = 'room:{load.room}'")
     return {
         "killed": len(killed_pids),
+        "routes": routes,
         "logins": logins,
         "login_back": round(login_back, 2),
         "accepted_during": len(accepted_during),
@@ -675,7 +682,7 @@ def test_the_database_host_down_for_ten_seconds_logins_fail_clearly_and_messages
     and delivered (sessions, rooms and the queue are in Redis) and a client that reconnects
     resumes; once it is back, logins work and task's history writer has put every accepted
     message into the database."""
-    result = on_client(cluster, _database_host_down, cluster)
+    result = on_client(cluster, _database_host_down, cluster, cluster.redis_primary())
     # the server started again outlives the scenario (and the thread that asked for it)
     assert cluster.psql("SELECT count(*) FROM message") != "0"
     logins = result["logins"]
@@ -695,6 +702,7 @@ def test_the_database_host_down_for_ten_seconds_logins_fail_clearly_and_messages
     assert result["accepted_during"] >= 50, "pushes stopped while the database was down"
     assert not result["refused_during"], result["refused_during"][:3]
     assert result["rejoined"], "the dropped client did not join again during the outage"
+    assert list(result["routes"].values()) == [1], f"the dropped client's routes: {result['routes']}"
     archived = result["archived_room"]
     assert len(archived) == len(set(archived)), "a message archived twice"
     assert not cluster.died(), cluster.tails()
