@@ -347,7 +347,15 @@ class LogicService(logic_pb2_grpc.LogicServicer):
         return pb.Reply(code=OK)
 
     async def _leave_announcement(self, room_id: int, user_id: int) -> bytes:
-        return self._presence(room_id, user_id, await self._user_name(user_id), joined=False)
+        """The leave event names the user; while the database is down the name may be unknown,
+        and the event goes out without it: failing the Disconnect instead would leave the closed
+        socket counted in the room and the node in the user's routes."""
+        try:
+            name = await self._user_name(user_id)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("leave announced without a name", extra=kv(user_id=user_id, error=describe_error(exc)))
+            name = ""
+        return self._presence(room_id, user_id, name, joined=False)
 
     @staticmethod
     def _presence(room_id: int, user_id: int, user_name: str, joined: bool) -> bytes:

@@ -2,39 +2,51 @@
 
 Layout (the one docs/deploy.md describes)::
 
-    h1 10.231.0.11  etcd e1, logic, connect_websocket, api, task
-    h2 10.231.0.12  etcd e2, logic, connect_websocket, connect_tcp, api, task
-    h3 10.231.0.13  etcd e3, redis, site
+    h1 10.231.0.11  etcd e1, Redis replica, Sentinel, logic, connect_websocket, api, task
+    h2 10.231.0.12  etcd e2, Redis replica, Sentinel, logic, connect_websocket, connect_tcp, api, task
+    h3 10.231.0.13  etcd e3, Redis primary, Sentinel, site
     client          the test's own clients (its code runs there through Host.call)
+    db 10.231.0.15  PostgreSQL
 
 Every module binds its host's address (nothing on 127.0.0.1) and advertises it; every module
-gets all three etcd members as its endpoint.  Each websocket node registers its public URL, and
-site hands the live ones to the page (``/config.json``).
-
-TODO(database): both logic processes (and the task processes, which archive history) share one
-SQLite file: the namespaces share the file system, which real hosts do not.  Once PostgreSQL is in
-the project, start it on a host of its own (say h4) and give every logic and task its URL through
-GOCHAT_LOGIC__DATABASE_URL; the SQLite stand-in then goes.
+gets all three etcd members as its endpoint and all three Sentinels; every logic and task the one
+PostgreSQL database (``gochat-py db upgrade`` runs once before they start).  gRPC between the
+layers is mutual TLS: one certificate per host, with the host's address as its subject
+alternative name, signed by the deployment's CA.  A push is accepted once a replica holds it
+(``wait_replicas = 1``): with two replicas, losing the primary's host leaves one to acknowledge.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
+import pwd
 import shutil
+import subprocess
 import sys
+import tempfile
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from gochat_py.config import split_host_port
 from gochat_py.launcher import READY_MARKER, ManagedProcess, port_open
+from tests.e2e.certs import Authority, Issued
 from tests.multihost.netns import Host, Network
+from tests.postgres import postgres_bin
 
 ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380
-REDIS_PORT = 6379
+REDIS_PORT, SENTINEL_PORT, POSTGRES_PORT = 6379, 26379, 5432
+MASTER_NAME = "gochat"
+# Sentinel's timing knobs low, as in tests/e2e/test_redis_sentinel.py: a failover takes seconds
+SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS = 500, 2000
+WAIT_TIMEOUT_MS = 500
 PORTS = {"api": 7070, "ws": 7000, "tcp": (7001, 7002), "site": 8080}
 RPC_PORTS = {"logic": 6900, "connect_websocket": 6912, "connect_tcp": 6914}
 # (host, module, instance name) in start order: what each host runs
@@ -62,8 +74,7 @@ def etcd_healthy(address: str) -> bool:
 
 
 class MultiHostCluster:
-    def __init__(self, root: Path, network: Network, database_url: str = "") -> None:
-        """``database_url``: the one database of every logic and task; empty: the SQLite stand-in."""
+    def __init__(self, root: Path, network: Network) -> None:
         self.root = root
         self.network = network
         self.log_path = root / "cluster.log"
@@ -72,20 +83,30 @@ class MultiHostCluster:
         self.where: dict[str, Host] = {}  # process name -> its host
         hosts = [network.add_host(name) for name in ("h1", "h2", "h3")]
         self.client = network.add_host("client")
+        self.db_host = network.add_host("db")
         self.hosts = {h.name: h for h in hosts}
         self.etcd_hosts = hosts
-        self.redis_host = self.hosts["h3"]
+        self.redis_hosts = hosts  # a Redis server and a Sentinel on each
+        self.first_primary = self.hosts["h3"]  # the others start as its replicas
         self.etcd_endpoint = ",".join(f"{h.address}:{ETCD_CLIENT_PORT}" for h in self.etcd_hosts)
-        self.database = root / "shared" / "gochat.sqlite3"  # TODO(database): PostgreSQL, see above
-        self.database.parent.mkdir(parents=True)
+        self.sentinel_addresses = [f"{h.address}:{SENTINEL_PORT}" for h in self.redis_hosts]
+        self.database_url = f"postgresql+asyncpg://postgres@{self.db_host.address}:{POSTGRES_PORT}/gochat"
+        self.pki = Authority(root / "pki", "gochat")
+        self._certificates: dict[str, Issued] = {}
+        self._spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
+        # PostgreSQL runs as the ``postgres`` user (it refuses root): a folder that user may enter
+        self.pg_root = Path(tempfile.mkdtemp(prefix="gochat-mh-pg-"))
         self.env = {
             "GOCHAT_ENV": "dev",
             "PYTHONUNBUFFERED": "1",
-            "GOCHAT_REDIS__ADDRESS": f"{self.redis_host.address}:{REDIS_PORT}",
+            "GOCHAT_REDIS__SENTINELS": ",".join(self.sentinel_addresses),
+            "GOCHAT_REDIS__MASTER_NAME": MASTER_NAME,
+            "GOCHAT_REDIS__WAIT_REPLICAS": "1",
+            "GOCHAT_REDIS__WAIT_TIMEOUT": str(WAIT_TIMEOUT_MS),
             "GOCHAT_ETCD__ENDPOINT": self.etcd_endpoint,
             "GOCHAT_ETCD__BASE_PATH": "/gochat_multihost",
             "GOCHAT_ETCD__LEASE_TTL": "3",
-            "GOCHAT_LOGIC__DATABASE_URL": database_url or f"sqlite+aiosqlite:///{self.database}",
+            "GOCHAT_LOGIC__DATABASE_URL": self.database_url,
             "GOCHAT_LOGIC__NODE_GRACE": "1",
             "GOCHAT_LOGIC__PASSWORD_TIME_COST": "1",
             "GOCHAT_LOGIC__PASSWORD_MEMORY_KIB": "8192",
@@ -95,12 +116,22 @@ class MultiHostCluster:
             **{f"GOCHAT_API__{limit}_RATE": "0" for limit in ("PUSH_ADDRESS", "PUSH_USER")},
         }
 
+    def certificate(self, host: Host) -> Issued:
+        """The host's certificate (its address and name as subject alternative names), made once."""
+        if host.name not in self._certificates:
+            self._certificates[host.name] = self.pki.issue(host.name, ips=(host.address,), dns=(host.name,))
+        return self._certificates[host.name]
+
     # -- infrastructure -------------------------------------------------------------------------
 
     def _spawn(
         self, host: Host, name: str, argv: list[str], env: dict[str, str] | None = None, **kwargs: Any
     ) -> ManagedProcess:
-        process = ManagedProcess(name, host.argv(*argv), env=env, sink=self.log, **kwargs).start()
+        process = ManagedProcess(name, host.argv(*argv), env=env, sink=self.log, **kwargs)
+        # A child gets SIGTERM when the *thread* that started it ends (PR_SET_PDEATHSIG): a test
+        # that restarts a server from a short-lived thread (asyncio.to_thread) would see it stop
+        # with that thread.  Every child is started by one thread that lives as long as the cluster.
+        self._spawner.submit(process.start).result(60)
         self.processes.append(process)
         self.where[name] = host
         return process
@@ -125,28 +156,164 @@ class MultiHostCluster:
             host, f"etcd_{host.name}", self.etcd_argv(host), probe=lambda: host.call(etcd_healthy, address, timeout=10)
         )
 
-    def start_infra(self) -> None:
-        members = [self.start_etcd_member(h) for h in self.etcd_hosts]
-        redis_address = f"{self.redis_host.address}:{REDIS_PORT}"
-        redis_dir = self.root / "redis"
-        redis_dir.mkdir()
-        redis_argv = [
+    def redis_argv(self, host: Host, replica_of: str = "") -> list[str]:
+        folder = self.root / "redis" / host.name
+        folder.mkdir(parents=True, exist_ok=True)
+        argv = [
             shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(REDIS_PORT),
-            "--bind", self.redis_host.address, "--protected-mode", "no", "--dir", str(redis_dir),
+            "--bind", host.address, "--protected-mode", "no", "--dir", str(folder),
             "--save", "", "--appendonly", "no", "--loglevel", "warning",
+            "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
-        host = self.redis_host
-        redis = self._spawn(host, "redis", redis_argv, probe=lambda: host.call(port_open, redis_address, timeout=10))
-        for process in [*members, redis]:
+        if replica_of:
+            argv += ["--replicaof", *replica_of.split(":")]
+        return argv
+
+    def start_redis(self, host: Host, replica_of: str = "") -> ManagedProcess:
+        address = f"{host.address}:{REDIS_PORT}"
+        return self._spawn(
+            host,
+            f"redis_{host.name}",
+            self.redis_argv(host, replica_of),
+            probe=lambda: host.call(port_open, address, timeout=10),
+        )
+
+    def start_sentinel(self, host: Host, fresh: bool = True) -> ManagedProcess:
+        """A Sentinel on ``host``; ``fresh`` = a new configuration file (Sentinel rewrites its
+        own: one restarted after a crash goes on from what it had written)."""
+        folder = self.root / "sentinel" / host.name
+        folder.mkdir(parents=True, exist_ok=True)
+        conf = folder / "sentinel.conf"
+        if fresh:
+            n = MASTER_NAME
+            conf.write_text(
+                f"port {SENTINEL_PORT}\nbind {host.address}\ndir {folder}\n"
+                f"sentinel monitor {n} {self.first_primary.address} {REDIS_PORT} 2\n"
+                f"sentinel down-after-milliseconds {n} {SENTINEL_DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {n} {SENTINEL_FAILOVER_TIMEOUT_MS}\n"
+                f"sentinel parallel-syncs {n} 1\n"
+            )
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        address = f"{host.address}:{SENTINEL_PORT}"
+        return self._spawn(
+            host,
+            f"sentinel_{host.name}",
+            [server, str(conf), "--sentinel"],
+            probe=lambda: host.call(port_open, address, timeout=10),
+        )
+
+    def redis_ask(self, address: str, *command: str) -> Any:
+        """One command to a Redis server or Sentinel, sent from the client host."""
+        return self.client.call(_redis_command, address, command, timeout=10)
+
+    def redis_primary(self) -> str:
+        """The primary's address as every Sentinel that answers names it ("" while they disagree)."""
+        answers = set()
+        for address in self.sentinel_addresses:
+            with contextlib.suppress(Exception):
+                answers.add(":".join(self.redis_ask(address, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)))
+        return answers.pop() if len(answers) == 1 else ""
+
+    def redis_settled(self, replicas: int) -> bool:
+        """The primary has ``replicas`` replicas online and every Sentinel knows them and the two
+        other Sentinels: only then is a failover possible."""
+        primary = self.redis_primary()
+        if not primary:
+            return False
+        try:
+            info = self.redis_ask(primary, "INFO", "replication")
+            online = sum(1 for key, value in info.items() if key.startswith("slave") and value.get("state") == "online")
+            if info.get("role") != "master" or online < replicas:
+                return False
+            for address in self.sentinel_addresses:
+                state = self.redis_ask(address, "SENTINEL", "MASTER", MASTER_NAME)
+                if int(state.get("num-slaves", 0)) < replicas or int(state.get("num-other-sentinels", 0)) < 2:
+                    return False
+        except Exception:
+            return False
+        return True
+
+    def wait_redis_settled(self, replicas: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.redis_settled(replicas):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis: no primary with {replicas} replicas that all three Sentinels know")
+            time.sleep(0.2)
+
+    # -- PostgreSQL -------------------------------------------------------------------------------
+
+    def _as_postgres(self, *argv: str) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *argv]
+
+    def init_postgres(self) -> None:
+        entry = pwd.getpwnam("postgres")
+        os.chown(self.pg_root, entry.pw_uid, entry.pw_gid)
+        data = self.pg_root / "data"
+        bin_ = postgres_bin()
+        subprocess.run(
+            self._as_postgres(str(bin_ / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                              "--no-sync", "--no-instructions"),
+            check=True, capture_output=True, timeout=120, cwd=self.pg_root,
+        )  # fmt: skip
+        with (data / "pg_hba.conf").open("a") as hba:  # the test network, as an operator would allow it
+            hba.write(f"host all all {self.network.subnet}.0/24 trust\n")
+
+    def start_postgres(self) -> ManagedProcess:
+        """The server on the db host (again after a power-off: it recovers from its WAL).  Commits
+        are synchronous (PostgreSQL's default): with ``synchronous_commit = off`` a power-off
+        loses the last commits, a user registered just before it among them."""
+        bin_, host = postgres_bin(), self.db_host
+        argv = self._as_postgres(
+            str(bin_ / "postgres"), "-D", str(self.pg_root / "data"), "-h", host.address, "-p", str(POSTGRES_PORT),
+            "-k", str(self.pg_root), "-c", "max_connections=200",
+        )  # fmt: skip
+        ready = [str(bin_ / "pg_isready"), "-q", "-h", host.address, "-p", str(POSTGRES_PORT), "-U", "postgres"]
+        return self._spawn(
+            host, "postgres", argv, probe=lambda: subprocess.run(host.argv(*ready), timeout=10).returncode == 0
+        )
+
+    def psql(self, sql: str, database: str = "gochat") -> str:
+        """``sql`` run by psql on the db host; its unaligned output."""
+        command = [str(postgres_bin() / "psql"), "-h", self.db_host.address, "-p", str(POSTGRES_PORT),
+                   "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-Atc", sql]  # fmt: skip
+        result = subprocess.run(self.db_host.argv(*command), capture_output=True, text=True, timeout=60, cwd="/")
+        if result.returncode != 0:
+            raise RuntimeError(f"psql {sql!r}: {result.stderr}")
+        return result.stdout.strip()
+
+    def start_infra(self) -> None:
+        self.init_postgres()
+        members = [self.start_etcd_member(h) for h in self.etcd_hosts]
+        primary = self.start_redis(self.first_primary)
+        primary_address = f"{self.first_primary.address}:{REDIS_PORT}"
+        replicas = [self.start_redis(h, primary_address) for h in self.redis_hosts if h is not self.first_primary]
+        sentinels = [self.start_sentinel(h) for h in self.redis_hosts]
+        postgres = self.start_postgres()
+        for process in [*members, primary, *replicas, *sentinels, postgres]:
             process.wait_ready(60)
+        self.psql("CREATE DATABASE gochat", database="postgres")
+        self.wait_redis_settled(len(replicas))
+
+    def upgrade_database(self) -> None:
+        """``gochat-py db upgrade``, once, from h1, before any logic or task starts."""
+        env = {**_base_environ(), **self.env}
+        argv = self.hosts["h1"].argv(sys.executable, "-m", "gochat_py", "db", "upgrade")
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        self.log.write(f"db upgrade: {result.stdout}{result.stderr}")
+        if result.returncode != 0:
+            raise RuntimeError(f"db upgrade failed: {result.stdout}{result.stderr}")
 
     # -- modules ----------------------------------------------------------------------------------
 
     def module_env(self, host: Host, module: str, **extra: str) -> dict[str, str]:
         """What a module on ``host`` gets: binds (and so advertises) the host's address."""
         a = host.address
+        issued = self.certificate(host)
         env = {
             **self.env,
+            "GOCHAT_RPC__TLS_CA": str(issued.ca),
+            "GOCHAT_RPC__TLS_CERT": str(issued.cert),
+            "GOCHAT_RPC__TLS_KEY": str(issued.key),
             "GOCHAT_STATE_DIR": str(self.root / "state" / host.name),
             f"GOCHAT_METRICS__{module.upper()}": f"{a}:0" if module != "site" else "",
         }
@@ -180,11 +347,8 @@ class MultiHostCluster:
 
     def start(self) -> MultiHostCluster:
         self.start_infra()
-        # The first logic alone: two logic processes creating the schema of a new database at the
-        # same moment race (the loser fails with "table user already exists").
-        (h, module, name), *rest = LAYOUT
-        self.start_module(self.hosts[h], module, name)
-        started = [self.start_module(self.hosts[h], module, name, wait=False) for h, module, name in rest]
+        self.upgrade_database()
+        started = [self.start_module(self.hosts[h], module, name, wait=False) for h, module, name in LAYOUT]
         for process in started:
             process.wait_ready(120)
         return self
@@ -194,6 +358,8 @@ class MultiHostCluster:
             with contextlib.suppress(Exception):
                 process.stop(timeout=10)
         self.log.close()
+        self._spawner.shutdown(wait=False)
+        shutil.rmtree(self.pg_root, ignore_errors=True)
 
     # -- addresses --------------------------------------------------------------------------------
 
@@ -236,6 +402,15 @@ class MultiHostCluster:
 
     def tails(self, lines: int = 30) -> str:
         return "\n".join(f"--- {p.name} ({self.where[p.name].name}) ---\n{p.tail(lines)}" for p in self.processes)
+
+
+def _redis_command(address: str, command: tuple[str, ...]) -> Any:
+    host, port = split_host_port(address)
+    client = redis.Redis(host=host, port=port, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
+    try:
+        return client.execute_command(*command)
+    finally:
+        client.close()
 
 
 def _base_environ() -> dict[str, str]:

@@ -1,6 +1,10 @@
-"""gochat-py over several hosts: three etcd members, one Redis and the modules spread out over
-network namespaces (tests/multihost/cluster.py has the layout); the clients run on a host of their
-own.  Nothing here dials 127.0.0.1: every address is a test host's."""
+"""gochat-py over several hosts: three etcd members, a Redis primary and two replicas with a
+Sentinel on each host, PostgreSQL on a host of its own, mutual TLS between the layers, and the
+modules spread out over network namespaces (tests/multihost/cluster.py has the layout); the
+clients run on a host of their own.  Nothing here dials 127.0.0.1: every address is a test host's.
+
+The fault tests run under steady load and print their recovery figures (docs/deploy.md, "When a
+host goes down", quotes them)."""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import grpc
 import redis as redis_client
 import websockets
 
@@ -20,8 +26,10 @@ from gochat_py.client.tcp import TcpClient
 from gochat_py.config import EtcdSettings
 from gochat_py.discovery import make_etcd_client
 from gochat_py.logic.sessions import user_nodes_key
+from gochat_py.rpc import connect_pb2, connect_pb2_grpc
+from tests.e2e.certs import Authority
 from tests.e2e.harness import ApiClient, TcpReader, WsClient, eventually, op_is
-from tests.multihost.cluster import MultiHostCluster, etcd_healthy
+from tests.multihost.cluster import LAYOUT, MultiHostCluster, etcd_healthy
 from tests.multihost.netns import Host
 
 T = TypeVar("T")
@@ -260,6 +268,13 @@ class PageLikeClient:
         self.gaps: list[tuple[float, str, dict[str, Any]]] = []  # op-7 frames: a since not honoured
         self.without_id: list[tuple[float, str, dict[str, Any]]] = []
         self.stopping = False
+        self.ws: websockets.ClientConnection | None = None
+
+    async def drop(self) -> None:
+        """Closes the socket from the client's side (a page reloaded, a network blip): it then
+        reconnects and resumes as after any drop."""
+        if self.ws is not None:
+            await self.ws.close()
 
     async def move_to_another_node(self) -> None:
         try:
@@ -290,6 +305,7 @@ class PageLikeClient:
         while not self.stopping:
             try:
                 async with websockets.connect(self.url, open_timeout=5, ping_interval=None) as ws:
+                    self.ws = ws
                     await ws.send(json.dumps({"authToken": self.token, "roomId": self.room, "since": self.since}))
                     opened = time.monotonic()
                     self.joins.append((opened, self.url, self.since))
@@ -349,7 +365,7 @@ class Sender:
             reply = await api.post("/push/pushRoom", {"authToken": self.token, "roomId": self.room, "msg": text})
         (self.private_attempted if private else self.room_attempted).append(text)
         if reply["code"] != 0:
-            self.refused.append({**reply, "text": text})
+            self.refused.append({**reply, "text": text, "at": time.monotonic()})
             return False
         (self.private_accepted if private else self.room_accepted).append(text)
         self.accepted_at.append(time.monotonic())
@@ -479,12 +495,15 @@ def test_a_host_with_a_connect_node_and_a_logic_goes_down(cluster: MultiHostClus
     assert not cluster.died(), cluster.tails()
 
 
-async def _resume_after_purge(cluster: MultiHostCluster, victim: Host) -> tuple[list[str], list[str]]:
+async def _resume_after_purge(
+    cluster: MultiHostCluster, victim: Host, redis_primary: str
+) -> tuple[list[str], list[str]]:
     """bob, on the victim's node, gets private messages; the host dies; once logic has purged the
     dead node (bob has no socket anywhere), bob resumes on another node with ``since`` = the last
     id he saw.  Returns (the private texts sent, the private texts bob received, in order)."""
     room = random.randint(10**6, 10**9)
-    db = redis_client.Redis(host=cluster.redis_host.address, port=6379)
+    primary_host, _, primary_port = redis_primary.rpartition(":")
+    db = redis_client.Redis(host=primary_host, port=int(primary_port))
     async with ApiClient(cluster.api_urls[0]) as api:
         alice = await api.register(unique("alice"))
         bob_token = await api.register(unique("bob"))
@@ -518,8 +537,301 @@ def test_a_client_resuming_after_its_dead_node_was_purged_gets_each_private_mess
     victim = cluster.network.add_host("h5")
     try:
         cluster.start_module(victim, "connect_websocket", "ws_6")
-        sent, received = on_client(cluster, _resume_after_purge, cluster, victim)
+        sent, received = on_client(cluster, _resume_after_purge, cluster, victim, cluster.redis_primary())
     finally:
         cluster.power_off(victim)
     assert sent == ["p3", "p7", "p11"]
     assert received == sent, f"bob received {received}"
+
+
+# -- faults under steady load: the database's host, the Redis primary's host ---------------------
+
+
+class Load:
+    """Steady traffic for a fault test: a sender pushing room messages (every fourth a private
+    one) through both apis, and a page-like client on each websocket node (the first gets the
+    private messages).  :meth:`finish` sends a marker, waits for it everywhere and checks every
+    accepted message arrived exactly once, in order."""
+
+    def __init__(self, cluster: MultiHostCluster, api_1: ApiClient, api_2: ApiClient) -> None:
+        self.cluster, self.apis = cluster, [api_1, api_2]
+        self.room = random.randint(10**6, 10**9)
+        self.clients: list[PageLikeClient] = []
+        self.runs: list[asyncio.Task[None]] = []
+
+    async def start(self) -> Load:
+        api_1, api_2 = self.apis
+        alice = await api_1.register(unique("alice"))
+        tokens = [await api_2.register(unique(f"bob{n}")) for n in range(2)]
+        self.user_ids = [await api_1.user_id(token) for token in tokens]
+        self.to_user = self.user_ids[0]
+        self.clients = [
+            PageLikeClient(self.cluster.site_url, url, token, self.room)
+            for url, token in zip(self.cluster.ws_urls, tokens, strict=True)
+        ]
+        self.runs = [asyncio.create_task(c.run()) for c in self.clients]
+        for client in self.clients:
+            await asyncio.wait_for(client.joined.wait(), 20)
+        self.sender = Sender(self.apis, alice, self.room, to_user=self.to_user)
+        self.sending = asyncio.create_task(self.sender.run())
+        await eventually(lambda: all(len(c.received) >= 40 for c in self.clients), 60, "traffic before the fault")
+        assert not self.sender.refused, self.sender.refused[:3]
+        return self
+
+    def first_accepted_after(self, moment: float) -> float | None:
+        return next((t for t in self.sender.accepted_at if t > moment), None)
+
+    def first_received_after(self, client: PageLikeClient, moment: float) -> float | None:
+        return next((t for t, *_ in client.received if t > moment), None)
+
+    async def finish(self, after: float) -> int:
+        """More traffic once the system is back, the markers, then the exactly-once check;
+        returns how many refused pushes were delivered all the same."""
+        accepted = len(self.sender.accepted_at)
+        await eventually(lambda: len(self.sender.accepted_at) > accepted + 60, 60, "traffic after the recovery")
+        self.sender.stopping = True
+        await self.sending
+        marker = unique("end")
+        assert await self.sender.send(0, marker, private=False)
+        assert await self.sender.send(1, marker + "p", private=True)
+        for client, run in zip(self.clients, self.runs, strict=True):
+            try:
+                await eventually(lambda c=client: marker in c.texts(3), 30, "the room marker")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {client.describe(after)}; the client's loop: {run}") from None
+        await eventually(lambda: marker + "p" in self.clients[0].texts(2), 30, "the private marker")
+        for client in self.clients:
+            client.stopping = True
+        await asyncio.wait_for(asyncio.gather(*self.runs), 10)
+        return sum(check_exactly_once(c, self.sender, private=(n == 0)) for n, c in enumerate(self.clients))
+
+
+USUAL_ERRORS = {"rpc push msg fail!", "rpc push room msg fail!"}  # the api's, when logic cannot queue
+DATABASE_DOWN = 10.0  # seconds the database's host stays down
+
+
+async def _database_host_down(cluster: MultiHostCluster, redis_primary: str) -> dict[str, Any]:
+    db = cluster.db_host
+    async with ApiClient(cluster.api_urls[0]) as api_1, ApiClient(cluster.api_urls[1]) as api_2:
+        load = await Load(cluster, api_1, api_2).start()
+        name = unique("late")
+        await api_1.register(name)  # a user who logs in during the outage, and after it
+        login = {"userName": name, "passWord": "pw-123456"}
+        killed_pids = await asyncio.to_thread(cluster.power_off, db)
+        down = time.monotonic()
+        # a client reconnects while the database is away: the join and its resume need no database
+        await load.clients[1].drop()
+        logins: list[tuple[float, dict[str, Any]]] = []  # (seconds it took, reply)
+        n = 0
+        while time.monotonic() < down + DATABASE_DOWN:
+            start = time.monotonic()
+            reply = await [api_1, api_2][n % 2].post("/user/login", login)
+            logins.append((time.monotonic() - start, reply))
+            n += 1
+            await asyncio.sleep(0.5)
+        sent_during = len(load.sender.accepted_at)
+        restarted = await asyncio.to_thread(cluster.start_postgres)
+        await asyncio.to_thread(restarted.wait_ready, 60)
+        up = time.monotonic()
+        while (reply := await api_1.post("/user/login", login))["code"] != 0:
+            assert time.monotonic() < up + 30, f"no login 30 s after the database came back: {reply}"
+            await asyncio.sleep(0.2)
+        login_back = time.monotonic() - up
+        # the socket closed during the outage left its node: the user's routes name only the node
+        # it resumed on (a Disconnect that failed on the database would have left both)
+        host, _, port = redis_primary.rpartition(":")
+        with redis_client.Redis(host=host, port=int(port)) as db:
+            routes = {k.decode(): int(v) for k, v in db.hgetall(user_nodes_key(load.user_ids[1])).items()}
+        delivered_anyway = await load.finish(down)
+        accepted_during = [t for t in load.sender.accepted_at if down < t < up]
+        refused_during = [r for r in load.sender.refused if down < r["at"] < up]
+        rejoined = [j for j in load.clients[1].joins if down < j[0] < up]
+        sender = load.sender
+
+        def archived(where: str) -> list[str]:
+            rows = cluster.psql(f"SELECT convert_from(body, 'UTF8') FROM message WHERE {where} ORDER BY ms, seq")
+            return [json.loads(row)["msg"] for row in rows.splitlines() if row]
+
+        def all_archived() -> bool:
+            room = set(archived(f"conversation = 'room:{load.room}'"))
+            private = set(archived(f"recipient = {load.to_user} AND op = 2"))
+            return set(sender.room_accepted) <= room and set(sender.private_accepted) <= private
+
+        await eventually(lambda: asyncio.to_thread(all_archived), 30, "every accepted message in the database")
+        archived_room = archived(f"conversation = 'room:{load.room}'")
+    return {
+        "killed": len(killed_pids),
+        "routes": routes,
+        "logins": logins,
+        "login_back": round(login_back, 2),
+        "accepted_during": len(accepted_during),
+        "sent_during": sent_during,
+        "refused_during": refused_during,
+        "rejoined": rejoined,
+        "delivered_anyway": delivered_anyway,
+        "accepted": len(sender.accepted_at),
+        "archived_room": archived_room,
+        "room_accepted": sender.room_accepted,
+    }
+
+
+def test_the_database_host_down_for_ten_seconds_logins_fail_clearly_and_messages_flow(
+    cluster: MultiHostCluster,
+) -> None:
+    """PostgreSQL's host loses power for 10 s under steady load, then its server starts again on
+    its data.  Meanwhile a login gets the api's error envelope at once, while pushes are accepted
+    and delivered (sessions, rooms and the queue are in Redis) and a client that reconnects
+    resumes; once it is back, logins work and task's history writer has put every accepted
+    message into the database."""
+    result = on_client(cluster, _database_host_down, cluster, cluster.redis_primary())
+    # the server started again outlives the scenario (and the thread that asked for it)
+    assert cluster.psql("SELECT count(*) FROM message") != "0"
+    logins = result["logins"]
+    print(
+        f"\ndatabase host down {DATABASE_DOWN:.0f} s: {len(logins)} logins tried meanwhile, all refused"
+        f" ({sorted({r['message'][:60] for _, r in logins})}, slowest answer {max(t for t, _ in logins):.2f} s);"
+        f" {result['accepted_during']} pushes accepted and {len(result['refused_during'])} refused during the"
+        f" outage; login back {result['login_back']} s after the server was up again; {result['accepted']}"
+        f" messages accepted in all, 0 lost, 0 repeated ({result['delivered_anyway']} refused but delivered);"
+        f" every accepted message archived"
+    )
+    assert result["killed"] >= 1
+    assert len(logins) >= 5
+    for took, reply in logins:
+        assert reply["code"] == 1 and reply["data"] is None and reply["message"], reply
+        assert took < 5.0, f"a login during the outage took {took:.2f} s"
+    assert result["accepted_during"] >= 50, "pushes stopped while the database was down"
+    assert not result["refused_during"], result["refused_during"][:3]
+    assert result["rejoined"], "the dropped client did not join again during the outage"
+    assert list(result["routes"].values()) == [1], f"the dropped client's routes: {result['routes']}"
+    archived = result["archived_room"]
+    assert len(archived) == len(set(archived)), "a message archived twice"
+    assert not cluster.died(), cluster.tails()
+
+
+async def _deliver(address: str, credentials: grpc.ChannelCredentials | None) -> int:
+    channel = grpc.aio.secure_channel(address, credentials) if credentials else grpc.aio.insecure_channel(address)
+    body = b'{"op":3,"msg":"forged"}'
+    request = connect_pb2.DeliverRequest(
+        items=[connect_pb2.Delivery(room_id=1, msg=connect_pb2.Msg(ver=1, op=3, seq_id="1-1", body=body))]
+    )
+    try:
+        return (await connect_pb2_grpc.ConnectStub(channel).Deliver(request, timeout=5)).code
+    finally:
+        await channel.close()
+
+
+async def _raw_delivers(address: str, cases: dict[str, grpc.ChannelCredentials | None]) -> dict[str, str]:
+    """What each Deliver call got: "code <n>" or the gRPC status."""
+    outcomes = {}
+    for what, credentials in cases.items():
+        try:
+            outcomes[what] = f"code {await _deliver(address, credentials)}"
+        except grpc.aio.AioRpcError as exc:
+            outcomes[what] = exc.code().name
+    return outcomes
+
+
+def test_a_raw_deliver_from_the_client_host_without_a_valid_certificate_is_refused(
+    cluster: MultiHostCluster, tmp_path: Path
+) -> None:
+    """Task calls the connect nodes' Deliver over mutual TLS; anyone else on the network who
+    dials a connect node's gRPC port is refused before the call reaches it."""
+    h1 = cluster.hosts["h1"]
+    address = f"{h1.address}:6912"
+    ca = cluster.pki.ca_path.read_bytes()
+    member = cluster.certificate(cluster.client)  # the control: a certificate of the deployment's CA
+    stranger = Authority(tmp_path, "stranger").issue("intruder", ips=(cluster.client.address,), dns=())
+    cases: dict[str, grpc.ChannelCredentials | None] = {
+        "the deployment's certificate": grpc.ssl_channel_credentials(
+            ca, member.key.read_bytes(), member.cert.read_bytes()
+        ),
+        "plaintext": None,
+        "TLS without a client certificate": grpc.ssl_channel_credentials(ca),
+        "a certificate of another CA": grpc.ssl_channel_credentials(
+            ca, stranger.key.read_bytes(), stranger.cert.read_bytes()
+        ),
+    }
+    outcomes = cluster.on_client(lambda: asyncio.run(_raw_delivers(address, cases)))
+    print(f"\nraw Deliver to {address} from the client host: {outcomes}")
+    assert outcomes["the deployment's certificate"] == "code 0", outcomes
+    for what in ("plaintext", "TLS without a client certificate", "a certificate of another CA"):
+        assert outcomes[what] == "UNAVAILABLE", (what, outcomes)
+    assert not cluster.died(), cluster.tails()
+
+
+async def _redis_primary_host_down(cluster: MultiHostCluster) -> dict[str, Any]:
+    old_primary = cluster.redis_primary()
+    victim = next(h for h in cluster.redis_hosts if old_primary.startswith(f"{h.address}:"))
+    async with ApiClient(cluster.api_urls[0]) as api_1, ApiClient(cluster.api_urls[1]) as api_2:
+        load = await Load(cluster, api_1, api_2).start()
+        killed_pids = await asyncio.to_thread(cluster.power_off, victim)
+        killed = time.monotonic()
+        await load.clients[1].drop()  # a client reconnects in the middle of the failover
+        new_primary = ""
+
+        def promoted() -> bool:
+            nonlocal new_primary
+            new_primary = cluster.redis_primary()
+            return new_primary not in ("", old_primary)
+
+        await eventually(lambda: asyncio.to_thread(promoted), 60, "every Sentinel naming the promoted replica")
+        promoted_after = time.monotonic() - killed
+        await eventually(lambda: load.first_accepted_after(killed), 60, "a push accepted again")
+        for client in load.clients:
+            await eventually(lambda c=client: load.first_received_after(c, killed), 60, "a message after the kill")
+        delivered_anyway = await load.finish(killed)
+    first_accepted = load.first_accepted_after(killed)
+    assert first_accepted is not None
+    return {
+        "victim": victim,
+        "killed": len(killed_pids),
+        "old_primary": old_primary,
+        "new_primary": new_primary,
+        "promoted": round(promoted_after, 2),
+        "first_accepted": round(first_accepted - killed, 2),
+        "first_received": [round((load.first_received_after(c, killed) or 0) - killed, 2) for c in load.clients],
+        "refused": load.sender.refused,
+        "accepted": len(load.sender.accepted_at),
+        "delivered_anyway": delivered_anyway,
+        "rejoins": [j for j in load.clients[1].joins if j[0] > killed],
+    }
+
+
+def test_the_redis_primary_host_goes_down_a_replica_takes_over(cluster: MultiHostCluster) -> None:
+    """Every process on the Redis primary's host (h3: the primary, a Sentinel, an etcd member and
+    site) is killed at once under steady load.  The two other Sentinels promote a replica, the
+    other replica follows it and acknowledges pushes again; every module follows by itself.  Then
+    the host's programs start again, as after a reboot, and its Redis rejoins as a replica."""
+    result = on_client(cluster, _redis_primary_host_down, cluster)
+    victim = result["victim"]
+    try:
+        refused = result["refused"]
+        print(
+            f"\nRedis primary's host down ({victim.name}, {result['killed']} processes killed):"
+            f" first push accepted again {result['first_accepted']} s after the kill,"
+            f" first message at each client after {result['first_received']} s, both Sentinels left naming"
+            f" {result['new_primary']} after {result['promoted']} s;"
+            f" {len(refused)} pushes refused meanwhile {sorted({r['message'] for r in refused})};"
+            f" {result['accepted']} accepted in all, 0 lost, 0 repeated"
+            f" ({result['delivered_anyway']} refused but delivered)"
+        )
+        assert result["killed"] >= 4  # Redis, Sentinel, etcd, site
+        assert result["new_primary"] != result["old_primary"]
+        assert result["rejoins"], "the dropped client did not join again"
+        # not vacuous: pushes were tried while there was no primary, and got the usual error envelope
+        assert refused, "no push was refused during the failover"
+        assert all(r["code"] == 1 and r["data"] is None and r["message"] in USUAL_ERRORS for r in refused), refused[:3]
+        assert not cluster.died(), cluster.tails()
+    finally:
+        # the host's programs again, as after a reboot: its Redis a replica of the promoted one
+        members = [
+            cluster.start_etcd_member(victim),
+            cluster.start_redis(victim, replica_of=result["new_primary"]),
+            cluster.start_sentinel(victim, fresh=False),
+        ]
+        for process in members:
+            process.wait_ready(60)
+        if any(m == "site" for h, m, _ in LAYOUT if h == victim.name):
+            cluster.start_module(victim, "site", "site_3")
+        cluster.wait_redis_settled(2)
