@@ -14,7 +14,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -96,7 +96,23 @@ def _tls_files_complete(section: str, ca: str, cert: str, key: str, ca_required:
         raise ValueError(f"[{section}] tls_cert and tls_key need tls_ca: the CA that signed the server's certificate")
 
 
-class EtcdSettings(Section):
+class ClientTls(Section):
+    """PEM files of a TLS client.  tls_ca alone: TLS, the server's certificate checked against it;
+    with tls_cert and tls_key too: the client certificate the server asks for."""
+
+    tls_section: ClassVar[str] = ""  # the section's name, for the errors
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = Field("", validate_default=True)
+
+    @field_validator("tls_key")
+    @classmethod
+    def _tls_complete(cls, key: str, info: ValidationInfo) -> str:
+        _tls_files_complete(cls.tls_section, info.data.get("tls_ca", ""), info.data.get("tls_cert", ""), key, False)
+        return key
+
+
+class EtcdSettings(ClientTls):
     # One member's host:port, or every member of a cluster, comma-separated, as IP addresses of one
     # family (10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379): the client moves to another member when
     # the one it uses goes away.
@@ -108,17 +124,7 @@ class EtcdSettings(Section):
     password: str = ""
     timeout: float = Field(5.0, gt=0, description="seconds for one etcd call")
     lease_ttl: int = Field(8, ge=2, description="seconds before a dead node's keys vanish")
-    # PEM files.  tls_ca alone: TLS, etcd's certificate checked against it; with tls_cert and
-    # tls_key too: the client certificate etcd asks for (--client-cert-auth).
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = Field("", validate_default=True)
-
-    @field_validator("tls_key")
-    @classmethod
-    def _tls_complete(cls, key: str, info: ValidationInfo) -> str:
-        _tls_files_complete("etcd", info.data.get("tls_ca", ""), info.data.get("tls_cert", ""), key, False)
-        return key
+    tls_section: ClassVar[str] = "etcd"  # tls_*: etcd with --client-cert-auth asks for the certificate
 
     @model_validator(mode="after")
     def _endpoints_are_dialable(self) -> EtcdSettings:
@@ -133,23 +139,13 @@ class EtcdSettings(Section):
         return etcd_endpoints(self.endpoint)
 
 
-class RedisSettings(Section):
+class RedisSettings(ClientTls):
     address: str = Field("127.0.0.1:6379", description="the Redis server; unused when sentinels are set")
     password: str = ""
     db: int = 0
     timeout: float = Field(3.0, gt=0, description="socket timeout for one Redis command")
     max_connections: int = Field(64, ge=1, description="Redis connections per process; more commands wait")
-    # PEM files.  tls_ca set: TLS to Redis (its tls-port), its certificate checked against the CA;
-    # tls_cert and tls_key too: the client certificate Redis asks for (tls-auth-clients yes).
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = Field("", validate_default=True)
-
-    @field_validator("tls_key")
-    @classmethod
-    def _tls_complete(cls, key: str, info: ValidationInfo) -> str:
-        _tls_files_complete("redis", info.data.get("tls_ca", ""), info.data.get("tls_cert", ""), key, False)
-        return key
+    tls_section: ClassVar[str] = "redis"  # tls_*: Redis's tls-port; tls-auth-clients asks for the certificate
 
     # High availability: ask these Sentinels (host:port) for the primary of master_name, and follow
     # a failover to the promoted replica without a restart.

@@ -98,19 +98,16 @@ class WebsocketFrontEnd:
             return
         try:
             hello = parse_hello(raw)
-        except HelloError as exc:
-            log.info("hello refused", extra=kv(peer=_peer(ws), reason=str(exc)))
+            join = parse_join(raw) if hello is None else None
+        except (HelloError, JoinError) as exc:
+            what = "hello" if isinstance(exc, HelloError) else "join"
+            log.info(f"{what} refused", extra=kv(peer=_peer(ws), reason=str(exc)))
             await ws.close(CLOSE_POLICY, _reason(str(exc)))
             return
         if hello is not None:
             await self._serve_v2(ws, hello)
             return
-        try:
-            join = parse_join(raw)
-        except JoinError as exc:
-            log.info("join refused", extra=kv(peer=_peer(ws), reason=str(exc)))
-            await ws.close(CLOSE_POLICY, _reason(str(exc)))
-            return
+        assert join is not None
         limit = self.settings.connect.send_buffer
         result = await self.node.join(
             join.auth_token,

@@ -30,10 +30,9 @@ from gochat_py.rpc.credentials import add_port, load_rpc_tls
 from gochat_py.rpc.health import add_health_service
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.archive import Archive
-from gochat_py.storage.database_identity import claim_cluster_database, keep_cluster_database
+from gochat_py.storage.database_identity import keep_cluster_database, open_cluster_database
 from gochat_py.storage.history import SINCE_KEY, HotHistory
 from gochat_py.storage.redis import make_redis
-from gochat_py.storage.schema import require_current_schema
 
 log = logging.getLogger("gochat.logic")
 DRAIN_DELAY = 0.5
@@ -45,8 +44,7 @@ async def serve(settings: Settings) -> None:
     users = UserStore(settings.database_url)
     redis = make_redis(settings.redis)
     try:
-        await require_current_schema(users.engine, settings.database_url, "logic")
-        identity = await claim_cluster_database(redis, users.engine, settings.database_url, "logic")
+        identity = await open_cluster_database(redis, users.engine, settings.database_url, "logic")
     except BaseException:
         await redis.aclose()
         await users.close()

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gochat_py.logs import kv
-from gochat_py.storage.schema import DatabaseRefused, safe_url
+from gochat_py.storage.schema import DatabaseRefused, require_current_schema, safe_url
 
 log = logging.getLogger("gochat.database")
 IDENTITY_KEY = "gochat_cluster_database"
@@ -93,3 +93,10 @@ async def keep_cluster_database(redis: Redis, identity: str, module: str, interv
             warned = True
         else:
             warned = False
+
+
+async def open_cluster_database(redis: Redis, engine: AsyncEngine, database_url: str, module: str) -> str:
+    """What a module that uses the database checks before it starts: the schema is the one this
+    release expects (storage.schema) and the database is the cluster's.  Returns its identity."""
+    await require_current_schema(engine, database_url, module)
+    return await claim_cluster_database(redis, engine, database_url, module)

@@ -23,9 +23,8 @@ from gochat_py.rpc.client import ConnectClients
 from gochat_py.rpc.credentials import load_rpc_tls
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.storage.archive import Archive
-from gochat_py.storage.database_identity import claim_cluster_database, keep_cluster_database
+from gochat_py.storage.database_identity import keep_cluster_database, open_cluster_database
 from gochat_py.storage.redis import make_redis
-from gochat_py.storage.schema import require_current_schema
 from gochat_py.storage.sql import make_engine
 from gochat_py.task.archiver import HistoryWriter
 from gochat_py.task.leader import Leadership
@@ -152,8 +151,7 @@ async def serve(settings: Settings) -> None:
     if settings.history.enabled:  # before discovery: a module that cannot start touches nothing
         archive = Archive(make_engine(settings.database_url))
         try:
-            await require_current_schema(archive.engine, settings.database_url, "task")
-            identity = await claim_cluster_database(redis, archive.engine, settings.database_url, "task")
+            identity = await open_cluster_database(redis, archive.engine, settings.database_url, "task")
         except BaseException:
             await archive.close()
             await redis.aclose()
