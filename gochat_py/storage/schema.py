@@ -13,6 +13,7 @@ its write lock (BEGIN IMMEDIATE), which also makes its DDL all-or-nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,20 +163,33 @@ async def upgrade(database_url: str, only_if_empty: bool = False) -> tuple[Schem
         await engine.dispose()
 
 
+LOCKED_ATTEMPTS = 10  # a new SQLite database another module is creating: tries, a second apart
+
+
 async def require_current_schema(engine: AsyncEngine, database_url: str, module: str) -> None:
     """Start-up check of a module that uses the database: returns when the schema is this
     release's, creates a new empty SQLite database, raises SchemaError otherwise."""
-    try:
-        state = await read_state(engine)
-        if not state.up_to_date and state.empty and engine.dialect.name == "sqlite":
-            _, after = await upgrade(database_url, only_if_empty=True)
-            if after is not None:
-                where = safe_url(database_url)
-                log.info("database created", extra=kv(module=module, database=where, revision=after.current))
-            state = after or await read_state(engine)
-    except (sa.exc.DBAPIError, OSError) as exc:
-        detail = getattr(exc, "orig", None) or exc  # the driver's words, without SQLAlchemy's link
-        raise DatabaseRefused(f"cannot use the database {safe_url(database_url)}: {detail}") from exc
+    for attempt in range(LOCKED_ATTEMPTS):
+        try:
+            state = await read_state(engine)
+            if not state.up_to_date and state.empty and engine.dialect.name == "sqlite":
+                _, after = await upgrade(database_url, only_if_empty=True)
+                if after is not None:
+                    where = safe_url(database_url)
+                    log.info("database created", extra=kv(module=module, database=where, revision=after.current))
+                state = after or await read_state(engine)
+            break
+        except sa.exc.OperationalError as exc:
+            # another module creating the same new SQLite database holds it longer than the busy
+            # timeout (a loaded machine): it is there in a moment
+            if "locked" not in str(exc.orig) or attempt == LOCKED_ATTEMPTS - 1:
+                detail = getattr(exc, "orig", None) or exc
+                raise DatabaseRefused(f"cannot use the database {safe_url(database_url)}: {detail}") from exc
+            log.info("database locked by another module; trying again", extra=kv(module=module))
+            await asyncio.sleep(1.0)
+        except (sa.exc.DBAPIError, OSError) as exc:
+            detail = getattr(exc, "orig", None) or exc  # the driver's words, without SQLAlchemy's link
+            raise DatabaseRefused(f"cannot use the database {safe_url(database_url)}: {detail}") from exc
     problem = state.problem(database_url)
     if problem:
         raise SchemaError(problem)

@@ -22,8 +22,10 @@ def make_engine(database_url: str) -> AsyncEngine:
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    """WAL lets readers run beside the writer; busy_timeout queues writers instead of failing."""
+    """WAL lets readers run beside the writer; busy_timeout queues writers instead of failing.
+    busy_timeout first: switching to WAL needs the lock too, and a module starting while another
+    creates the database (logic and task at once) would otherwise fail at once with "locked"."""
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
