@@ -127,9 +127,7 @@ class WebsocketFrontEnd:
         except ConnectionClosed:
             pass
         finally:
-            await self.node.leave(channel)
-            if channel.overflowed:
-                log.warning("closed a slow client", extra=kv(user_id=channel.user_id))
+            await self._gone(channel)
 
     async def _serve_v2(self, ws: ServerConnection, hello: Hello) -> None:
         cs = self.settings.connect
@@ -171,9 +169,12 @@ class WebsocketFrontEnd:
         except ConnectionClosed:
             pass
         finally:
-            await self.node.leave(channel)
-            if channel.overflowed:
-                log.warning("closed a slow client", extra=kv(user_id=channel.user_id))
+            await self._gone(channel)
+
+    async def _gone(self, channel: Channel) -> None:
+        await self.node.leave(channel)
+        if channel.overflowed:
+            log.warning("closed a slow client", extra=kv(user_id=channel.user_id))
 
     async def stop(self) -> None:
         if self.server is not None:
