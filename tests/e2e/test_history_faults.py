@@ -65,6 +65,9 @@ def id_key(message_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+FREEZE_ATTEMPTS = 10
+
+
 def held_by(db: redis.Redis, group: str, consumer: str) -> int:
     """Entries the consumer has read in the group and not acknowledged."""
     for row in db.xinfo_consumers(STREAM, group):
@@ -318,14 +321,28 @@ def held_chat(db: redis.Redis, group: str, consumer: str, room: int) -> int:
     return count
 
 
-async def _stop_until_holding(db: redis.Redis, process: ManagedProcess, group: str, room: int) -> int:
-    """Freezes the task process until it holds unacknowledged room messages of ``room`` in
-    ``group`` (a frozen process blocked in XREADGROUP is still handed entries by Redis, but they may
-    be member lists only); returns how many."""
-    process.signal(signal.SIGSTOP)
-    consumer = consumer_of(process)
-    await eventually(lambda: held_chat(db, group, consumer, room) > 0, 30, f"the frozen task holding {group} entries")
-    return held_chat(db, group, consumer, room)
+async def _freeze_the_holder_holding(
+    cluster: Cluster, db: redis.Redis, group: str, room: int
+) -> tuple[ManagedProcess, int]:
+    """Freezes the task process that holds the lease until it holds unacknowledged room messages
+    of ``room`` in ``group``; returns it and how many.  A process frozen while blocked in
+    XREADGROUP is still handed entries by Redis; one frozen between two reads never is, and its
+    lease passes to the standby: then it is let go on and the holder of the moment is frozen again."""
+    for _ in range(FREEZE_ATTEMPTS):
+        await eventually(lambda: db.get("gochat_task_lease"), 10, "a task process holding the lease")
+        process = lease_holder(cluster, db)
+        process.signal(signal.SIGSTOP)
+        consumer = consumer_of(process)
+        try:
+            # well within the lease time: the standby must not have taken its entries over yet
+            await eventually(
+                lambda c=consumer: held_chat(db, group, c, room) > 0, 1.5, f"the frozen task holding {group} entries"
+            )
+            return process, held_chat(db, group, consumer, room)
+        except AssertionError:
+            process.signal(signal.SIGCONT)
+            await asyncio.sleep(1.0)
+    raise AssertionError(f"no frozen task process held {group} entries in {FREEZE_ATTEMPTS} attempts")
 
 
 async def test_sigkill_of_a_task_mid_batch_resuming_clients_get_everything_once(cluster: Cluster, infra: Infra) -> None:
@@ -348,9 +365,8 @@ async def test_sigkill_of_a_task_mid_batch_resuming_clients_get_everything_once(
         sender = Sender(api, alice, room, to_user=bob_id)
         sending = asyncio.create_task(sender.run())
         await eventually(lambda: all(len(c.received) >= 40 for c in clients), 60, "traffic before the kill")
-        victim = lease_holder(cluster, db)
-        assert victim is not standby  # the first task holds the lease
-        held = await _stop_until_holding(db, victim, TASK_GROUP, room)
+        assert lease_holder(cluster, db) is not standby  # the first task holds the lease
+        victim, held = await _freeze_the_holder_holding(cluster, db, TASK_GROUP, room)
         victim.kill()
         before = len(sender.accepted_at)
         await eventually(lambda: len(sender.accepted_at) > before + 150, 60, "more traffic after the kill")
