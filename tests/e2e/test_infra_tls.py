@@ -114,9 +114,13 @@ async def test_the_system_runs_on_etcd_and_redis_over_tls_with_client_certificat
     async with ApiClient(cluster.api_url) as api:
         alice, bob = await api.register(f"alice{tag}"), await api.register(f"bob{tag}")  # sessions in Redis
         ws = await WsClient(cluster.ws_url).join(alice, room)
+        # A join has no reply, and a room message reaches only the sockets already in the room when
+        # it is delivered: wait for the member list of the room (op 5, sent through logic, the queue
+        # in Redis, task and connect once the join is recorded) before pushing.
+        await ws.next_frame(op_is(5, roomId=room), timeout=60)
         reply = await api.post("/push/pushRoom", {"authToken": bob, "msg": "over TLS", "roomId": room})
         assert reply["code"] == 0, reply
-        await ws.next_frame(op_is(3, msg="over TLS"))  # through the queue in Redis, task, connect
+        await ws.next_frame(op_is(3, msg="over TLS"), timeout=60)  # through the queue in Redis, task, connect
         await ws.close()
     crashed = [p.name for p in cluster.system.modules if not p.running()]
     assert not crashed, cluster.tails()
