@@ -28,7 +28,6 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
-import os
 import resource
 import time
 from collections.abc import Awaitable, Callable
@@ -39,10 +38,10 @@ from typing import Any
 
 import orjson
 
-from gochat_py.bench.framing import TCP_PING, FrameError, StickSplitter, encode_stick
+from gochat_py.bench.children import PipeCommands, raise_file_limit, run_child
+from gochat_py.bench.sockets import close_all, open_socket
 from gochat_py.bench.stamp import OP_ROOM_COUNT, frame_stamp, make_stamp, room_frame, stamp_matcher
 from gochat_py.bench.v2_session import OTHER, READY, WELCOMED, Ack, Retry, V2Session
-from gochat_py.bench.ws_client import connect_lean_ws
 
 PROGRESS_INTERVAL = 0.1
 MAX_ERRORS_KEPT = 5
@@ -93,15 +92,6 @@ def join_body(spec: SocketSpec) -> dict[str, Any]:
     if spec.since is not None:
         body["since"] = spec.since
     return body
-
-
-def raise_file_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit; returns the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class Counter:
@@ -223,57 +213,7 @@ class Counter:
                 self.all_ready.set()
 
 
-class TcpClient(asyncio.Protocol):
-    """A gochat TCP client (stick-package frames): join with op 6, then read frames.
-
-    ``on_frames(index, payloads)`` gets every payload of a received chunk but the server's pings
-    at once, like the lean websocket client's."""
-
-    def __init__(
-        self, index: int, on_frames: Callable[[int, list[bytes]], None], on_lost: Callable[[int, str], None]
-    ) -> None:
-        self.index = index
-        self.on_frames = on_frames
-        self.on_lost = on_lost
-        self.splitter = StickSplitter()
-        self.transport: asyncio.Transport | None = None
-        self.closed = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            payloads = self.splitter.feed(data)
-        except FrameError as exc:
-            self.on_lost(self.index, f"bad frame: {exc}")
-            if self.transport:
-                self.transport.abort()
-            return
-        if TCP_PING in payloads:
-            payloads = [p for p in payloads if p != TCP_PING]
-        if payloads:
-            self.on_frames(self.index, payloads)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-        self.on_lost(self.index, f"connection lost: {exc}" if exc else "closed by server")
-
-    def send_text(self, payload: bytes) -> None:
-        """One frame (the join, or a v2 message)."""
-        if self.transport is None or self.transport.is_closing():
-            raise ConnectionError("the TCP connection is not open")
-        self.transport.write(encode_stick(payload))
-
-    async def close(self) -> None:
-        if self.transport:
-            self.transport.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.closed), 2)
-
-
-class ClientWorker:
+class ClientWorker(PipeCommands):
     def __init__(self, plan: ClientPlan, pipe: Connection) -> None:
         self.plan = plan
         self.pipe = pipe
@@ -288,7 +228,6 @@ class ClientWorker:
         self.errors: list[str] = []
         self.stopping = False
         self.stop_event = asyncio.Event()
-        self.readers: list[asyncio.Task[None]] = []
         self.disconnected_by_node = [0] * len(plan.ws_urls)
         # --send socket: the messages this process sends and their replies
         self.in_flight: asyncio.Semaphore | None = None
@@ -434,15 +373,21 @@ class ClientWorker:
     async def _open(self, index: int, limit: asyncio.Semaphore) -> None:
         spec = self.plan.sockets[index]
         first = self._first_message(index, spec)
+        kind = "tcp" if spec.transport == "tcp" else self.plan.ws_client
+        address = self.plan.tcp if kind == "tcp" else self.plan.ws_urls[spec.node]
         async with limit:
             started = time.monotonic_ns()
             try:
-                if spec.transport == "tcp":
-                    await self._open_tcp(index, first)
-                elif self.plan.ws_client == "websockets":
-                    await self._open_ws(index, first)
-                else:
-                    await self._open_lean_ws(index, first)
+                self.handles[index] = await open_socket(
+                    kind,
+                    address,
+                    index,
+                    first,
+                    self.counter.on_frames,
+                    self._lost,
+                    local_addr=self._source(index),
+                    timeout=self.plan.connect_timeout,
+                )
             except Exception as exc:
                 self.failed += 1
                 self._error(f"socket {index}: {type(exc).__name__}: {exc}")
@@ -450,79 +395,14 @@ class ClientWorker:
             self.handshake_us.append((time.monotonic_ns() - started) // 1000)
             self.join_sent_ns[index] = time.monotonic_ns()
 
-    async def _open_lean_ws(self, index: int, join: bytes) -> None:
-        client = await connect_lean_ws(
-            self.plan.ws_urls[self.plan.sockets[index].node],
-            index,
-            self.counter.on_frames,
-            self._lost,
-            local_addr=self._source(index),
-            timeout=self.plan.connect_timeout,
-        )
-        client.send_text(join)
-        self.handles[index] = client
-
-    async def _open_ws(self, index: int, join: bytes) -> None:
-        """The ``websockets`` library's client with one reader task per socket (``--ws-client
-        websockets``): about twice the CPU per frame of the lean one, kept for comparison."""
-        from websockets.asyncio.client import connect
-
-        kwargs: dict[str, Any] = {}
-        source = self._source(index)
-        if source:
-            kwargs["local_addr"] = source
-        ws = await connect(
-            self.plan.ws_urls[self.plan.sockets[index].node],
-            compression=None,
-            max_size=8 * 1024 * 1024,
-            open_timeout=self.plan.connect_timeout,
-            ping_interval=None,  # the server pings; the library answers
-            close_timeout=2,
-            **kwargs,
-        )
-        await ws.send(join.decode())
-        self.handles[index] = ws
-        self.readers.append(asyncio.create_task(self._read_ws(index, ws)))
-
-    async def _read_ws(self, index: int, ws: Any) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        on_frame = self.counter.on_frame
-        try:
-            while True:
-                on_frame(index, await ws.recv(decode=False))
-        except ConnectionClosed as exc:
-            self._lost(index, f"closed {exc.rcvd.code if exc.rcvd else 1006} {exc.rcvd.reason if exc.rcvd else ''}")
-
-    async def _open_tcp(self, index: int, first: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        host, port = self.plan.tcp
-        _, protocol = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: TcpClient(index, self.counter.on_frames, self._lost), host, port, local_addr=self._source(index)
-            ),
-            self.plan.connect_timeout,
-        )
-        protocol.send_text(first)
-        self.handles[index] = protocol
-
-    def _on_command(self) -> None:
-        while self.pipe.poll():
-            try:
-                command = self.pipe.recv()
-            except EOFError:
-                command = ("stop",)
-            if command[0] == "go":  # --send socket: the sends start at this monotonic instant
-                self.sending = asyncio.ensure_future(self._send_all(command[1]))
-            elif command[0] == "stop":
-                self.stop_event.set()
-                asyncio.get_running_loop().remove_reader(self.pipe.fileno())
-                return
+    def on_command(self, command: tuple) -> None:
+        if command[0] == "go":  # --send socket: the sends start at this monotonic instant
+            self.sending = asyncio.ensure_future(self._send_all(command[1]))
+        elif command[0] == "stop":
+            self.stop_event.set()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.pipe.fileno(), self._on_command)
-        os.set_blocking(self.pipe.fileno(), True)  # the loop made it non-blocking; big results must not fail
+        self.listen()
         deadline = time.monotonic() + self.plan.max_seconds
         limit = asyncio.Semaphore(self.plan.connect_concurrency)
         started = time.monotonic_ns()
@@ -619,39 +499,14 @@ class ClientWorker:
         await self._close_all()
 
     async def _close_all(self) -> None:
-        handles = [h for h in self.handles if h is not None]
-        limit = asyncio.Semaphore(256)
-
-        async def close(handle: Any) -> None:
-            async with limit:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(handle.close(), 3)
-
         if self.sending is not None:
             self.sending.cancel()
-        if handles:
-            await asyncio.wait([asyncio.create_task(close(h)) for h in handles], timeout=15)
-        for reader in self.readers:
-            reader.cancel()
-
-
-def run_client_process(work: Callable[[], Awaitable[None]], pipe: Connection) -> None:
-    """The body of every client process: all the sockets it may, uvloop, and the pipe closed at
-    the end whatever happens (the coordinator reads that as the process being done)."""
-    raise_file_limit()
-    try:
-        import uvloop
-
-        uvloop.run(work())
-    except KeyboardInterrupt:
-        pass
-    finally:
-        pipe.close()
+        await close_all(self.handles)
 
 
 def client_main(plan: ClientPlan, pipe: Connection) -> None:
     """Entry point of a client process."""
-    run_client_process(ClientWorker(plan, pipe).run, pipe)
+    run_child(ClientWorker(plan, pipe).run, pipe)
 
 
 def run_to_summary(main: Awaitable[dict[str, Any]], output: str) -> tuple[dict[str, Any], str]:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from multiprocessing.connection import Connection
 
 import orjson
 
-from gochat_py.bench.clients import raise_file_limit
+from gochat_py.bench.children import PipeCommands, run_child
 from gochat_py.bench.framing import ws_server_frame
 from gochat_py.bench.stamp import make_stamp
 
@@ -43,7 +42,7 @@ def room_frame(run_id: str, seq: int, room_id: int) -> bytes:
     return ws_server_frame(body)
 
 
-class FloorServer:
+class FloorServer(PipeCommands):
     def __init__(
         self, pipe: Connection, sockets: int, room_id: int, run_id: str, max_seconds: float, batch: int = 1
     ) -> None:
@@ -66,21 +65,13 @@ class FloorServer:
                 self.complete.set()
             await self.stop.wait()
 
-    def _on_command(self) -> None:
-        while self.pipe.poll():
-            try:
-                self.commands.put_nowait(self.pipe.recv())
-            except EOFError:
-                self.commands.put_nowait(("stop",))
-                asyncio.get_running_loop().remove_reader(self.pipe.fileno())
-                return
+    def on_command(self, command: tuple) -> None:
+        self.commands.put_nowait(command)
 
     async def run(self) -> None:
         from websockets.asyncio.server import serve
 
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.pipe.fileno(), self._on_command)
-        os.set_blocking(self.pipe.fileno(), True)
+        self.listen()
         deadline = time.monotonic() + self.max_seconds
         async with serve(self.handle, "127.0.0.1", 0, compression=None, ping_interval=None, backlog=4096) as server:
             port = server.sockets[0].getsockname()[1]
@@ -129,12 +120,4 @@ class FloorServer:
 def floor_main(setup: tuple[int, int, str, float, int], pipe: Connection) -> None:
     """Entry point of the floor process: ``setup`` is (sockets, room id, run id, max seconds, batch)."""
     sockets, room_id, run_id, max_seconds, batch = setup
-    raise_file_limit()
-    try:
-        import uvloop
-
-        uvloop.run(FloorServer(pipe, sockets, room_id, run_id, max_seconds, batch).run())
-    except KeyboardInterrupt:
-        pass
-    finally:
-        pipe.close()
+    run_child(FloorServer(pipe, sockets, room_id, run_id, max_seconds, batch).run, pipe)

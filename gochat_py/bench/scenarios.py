@@ -27,13 +27,21 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from gochat_py.bench import metrics_scrape, procstats
 from gochat_py.bench.api import Api, ApiError, bounded_map, register_users
+from gochat_py.bench.children import (
+    ChildLink,
+    bench_pids,
+    results_of,
+    spread,
+    start_child,
+    stop_children,
+    wait_connected,
+)
 from gochat_py.bench.clients import ClientPlan, SocketSpec, client_main
 from gochat_py.bench.floor import floor_main
 from gochat_py.bench.options import BenchOptions, check_loopback_address, protocol_of
@@ -79,90 +87,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def spread(items: list[Any], parts: int) -> list[list[int]]:
-    """Indices of ``items`` dealt round-robin into ``parts`` lists (empty lists dropped)."""
-    dealt: list[list[int]] = [[] for _ in range(parts)]
-    for index in range(len(items)):
-        dealt[index % parts].append(index)
-    return [d for d in dealt if d]
-
-
-async def reap_children(links: list[ChildLink], reporting: list[ChildLink], timeout: float) -> None:
-    """Waits (at most ``timeout``) for ``reporting`` to send their results, then for every process
-    to exit; one still alive then is terminated.  Pipes are closed."""
-    deadline = time.monotonic() + timeout
-    while any(link.result is None and not link.eof for link in reporting) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    for link in links:
-        await asyncio.to_thread(link.process.join, max(0.1, deadline - time.monotonic()))
-        if link.process.is_alive():
-            link.process.terminate()
-            await asyncio.to_thread(link.process.join, 5)
-        with contextlib.suppress(ValueError, OSError):
-            asyncio.get_running_loop().remove_reader(link.pipe.fileno())
-        link.pipe.close()
-
-
-class ChildLink:
-    """One client (or floor) process and what it last reported."""
-
-    def __init__(self, name: str, process: multiprocessing.process.BaseProcess, pipe: Connection) -> None:
-        self.name = name
-        self.process = process
-        self.pipe = pipe
-        self.opened = 0
-        self.ready = 0
-        self.connected: dict[str, Any] | None = None
-        self.unique = 0
-        self.duplicated = 0
-        self.disconnected = 0
-        self.disconnected_by_node: list[int] = []
-        self.last_ns = 0
-        self.result: dict[str, Any] | None = None
-        self.messages: asyncio.Queue[tuple] = asyncio.Queue()
-        self.eof = False
-
-    def on_readable(self) -> None:
-        try:
-            while self.pipe.poll():
-                message = self.pipe.recv()
-                kind = message[0]
-                if kind == "opening":
-                    self.opened, self.ready = message[1], message[2]
-                elif kind == "connected":
-                    self.connected = message[1]
-                    self.opened, self.ready = self.connected["opened"], self.connected["ready"]
-                elif kind == "progress":
-                    self.unique, self.duplicated, self.disconnected, self.last_ns = message[1:5]
-                    if len(message) > 5:  # the benchmark's clients add per-node disconnects
-                        self.disconnected_by_node = message[5]
-                elif kind == "result":
-                    self.result = message[1]
-                else:
-                    self.messages.put_nowait(message)
-        except (EOFError, OSError):
-            self.eof = True
-            with contextlib.suppress(ValueError, OSError):
-                asyncio.get_running_loop().remove_reader(self.pipe.fileno())
-
-    def send(self, message: tuple) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.pipe.send(message)
-
-
-def start_child(context: Any, name: str, target: Any, args: tuple) -> ChildLink:
-    """A client (or floor) process started with ``target(*args, pipe)``, its end of the pipe
-    read by this event loop."""
-    parent_end, child_end = context.Pipe()
-    process = context.Process(target=target, args=(*args, child_end), name=name, daemon=True)
-    process.start()
-    child_end.close()
-    link = ChildLink(name, process, parent_end)
-    asyncio.get_running_loop().add_reader(parent_end.fileno(), link.on_readable)
-    os.set_blocking(parent_end.fileno(), True)
-    return link
-
-
 class Coordinator:
     def __init__(self, opts: BenchOptions) -> None:
         self.opts = opts
@@ -205,21 +129,6 @@ class Coordinator:
 
     def _start_child(self, name: str, target: Any, args: tuple) -> ChildLink:
         return start_child(self.context, name, target, args)
-
-    async def _stop_children(self) -> None:
-        links = self.links + ([self.floor] if self.floor else [])
-        for link in links:
-            link.send(("stop",))
-        await reap_children(links, reporting=self.links, timeout=20)
-
-    def _bench_pids(self) -> dict[int, str]:
-        pids = {os.getpid(): "bench:coordinator"}
-        for link in self.links:
-            if link.process.pid:
-                pids[link.process.pid] = f"bench:{link.name}"
-        if self.floor and self.floor.process.pid:
-            pids[self.floor.process.pid] = "bench:floor-server"
-        return pids
 
     def take_sample(self) -> None:
         self.samples.append((time.monotonic_ns(), procstats.snapshot(self.everyone), procstats.machine_busy_jiffies()))
@@ -371,29 +280,20 @@ class Coordinator:
             self.floor.send(("announce", min(120.0, self.remaining())))
         total = len(specs)
         next_ask = time.monotonic() + ROOM_ASK_FIRST
-        while not all(link.connected is not None or link.eof for link in self.links):
-            if self.remaining() <= 0:
-                raise BenchError("clients did not finish connecting within --max-seconds")
-            opened = sum(link.opened for link in self.links)
-            ready = sum(link.ready for link in self.links)
-            self.progress.update("connect", ready, total, f"opened {opened}")
+
+        async def nudge(opened: int, ready: int) -> None:
+            nonlocal next_ask
             if ask_counts and opened == total and ready < total and time.monotonic() >= next_ask:
                 try:
                     await ask_counts()
                 except Exception as exc:  # the clients' own timeout decides; this is only a nudge
                     self._error(f"/push/count: {type(exc).__name__}: {exc}")
                 next_ask = time.monotonic() + ROOM_ASK_EVERY
-            await asyncio.sleep(0.1)
-        if any(link.connected is None for link in self.links):
-            raise BenchError("a client process died while connecting")
-        infos = [link.connected for link in self.links if link.connected]
-        self.progress.update("connect", sum(i["ready"] for i in infos), total, force=True)
+
+        infos = await wait_connected(self.links, total, self.progress, self.remaining, self._error, BenchError, nudge)
         handshakes = sorted(array.array("q", b"".join(i["handshake_us"] for i in infos)))
         joins = sorted(array.array("q", b"".join(i["join_us"] for i in infos)))
         started = min(i["started_ns"] for i in infos)
-        for info in infos:
-            for error in info["errors"]:
-                self._error(error)
         self.summary["connect"] = {
             "sockets": total,
             "opened": sum(i["opened"] for i in infos),
@@ -686,7 +586,7 @@ class Coordinator:
                         await self.push_idle_check(api, tokens)
                         await self.drain()
                 else:
-                    everyone = {**gochat, **self._bench_pids()}
+                    everyone = {**gochat, **bench_pids(self.links + ([self.floor] if self.floor else []))}
                     if watch is not None:
                         await watch.begin()
                     start = procstats.snapshot(everyone)
@@ -731,7 +631,7 @@ class Coordinator:
                 if watch is not None:
                     watch.cancel()
                 self.progress.end()
-                await self._stop_children()
+                await stop_children(self.links + ([self.floor] if self.floor else []), self.links, 20)
         if (opts.mode != "idle" or opts.idle_messages) and not summary.get("aborted"):
             self.merge_results()
         summary["errors"] = self.errors
@@ -826,18 +726,13 @@ class Coordinator:
 
     def merge_results(self) -> None:
         summary = self.summary
-        results = [link.result for link in self.links if link.result is not None]
-        if len(results) < len(self.links):
-            self._error(f"{len(self.links) - len(results)} client process(es) sent no result")
+        results = results_of(self.links, self._error)
         latencies = sorted(array.array("q", b"".join(r["latencies_us"] for r in results)))
         unique = sum(r["unique"] for r in results)
         last_ns = max((r["last_ns"] for r in results), default=0)
         expected = self.expected_deliveries()
         started = getattr(self, "push_started_ns", 0)
         seconds = (last_ns - started) / 1e9 if last_ns and started else 0.0
-        for result in results:
-            for error in result["errors"]:
-                self._error(error)
         summary.update(
             {
                 "users": self.opts.users,

@@ -45,6 +45,15 @@ from urllib.parse import urlsplit
 
 from gochat_py.bench import procstats
 from gochat_py.bench.api import Api, ApiError, bounded_map, register_users
+from gochat_py.bench.children import (
+    ChildLink,
+    bench_pids,
+    results_of,
+    spread,
+    start_child,
+    stop_children,
+    wait_connected,
+)
 from gochat_py.bench.options import (
     TargetError,
     check_loopback_address,
@@ -53,7 +62,7 @@ from gochat_py.bench.options import (
     fields_from_args,
 )
 from gochat_py.bench.progress import Progress
-from gochat_py.bench.scenarios import ChildLink, machine, reap_children, source_commit, spread, start_child
+from gochat_py.bench.scenarios import machine, source_commit
 from gochat_py.bench.soak_analysis import (
     NS_PER_S,
     ConnectionRecord,
@@ -391,27 +400,12 @@ class SoakCoordinator:
             )
         return plans
 
-    def _start_child(self, name: str, plan: SoakPlan) -> ChildLink:
-        return start_child(self.context, name, soak_client_main, (plan,))
-
     async def connect(self, plans: list[SoakPlan]) -> None:
         for plan in plans:
-            self.links.append(self._start_child(f"soak-client-{plan.index}", plan))
+            self.links.append(start_child(self.context, f"soak-client-{plan.index}", soak_client_main, (plan,)))
         total = self.opts.users
-        while not all(link.connected is not None or link.eof for link in self.links):
-            if self.remaining() <= 0:
-                raise SoakError("clients did not finish connecting within --max-seconds")
-            ready = sum(link.ready for link in self.links)
-            self.progress.update("connect", ready, total, f"opened {sum(link.opened for link in self.links)}")
-            await asyncio.sleep(0.1)
-        if any(link.connected is None for link in self.links):
-            raise SoakError("a client process died while connecting")
-        infos = [link.connected for link in self.links if link.connected]
+        infos = await wait_connected(self.links, total, self.progress, self.remaining, self._error, SoakError)
         ready = sum(i["ready"] for i in infos)
-        self.progress.update("connect", ready, total, force=True)
-        for info in infos:
-            for error in info["errors"]:
-                self._error(error)
         self.summary["connect"] = {"users": total, "ready": ready, "client_procs": len(infos)}
         if ready < total:
             per_room = -(-total // len(self.rooms))
@@ -536,10 +530,6 @@ class SoakCoordinator:
             self._error(f"deliveries still arriving after --drain-timeout {self.opts.drain_timeout} s")
         return time.monotonic() - started
 
-    async def stop_children(self) -> None:
-        self.broadcast(("stop",))
-        await reap_children(self.links, reporting=self.links, timeout=60)
-
     async def run(self) -> dict[str, Any]:
         opts, summary = self.opts, self.summary
         gochat, how = procstats.system_processes(self.target_ports())
@@ -558,9 +548,8 @@ class SoakCoordinator:
             try:
                 tokens, self.user_ids = await self.register(api)
                 await self.connect(self.plans(tokens, self.user_ids))
-                bench_pids = {os.getpid(): "bench:coordinator"}
-                bench_pids.update({link.process.pid: f"bench:{link.name}" for link in self.links if link.process.pid})
-                bench_start = procstats.snapshot(bench_pids)
+                bench = bench_pids(self.links)
+                bench_start = procstats.snapshot(bench)
                 snapshots["start"] = procstats.snapshot(observed)
                 busy_start = procstats.machine_busy_jiffies()
                 self.t0_ns = time.monotonic_ns()
@@ -573,7 +562,7 @@ class SoakCoordinator:
                 if sampler is not None:
                     sampler.cancel()
                 snapshots["end"] = procstats.snapshot(observed)
-                bench_end = procstats.snapshot(bench_pids)
+                bench_end = procstats.snapshot(bench)
                 busy_end = procstats.machine_busy_jiffies()
                 window_s = (time.monotonic_ns() - self.t0_ns) / NS_PER_S
                 samples.append((window_s, snapshots["end"]))
@@ -587,7 +576,7 @@ class SoakCoordinator:
                 summary["aborted"] = True
             finally:
                 self.progress.end()
-                await self.stop_children()
+                await stop_children(self.links, self.links, 60)
         await asyncio.sleep(2)  # let the server record the last leaves
         snapshots["after"] = procstats.snapshot(observed)
         summary["load_average_after"] = procstats.load_average()
@@ -608,16 +597,12 @@ class SoakCoordinator:
 
     def merge(self) -> None:
         summary, opts = self.summary, self.opts
-        results = [link.result for link in self.links if link.result is not None]
-        if len(results) < len(self.links):
-            self._error(f"{len(self.links) - len(results)} client process(es) sent no result")
+        results = results_of(self.links, self._error)
         connections = [ConnectionRecord.from_wire(item) for r in results for item in r["connections"]]
         counts: dict[str, int] = {}
         for r in results:
             for key, value in r["counts"].items():
                 counts[key] = counts.get(key, 0) + value
-            for error in r["errors"]:
-                self._error(error)
         tally = count_deliveries(self.messages, connections, int(opts.grace * NS_PER_S), self.t0_ns, resume=opts.resume)
         latencies = sorted(array.array("q", b"".join(r["latencies_us"] for r in results)))
         room = sum(1 for m in self.messages if m.kind == "room")

@@ -33,7 +33,6 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -42,9 +41,9 @@ from typing import Any
 
 import orjson
 
-from gochat_py.bench.clients import TcpClient, run_client_process
-from gochat_py.bench.framing import encode_stick
+from gochat_py.bench.children import PipeCommands, run_child
 from gochat_py.bench.soak_analysis import ConnectionRecord, ReceiverState, frame_id, frame_soak_stamp, gap_reason
+from gochat_py.bench.sockets import close_all, open_socket
 
 OP5_PREFIX = b'{"op":5,'
 PROGRESS_INTERVAL = 0.25
@@ -91,10 +90,9 @@ class LiveConnection:
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     closing: bool = False
     handle: Any = None
-    reader: asyncio.Task[None] | None = None
 
 
-class SoakWorker:
+class SoakWorker(PipeCommands):
     def __init__(self, plan: SoakPlan, pipe: Connection) -> None:
         self.plan = plan
         self.pipe = pipe
@@ -145,7 +143,7 @@ class SoakWorker:
     # ------------------------------------------------------------------ frames
 
     def on_frames(self, conn_id: int, bodies: list[bytes]) -> None:
-        """Every payload of one chunk from a TCP connection (``TcpClient`` hands chunks over);
+        """Every payload a connection received at once (one websocket frame, or a TCP chunk's);
         the soak's churn, not frame cost, is what it measures, so each is counted on its own."""
         for body in bodies:
             self.on_frame(conn_id, body)
@@ -259,12 +257,22 @@ class SoakWorker:
             live.state = self.user_states.setdefault(user.slot, ReceiverState())
         self.live[conn_id] = live
         self.counts["connections"] += 1
+        if transport == "tcp":
+            address: str | tuple[str, int] = self.plan.tcp[conn_id % len(self.plan.tcp)]
+            join["op"] = 6
+        else:
+            address = self.plan.ws_url
         try:
             async with self.connect_limit:
-                if transport == "tcp":
-                    await self._open_tcp(live, join, conn_id)
-                else:
-                    await self._open_ws(live, join, conn_id)
+                live.handle = await open_socket(
+                    "tcp" if transport == "tcp" else "websockets",
+                    address,
+                    conn_id,
+                    orjson.dumps(join),
+                    self.on_frames,
+                    self._lost,
+                    timeout=self.plan.connect_timeout,
+                )
         except Exception as exc:
             self.counts["connect_failures"] += 1
             if len(self.errors) < MAX_ERRORS_KEPT:
@@ -272,43 +280,6 @@ class SoakWorker:
             del self.live[conn_id]
             return None
         return live
-
-    async def _open_ws(self, live: LiveConnection, join: dict[str, Any], conn_id: int) -> None:
-        from websockets.asyncio.client import connect
-
-        ws = await connect(
-            self.plan.ws_url,
-            compression=None,
-            max_size=8 * 1024 * 1024,
-            open_timeout=self.plan.connect_timeout,
-            ping_interval=None,  # the server pings; the library answers
-            close_timeout=2,
-        )
-        live.handle = ws
-        await ws.send(orjson.dumps(join).decode())
-        live.reader = asyncio.create_task(self._read_ws(conn_id, ws))
-
-    async def _read_ws(self, conn_id: int, ws: Any) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        on_frame = self.on_frame
-        try:
-            while True:
-                on_frame(conn_id, await ws.recv(decode=False))
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else 1006
-            self._lost(conn_id, f"websocket closed {code} {exc.rcvd.reason if exc.rcvd else ''}".rstrip())
-
-    async def _open_tcp(self, live: LiveConnection, join: dict[str, Any], conn_id: int) -> None:
-        loop = asyncio.get_running_loop()
-        host, port = self.plan.tcp[conn_id % len(self.plan.tcp)]
-        _, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda: TcpClient(conn_id, self.on_frames, self._lost), host, port),
-            self.plan.connect_timeout,
-        )
-        live.handle = protocol
-        assert protocol.transport is not None
-        protocol.transport.write(encode_stick(orjson.dumps({**join, "op": 6})))
 
     async def _close(self, live: LiveConnection) -> None:
         """A planned close: the connection stops counting from this moment."""
@@ -326,8 +297,6 @@ class SoakWorker:
             if not self.plan.resume:
                 live.state = ReceiverState()  # the dedup set is not needed any more (with resume: the user's)
             self.done.append(live.record)
-        if live.reader is not None and not live.reader.done():
-            live.reader.cancel()
 
     # ------------------------------------------------------------------ users
 
@@ -412,21 +381,14 @@ class SoakWorker:
 
     # ------------------------------------------------------------------ the run
 
-    def _on_command(self) -> None:
-        while self.pipe.poll():
-            try:
-                command = self.pipe.recv()
-            except EOFError:
-                command = ("stop",)
-            if command[0] == "go":
-                self.go.set()
-            elif command[0] == "quiesce":
-                self.quiesce.set()
-            elif command[0] == "stop":
-                self.quiesce.set()
-                self.stop.set()
-                asyncio.get_running_loop().remove_reader(self.pipe.fileno())
-                return
+    def on_command(self, command: tuple) -> None:
+        if command[0] == "go":
+            self.go.set()
+        elif command[0] == "quiesce":
+            self.quiesce.set()
+        elif command[0] == "stop":
+            self.quiesce.set()
+            self.stop.set()
 
     def _stats(self) -> dict[str, Any]:
         return {**self.counts, "live": len(self.live), "live_confirmed": self._live_confirmed()}
@@ -435,9 +397,7 @@ class SoakWorker:
         return sum(1 for live in self.live.values() if live.confirmed.is_set() and not live.closing)
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.pipe.fileno(), self._on_command)
-        os.set_blocking(self.pipe.fileno(), True)  # big results must not fail on a full pipe
+        self.listen()
         deadline = time.monotonic() + self.plan.max_seconds
         users = [asyncio.create_task(self.user_loop(user)) for user in self.plan.users]
         while self.first_done < len(self.plan.users) and not self.stop.is_set() and time.monotonic() < deadline:
@@ -476,21 +436,13 @@ class SoakWorker:
         }
         self.pipe.send(("result", result))
         await asyncio.wait(users, timeout=10)
-        live = list(self.live.values())
-        limit = asyncio.Semaphore(256)
-
-        async def close(item: LiveConnection) -> None:
-            async with limit:
-                item.closing = True
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(item.handle.close(), 3)
-
-        if live:
-            await asyncio.wait([asyncio.create_task(close(item)) for item in live], timeout=15)
+        for live in self.live.values():
+            live.closing = True
+        await close_all([live.handle for live in self.live.values()])
         for task in users:
             task.cancel()
 
 
 def soak_client_main(plan: SoakPlan, pipe: Connection) -> None:
     """Entry point of a soak client process."""
-    run_client_process(SoakWorker(plan, pipe).run, pipe)
+    run_child(SoakWorker(plan, pipe).run, pipe)

@@ -23,7 +23,8 @@ import statistics
 import time
 from typing import Any
 
-from gochat_py.bench.clients import ClientPlan, ClientWorker, SocketSpec, raise_file_limit
+from gochat_py.bench.children import raise_file_limit
+from gochat_py.bench.clients import ClientPlan, ClientWorker, SocketSpec
 from gochat_py.bench.floor import floor_main
 from gochat_py.bench.options import WS_CLIENTS
 

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gochat_py.bench import clients
-from gochat_py.bench.clients import ClientPlan, Counter, SocketSpec, TcpClient
+from gochat_py.bench.clients import ClientPlan, Counter, SocketSpec
 from gochat_py.bench.framing import TCP_PING, WS_PING, encode_stick, ws_accept, ws_server_frame
+from gochat_py.bench.sockets import TcpClient
 from gochat_py.bench.stamp import OP_ROOM_COUNT, frame_stamp, make_stamp, room_frame
 from gochat_py.bench.ws_client import LeanWsClient
 from gochat_py.protocol.frames import Send, room_count_body, room_info_body
