@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         from gochat_py.bench.sweep import compare_settings
 
         return compare_settings(opts)
-    from gochat_py.bench.clients import run_to_summary
+    from gochat_py.bench.coordinator import run_to_summary
     from gochat_py.bench.scenarios import run_bench
 
     summary, text = run_to_summary(run_bench(opts), opts.output)

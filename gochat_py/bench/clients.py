@@ -30,15 +30,14 @@ import asyncio
 import contextlib
 import resource
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from gochat_py.bench.children import PipeCommands, raise_file_limit, run_child
+from gochat_py.bench.children import PipeCommands, run_child
 from gochat_py.bench.sockets import close_all, open_socket
 from gochat_py.bench.stamp import OP_ROOM_COUNT, frame_stamp, make_stamp, room_frame, stamp_matcher
 from gochat_py.bench.v2_session import OTHER, READY, WELCOMED, Ack, Retry, V2Session
@@ -507,17 +506,3 @@ class ClientWorker(PipeCommands):
 def client_main(plan: ClientPlan, pipe: Connection) -> None:
     """Entry point of a client process."""
     run_child(ClientWorker(plan, pipe).run, pipe)
-
-
-def run_to_summary(main: Awaitable[dict[str, Any]], output: str) -> tuple[dict[str, Any], str]:
-    """Runs a coordinator on uvloop with all the sockets it may; the summary, and its JSON text
-    (also written to ``output`` when set)."""
-    import uvloop
-
-    raise_file_limit()
-    summary = uvloop.run(main)
-    text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
-    if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(text + "\n")
-    return summary, text

@@ -122,11 +122,15 @@ class BenchOptions:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def _positive(kind: type) -> object:
-    def convert(text: str) -> object:
+def bounded_number(kind: type, low: float, high: float | None = None, low_open: bool = False) -> Any:
+    """An argparse type: ``kind`` (int or float) within ``low`` (excluded when ``low_open``) and
+    ``high``; argparse names the type when the text is not a number at all."""
+
+    def convert(text: str) -> Any:
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if value < low or (low_open and value == low) or (high is not None and value > high):
+            bound = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
 
     convert.__name__ = kind.__name__
@@ -137,7 +141,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     env = os.environ
     default_api = env.get("GOCHAT_BENCH_API", "http://127.0.0.1:7070")
     default_ws = env.get("GOCHAT_BENCH_WS", "ws://127.0.0.1:7000/ws")
-    pos_int, pos_float = _positive(int), _positive(float)
+    pos_int, pos_float = bounded_number(int, 0, low_open=True), bounded_number(float, 0, low_open=True)
     target = parser.add_argument_group("targets (loopback only)")
     target.add_argument("--api", default=default_api, help="api base URL (default %(default)s)")
     target.add_argument(

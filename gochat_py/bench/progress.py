@@ -34,13 +34,6 @@ class Progress:
         self._shown = True
         self.stream.flush()
 
-    def note(self, text: str) -> None:
-        if not self.enabled:
-            return
-        self.end()
-        self.stream.write(f"bench: {text}\n")
-        self.stream.flush()
-
     def end(self) -> None:
         if self._shown and self.tty:
             self.stream.write("\n")

@@ -18,21 +18,14 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
-import multiprocessing
 import os
-import platform
-import random
-import secrets
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from gochat_py.bench import metrics_scrape, procstats
-from gochat_py.bench.api import Api, ApiError, bounded_map, register_users
+from gochat_py.bench.api import Api, ApiError, bounded_map
 from gochat_py.bench.children import (
     ChildLink,
     bench_pids,
@@ -43,14 +36,12 @@ from gochat_py.bench.children import (
     wait_connected,
 )
 from gochat_py.bench.clients import ClientPlan, SocketSpec, client_main
+from gochat_py.bench.coordinator import RunCoordinator
 from gochat_py.bench.floor import floor_main
 from gochat_py.bench.options import BenchOptions, check_loopback_address, protocol_of
-from gochat_py.bench.progress import Progress
-from gochat_py.bench.stamp import check_run_id, make_stamp
+from gochat_py.bench.stamp import make_stamp
 from gochat_py.bench.stats import cdf_sample, rate, summarize
 
-SUMMARY_VERSION = 1
-MAX_ERRORS_KEPT = 10
 ROOM_ASK_FIRST = 0.5  # seconds after the start of the connect phase before rooms are first asked for their count
 ROOM_ASK_EVERY = 2.0  # seconds between /push/count rounds while sockets are not yet known to be in their rooms
 
@@ -59,73 +50,22 @@ class BenchError(RuntimeError):
     """The run could not be set up or carried out (the summary says how far it got)."""
 
 
-def source_commit() -> dict[str, Any]:
-    """The commit of the gochat-py tree the benchmark runs from, when it is a git checkout."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": head, "dirty": bool(dirty)}
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-    }
-
-
-class Coordinator:
+class Coordinator(RunCoordinator):
     def __init__(self, opts: BenchOptions) -> None:
+        super().__init__(opts, opts.max_seconds)
         self.opts = opts
-        self.run_id = check_run_id(opts.run_id or secrets.token_hex(4))
-        rng = random.Random(self.run_id)
-        self.rng = rng
-        self.room_id = opts.room_id or rng.randrange(10_000_000, 1_000_000_000)
-        self.progress = Progress(opts.progress)
-        self.context = multiprocessing.get_context("spawn")
-        self.links: list[ChildLink] = []
+        self.room_id = opts.room_id or self.rng.randrange(10_000_000, 1_000_000_000)
         self.floor: ChildLink | None = None
-        self.errors: list[str] = []
         self.protocol = protocol_of(opts)
         self.send = opts.send[0]
-        self.summary: dict[str, Any] = {
-            "tool": "gochat-py bench",
-            "version": SUMMARY_VERSION,
-            "mode": opts.mode,
-            "transport": opts.transport,
-            "protocol": self.protocol,
-            "send": self.send,
-            "label": opts.label,
-            "run_id": self.run_id,
-            "room_id": self.room_id,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "source": source_commit(),
-            "machine": machine(),
-            "params": {k: v for k, v in asdict(opts).items() if k not in ("progress", "plot", "output", "extra")},
-        }
-        self.deadline = time.monotonic() + opts.max_seconds
+        self.summary = self.head(
+            "gochat-py bench",
+            {"mode": opts.mode, "transport": opts.transport, "protocol": self.protocol, "send": self.send},
+            {"room_id": self.room_id},
+            ("progress", "plot", "output", "extra"),
+        )
 
     # ---------------------------------------------------------------- helpers
-
-    def _error(self, text: str) -> None:
-        if len(self.errors) < MAX_ERRORS_KEPT:
-            self.errors.append(text)
-
-    def remaining(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
 
     def _start_child(self, name: str, target: Any, args: tuple) -> ChildLink:
         return start_child(self.context, name, target, args)
@@ -161,17 +101,6 @@ class Coordinator:
         return ports
 
     # ---------------------------------------------------------------- phases
-
-    async def register(self, api: Api) -> tuple[list[str], list[int]]:
-        opts = self.opts
-        names = [f"bench_{self.run_id}_{n}" for n in range(opts.users)]
-        started = time.monotonic()
-        tokens = await register_users(api, names, opts.register_concurrency, self.remaining, self.progress)
-        user_ids: list[int] = []
-        if opts.mode == "private":
-            user_ids = await bounded_map(opts.concurrency, tokens, api.user_id)
-        self.summary["register"] = {"users": len(tokens), "time_s": round(time.monotonic() - started, 2)}
-        return tokens, user_ids
 
     def socket_specs(self, tokens: list[str], user_ids: list[int]) -> list[SocketSpec]:
         opts = self.opts
@@ -563,7 +492,8 @@ class Coordinator:
                     _, port = await self.floor.messages.get()
                     ws_urls = [f"ws://127.0.0.1:{port}/ws"]
                 else:
-                    tokens, user_ids = await self.register(api)
+                    ids = opts.concurrency if opts.mode == "private" else 0  # private messages go to user ids
+                    tokens, user_ids = await self.register(api, "bench", ids)
                 if opts.mode == "private":
                     self.target_index = [self.rng.randrange(len(user_ids)) for _ in range(opts.messages)]
                     targets = [user_ids[i] for i in self.target_index]

@@ -32,21 +32,17 @@ import argparse
 import array
 import asyncio
 import contextlib
-import multiprocessing
 import os
-import random
-import secrets
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from gochat_py.bench import procstats
-from gochat_py.bench.api import Api, ApiError, bounded_map, register_users
+from gochat_py.bench.api import Api, ApiError
 from gochat_py.bench.children import (
-    ChildLink,
     bench_pids,
     results_of,
     spread,
@@ -54,15 +50,15 @@ from gochat_py.bench.children import (
     stop_children,
     wait_connected,
 )
+from gochat_py.bench.coordinator import RunCoordinator
 from gochat_py.bench.options import (
     TargetError,
+    bounded_number,
     check_loopback_address,
     check_loopback_url,
     comma_list,
     fields_from_args,
 )
-from gochat_py.bench.progress import Progress
-from gochat_py.bench.scenarios import machine, source_commit
 from gochat_py.bench.soak_analysis import (
     NS_PER_S,
     ConnectionRecord,
@@ -74,8 +70,6 @@ from gochat_py.bench.soak_clients import SoakPlan, SoakUser, soak_client_main
 from gochat_py.bench.stamp import check_run_id
 from gochat_py.bench.stats import summarize
 
-SUMMARY_VERSION = 1
-MAX_ERRORS_KEPT = 20
 TRANSPORTS = ("mixed", "ws", "tcp")
 
 
@@ -119,21 +113,6 @@ class SoakOptions:
 # ---------------------------------------------------------------------- options
 
 
-def _number(kind: type, low: float, high: float | None = None, low_open: bool = False) -> Any:
-    def convert(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value < low or (low_open and value == low) or (high is not None and value > high):
-            bound = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        return value
-
-    convert.__name__ = kind.__name__
-    return convert
-
-
 def _delay_range(text: str) -> tuple[float, float]:
     try:
         low, _, high = text.partition(",")
@@ -147,8 +126,8 @@ def _delay_range(text: str) -> tuple[float, float]:
 
 def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
     env = os.environ
-    positive_int, positive = _number(int, 0, low_open=True), _number(float, 0, low_open=True)
-    non_negative, share = _number(float, 0), _number(float, 0, 1)
+    positive_int, positive = bounded_number(int, 0, low_open=True), bounded_number(float, 0, low_open=True)
+    non_negative, share = bounded_number(float, 0), bounded_number(float, 0, 1)
     target = parser.add_argument_group("targets (loopback only)")
     target.add_argument("--api", default=env.get("GOCHAT_BENCH_API", "http://127.0.0.1:7070"), help="api base URL")
     target.add_argument("--ws", default=env.get("GOCHAT_BENCH_WS", "ws://127.0.0.1:7000/ws"), help="websocket URL")
@@ -314,44 +293,22 @@ def process_rows(
 # ---------------------------------------------------------------------- the run
 
 
-class SoakCoordinator:
+class SoakCoordinator(RunCoordinator):
+    max_errors = 20
+
     def __init__(self, opts: SoakOptions) -> None:
+        super().__init__(opts, opts.max_seconds or opts.duration + 600)
         self.opts = opts
-        self.run_id = check_run_id(opts.run_id or secrets.token_hex(4))
-        self.rng = random.Random(self.run_id)
         self.rooms = [self.rng.randrange(10_000_000, 1_000_000_000) for _ in range(opts.rooms)]
-        self.progress = Progress(opts.progress)
-        self.context = multiprocessing.get_context("spawn")
-        self.links: list[ChildLink] = []
         self.stats: dict[str, dict[str, Any]] = {}
-        self.errors: list[str] = []
         self.messages: list[SentMessage] = []
         self.push_failed = 0
         self.push_skipped = 0
         self.push_us = array.array("q")
-        self.max_seconds = opts.max_seconds or opts.duration + 600
-        self.deadline = time.monotonic() + self.max_seconds
         self.t0_ns = 0
-        params = {k: v for k, v in asdict(opts).items() if k not in ("progress", "output")}
-        self.summary: dict[str, Any] = {
-            "tool": "gochat-py bench soak",
-            "version": SUMMARY_VERSION,
-            "mode": "soak",
-            "label": opts.label,
-            "run_id": self.run_id,
-            "rooms": self.rooms,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "source": source_commit(),
-            "machine": machine(),
-            "params": params,
-        }
-
-    def _error(self, text: str) -> None:
-        if len(self.errors) < MAX_ERRORS_KEPT:
-            self.errors.append(text)
-
-    def remaining(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
+        self.summary = self.head(
+            "gochat-py bench soak", {"mode": "soak"}, {"rooms": self.rooms}, ("progress", "output")
+        )
 
     def target_ports(self) -> list[int]:
         ports = [urlsplit(self.opts.api).port or 80]
@@ -360,14 +317,6 @@ class SoakCoordinator:
         return ports
 
     # ------------------------------------------------------------------ set-up
-
-    async def register(self, api: Api) -> tuple[list[str], list[int]]:
-        names = [f"soak_{self.run_id}_{n}" for n in range(self.opts.users)]
-        started = time.monotonic()
-        tokens = await register_users(api, names, self.opts.register_concurrency, self.remaining, self.progress)
-        user_ids = await bounded_map(self.opts.register_concurrency, tokens, api.user_id)
-        self.summary["register"] = {"users": len(tokens), "time_s": round(time.monotonic() - started, 2)}
-        return tokens, user_ids
 
     def plans(self, tokens: list[str], user_ids: list[int]) -> list[SoakPlan]:
         opts = self.opts
@@ -546,7 +495,7 @@ class SoakCoordinator:
         self.user_ids: list[int] = []
         async with Api(opts.api, connections=64, timeout=30.0) as api:
             try:
-                tokens, self.user_ids = await self.register(api)
+                tokens, self.user_ids = await self.register(api, "soak", opts.register_concurrency)
                 await self.connect(self.plans(tokens, self.user_ids))
                 bench = bench_pids(self.links)
                 bench_start = procstats.snapshot(bench)
@@ -719,7 +668,7 @@ def soak_main(args: argparse.Namespace) -> int:
     except TargetError as exc:
         print(f"gochat-py bench soak: {exc}", file=sys.stderr)
         return 2
-    from gochat_py.bench.clients import run_to_summary
+    from gochat_py.bench.coordinator import run_to_summary
 
     summary, text = run_to_summary(run_soak(opts), opts.output)
     print(text, flush=True)

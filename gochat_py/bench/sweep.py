@@ -291,7 +291,7 @@ def compare_settings(opts: Any) -> int:
     ``FILE-<setting>-<round>.json``."""
     from dataclasses import replace
 
-    from gochat_py.bench.clients import run_to_summary
+    from gochat_py.bench.coordinator import run_to_summary
     from gochat_py.bench.scenarios import run_bench
 
     axes = compared(opts)

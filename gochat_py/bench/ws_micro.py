@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import statistics
 import time
 from typing import Any
 
-from gochat_py.bench.children import raise_file_limit
+from gochat_py.bench.children import raise_file_limit, start_child, stop_children
 from gochat_py.bench.clients import ClientPlan, ClientWorker, SocketSpec
 from gochat_py.bench.floor import floor_main
 from gochat_py.bench.options import WS_CLIENTS
@@ -31,27 +30,13 @@ from gochat_py.bench.options import WS_CLIENTS
 ROOM_ID = 4242
 
 
-async def _wait_for(pipe: Any, kind: str, timeout: float) -> tuple:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(pipe.poll, 0.2):
-            message = pipe.recv()
-            if message[0] == kind:
-                return message
-    raise TimeoutError(f"the floor server sent no {kind!r}")
-
-
 async def measure(client: str, sockets: int, frames: int, batch: int, run_id: str = "micro") -> dict[str, Any]:
     """One run: CPU µs per received frame of ``client`` ("lean" or "websockets")."""
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
-    server = context.Process(
-        target=floor_main, args=((sockets, ROOM_ID, run_id, 120.0, batch), child), name="floor", daemon=True
+    floor = start_child(
+        multiprocessing.get_context("spawn"), "floor", floor_main, ((sockets, ROOM_ID, run_id, 120.0, batch),)
     )
-    server.start()
-    child.close()
     try:
-        _, port = await _wait_for(parent, "listening", 30)
+        _, port = await asyncio.wait_for(floor.messages.get(), 30)  # ("listening", port)
         plan = ClientPlan(
             index=0,
             run_id=run_id,
@@ -67,13 +52,13 @@ async def measure(client: str, sockets: int, frames: int, batch: int, run_id: st
         await asyncio.gather(*(worker._open(i, limit) for i in range(sockets)))
         if worker.failed:
             raise RuntimeError(f"{worker.failed} sockets failed to open: {worker.errors}")
-        parent.send(("announce", 30.0))
-        await _wait_for(parent, "announced", 40)
+        floor.send(("announce", 30.0))
+        await asyncio.wait_for(floor.messages.get(), 40)  # ("announced", sockets)
         await asyncio.wait_for(worker.counter.all_ready.wait(), 30)
         expected = sockets * frames
         counter = worker.counter
         cpu_start, wall_start = time.process_time(), time.monotonic()
-        parent.send(("go", frames))
+        floor.send(("go", frames))
         deadline = wall_start + 120
         while counter.unique < expected and time.monotonic() < deadline and not worker.disconnected:
             await asyncio.sleep(0.005)
@@ -92,12 +77,7 @@ async def measure(client: str, sockets: int, frames: int, batch: int, run_id: st
             "cpu_us_per_frame": round(cpu * 1e6 / counter.unique, 2) if counter.unique else None,
         }
     finally:
-        with contextlib.suppress(OSError, ValueError):
-            parent.send(("stop",))
-        await asyncio.to_thread(server.join, 10)
-        if server.is_alive():
-            server.terminate()
-        parent.close()
+        await stop_children([floor], [], 10)
 
 
 async def run(clients: list[str], sockets: int, frames: int, batches: list[int], repeat: int) -> None:
