@@ -21,6 +21,7 @@ import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +45,10 @@ from gochat_py.bench.stats import cdf_sample, rate, summarize
 
 ROOM_ASK_FIRST = 0.5  # seconds after the start of the connect phase before rooms are first asked for their count
 ROOM_ASK_EVERY = 2.0  # seconds between /push/count rounds while sockets are not yet known to be in their rooms
+
+
+# one push: (seq, the api call that sends a message text, where it goes for the errors)
+Push = tuple[int, Callable[[str], Awaitable[dict[str, Any]]], str]
 
 
 class BenchError(RuntimeError):
@@ -267,62 +272,59 @@ class Coordinator(RunCoordinator):
 
         await bounded_map(self.opts.concurrency, rooms, ask)
 
-    async def push_all(self, api: Api, tokens: list[str], targets: list[int] | None) -> None:
-        """Pushes the messages (room, rate, private) and records the push figures."""
+    async def push_all(self, jobs: list[Push]) -> None:
+        """Pushes every job at most ``--concurrency`` at once (``--rate`` per second in rate mode)
+        and records the push figures; a refused or failed push is counted, never fatal."""
         opts = self.opts
-        accepted = 0
-        failed = 0
+        accepted = failed = 0
         push_us = array.array("q")
         limit = asyncio.Semaphore(opts.concurrency)
-        users = len(tokens)
-        per_message = opts.sockets_per_user if targets is not None else self.summary["connect"]["sockets"]
-        self.expected_total = opts.messages * per_message
 
-        async def push(seq: int) -> None:
+        async def push(seq: int, call: Callable[[str], Awaitable[dict[str, Any]]], where: str) -> None:
             nonlocal accepted, failed
             try:
                 sent = time.monotonic_ns()
-                msg = make_stamp(self.run_id, seq, sent)
-                if targets is not None:
-                    target = targets[seq]
-                    sender = tokens[(self.target_index[seq] + 1) % users]
-                    reply = await api.push(sender, target, self.room_id, msg)
-                else:
-                    reply = await api.push_room(tokens[seq % users], self.room_id, msg)
+                reply = await call(make_stamp(self.run_id, seq, sent))
                 push_us.append((time.monotonic_ns() - sent) // 1000)
                 if reply["code"] == 0:
                     accepted += 1
                 else:
                     failed += 1
-                    self._error(f"push {seq}: code {reply['code']} {reply.get('message')!r}")
+                    self._error(f"push {seq}{where}: code {reply['code']} {reply.get('message')!r}")
             except Exception as exc:  # any failure is counted, never fatal to the run
                 failed += 1
-                self._error(f"push {seq}: {type(exc).__name__}: {exc}")
-
-        async def limited(seq: int) -> None:
-            try:
-                await push(seq)
+                self._error(f"push {seq}{where}: {type(exc).__name__}: {exc}")
             finally:
                 limit.release()
 
         self.push_started_ns = time.monotonic_ns()
         tasks = set()
-        for seq in range(opts.messages):
+        for number, job in enumerate(jobs):
             if self.remaining() <= 0:
                 break
             if opts.mode == "rate":
-                due = self.push_started_ns + int(seq * 1e9 / opts.rate)
-                delay = (due - time.monotonic_ns()) / 1e9
+                delay = (self.push_started_ns + int(number * 1e9 / opts.rate) - time.monotonic_ns()) / 1e9
                 if delay > 0:
                     await asyncio.sleep(delay)
             await limit.acquire()
-            task = asyncio.create_task(limited(seq))
+            task = asyncio.create_task(push(*job))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             self._show_delivery()
         if tasks:
             await asyncio.wait(tasks, timeout=max(1.0, self.remaining()))
         self._record_pushes(accepted, failed, push_us)
+
+    def message_pushes(self, api: Api, tokens: list[str], targets: list[int] | None) -> list[Push]:
+        """The messages of the room, rate and private modes: seq n from user n (a private one from
+        the user after its target) into the run's room, or to its target."""
+        users, room = len(tokens), self.room_id
+        per_message = self.opts.sockets_per_user if targets is not None else self.summary["connect"]["sockets"]
+        self.expected_total = self.opts.messages * per_message
+        if targets is None:
+            return [(seq, partial(api.push_room, tokens[seq % users], room), "") for seq in range(self.opts.messages)]
+        senders = [tokens[(self.target_index[seq] + 1) % users] for seq in range(self.opts.messages)]
+        return [(seq, partial(api.push, senders[seq], targets[seq], room), "") for seq in range(self.opts.messages)]
 
     async def send_over_sockets(self) -> None:
         """``--send socket``: every client process sends its share of the messages from the
@@ -368,39 +370,17 @@ class Coordinator(RunCoordinator):
             "latency_ms": summarize(sorted(push_us), 1000),
         }
 
-    async def push_idle_check(self, api: Api, tokens: list[str]) -> None:
+    def idle_pushes(self, api: Api, tokens: list[str]) -> list[Push]:
         """``--idle-messages K``: K room messages into every user's room, after the hold (so the
         RSS figures are not touched).  Round k carries seq k in every room, so each socket
         expects seqs 0..K-1 exactly once and keeps K bytes of bookkeeping, not users × K."""
-        opts = self.opts
-        accepted = failed = 0
-        push_us = array.array("q")
-        jobs = [(k, user) for k in range(opts.idle_messages) for user in range(len(tokens))]
-        self.expected_total = len(jobs) * opts.sockets_per_user
-        next_job = iter(jobs)
-
-        async def worker() -> None:
-            nonlocal accepted, failed
-            for seq, user in next_job:
-                if self.remaining() <= 0:
-                    return
-                try:
-                    sent = time.monotonic_ns()
-                    reply = await api.push_room(tokens[user], self.room_id + user, make_stamp(self.run_id, seq, sent))
-                    push_us.append((time.monotonic_ns() - sent) // 1000)
-                    if reply["code"] == 0:
-                        accepted += 1
-                    else:
-                        failed += 1
-                        self._error(f"push {seq} to room {self.room_id + user}: code {reply['code']}")
-                except Exception as exc:  # counted, never fatal
-                    failed += 1
-                    self._error(f"push {seq} to room {self.room_id + user}: {type(exc).__name__}: {exc}")
-                self._show_delivery()
-
-        self.push_started_ns = time.monotonic_ns()
-        await asyncio.gather(*(worker() for _ in range(min(opts.concurrency, max(1, len(jobs))))))
-        self._record_pushes(accepted, failed, push_us)
+        rooms = [(token, self.room_id + user) for user, token in enumerate(tokens)]
+        self.expected_total = self.opts.idle_messages * len(rooms) * self.opts.sockets_per_user
+        return [
+            (seq, partial(api.push_room, token, room), f" to room {room}")
+            for seq in range(self.opts.idle_messages)
+            for token, room in rooms
+        ]
 
     @staticmethod
     def by_node(lists: Any) -> list[int]:
@@ -513,7 +493,7 @@ class Coordinator(RunCoordinator):
                     if watch is not None:
                         summary["metrics"] = await watch.end()
                     if opts.idle_messages:  # room delivery still working with every socket held
-                        await self.push_idle_check(api, tokens)
+                        await self.push_all(self.idle_pushes(api, tokens))
                         await self.drain()
                 else:
                     everyone = {**gochat, **bench_pids(self.links + ([self.floor] if self.floor else []))}
@@ -530,7 +510,7 @@ class Coordinator(RunCoordinator):
                     elif self.send == "socket":
                         await self.send_over_sockets()
                     else:
-                        await self.push_all(api, tokens, targets)
+                        await self.push_all(self.message_pushes(api, tokens, targets))
                     await self.drain()
                     sampler.cancel()
                     self.take_sample()
