@@ -18,9 +18,8 @@ the plan (``--send socket``), the coordinator's ``("go", start ns)`` makes the p
 messages from their senders' own sockets (publish or send, each answered by a reply) and report
 ``("sent", info)`` once every reply came.
 
-Websocket sockets go to ``ws_urls[spec.node]`` (several connect nodes in one run) and use the
-lean client of ``ws_client.py`` unless the plan asks for the ``websockets`` library's client
-(``ws_client="websockets"``), which is kept so the two can be compared.
+Websocket sockets go to ``ws_urls[spec.node]`` (several connect nodes in one run) and are of the
+plan's ``ws_client`` kind (``sockets.py``).
 """
 
 from __future__ import annotations

@@ -72,9 +72,6 @@ class Coordinator(RunCoordinator):
 
     # ---------------------------------------------------------------- helpers
 
-    def _start_child(self, name: str, target: Any, args: tuple) -> ChildLink:
-        return start_child(self.context, name, target, args)
-
     def take_sample(self) -> None:
         self.samples.append((time.monotonic_ns(), procstats.snapshot(self.everyone), procstats.machine_busy_jiffies()))
 
@@ -95,12 +92,7 @@ class Coordinator(RunCoordinator):
         return round(max(0.0, busy * (os.cpu_count() or 1) - ours), 1)
 
     def target_ports(self) -> list[int]:
-        ports = []
-        for url in (self.opts.api, *(self.opts.ws_urls or [self.opts.ws])):
-            port = urlsplit(url).port
-            if port is None:
-                port = 80
-            ports.append(port)
+        ports = [urlsplit(url).port or 80 for url in (self.opts.api, *(self.opts.ws_urls or [self.opts.ws]))]
         if self.opts.transport != "ws":
             ports.append(check_loopback_address(self.opts.tcp)[1])
         return ports
@@ -209,7 +201,7 @@ class Coordinator(RunCoordinator):
                 send_rate=opts.rate if opts.mode == "rate" else 0.0,
                 answer_timeout=opts.drain_timeout,
             )
-            self.links.append(self._start_child(f"client-{number}", client_main, (plan,)))
+            self.links.append(start_child(self.context, f"client-{number}", client_main, (plan,)))
         if self.floor is not None:
             self.floor.send(("announce", min(120.0, self.remaining())))
         total = len(specs)
@@ -452,7 +444,8 @@ class Coordinator(RunCoordinator):
         async with Api(opts.api, connections=max(opts.concurrency, opts.register_concurrency) + 4) as api:
             try:
                 if opts.mode == "floor":
-                    self.floor = self._start_child(
+                    self.floor = start_child(
+                        self.context,
                         "floor-server",
                         floor_main,
                         (

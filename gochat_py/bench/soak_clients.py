@@ -232,6 +232,10 @@ class SoakWorker(PipeCommands):
 
     # ------------------------------------------------------------------ connections
 
+    def _error(self, text: str) -> None:
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(text)
+
     def _lost(self, conn_id: int, reason: str) -> None:
         live = self.live.get(conn_id)
         if live is None or live.closing:
@@ -241,8 +245,7 @@ class SoakWorker(PipeCommands):
         live.record.planned = False
         live.record.reason = reason
         self.counts["server_closes"] += 1
-        if len(self.errors) < MAX_ERRORS_KEPT:
-            self.errors.append(f"connection {conn_id} (user {live.record.user}, {live.record.transport}): {reason}")
+        self._error(f"connection {conn_id} (user {live.record.user}, {live.record.transport}): {reason}")
         live.lost.set()
 
     async def _open(self, user: SoakUser, room: int, transport: str) -> LiveConnection | None:
@@ -275,8 +278,7 @@ class SoakWorker(PipeCommands):
                 )
         except Exception as exc:
             self.counts["connect_failures"] += 1
-            if len(self.errors) < MAX_ERRORS_KEPT:
-                self.errors.append(f"open {transport} for user {user.slot}: {type(exc).__name__}: {exc}")
+            self._error(f"open {transport} for user {user.slot}: {type(exc).__name__}: {exc}")
             del self.live[conn_id]
             return None
         return live
@@ -343,10 +345,7 @@ class SoakWorker(PipeCommands):
             if not live.confirmed.is_set():
                 if not live.lost.is_set() and not self.stop.is_set():
                     self.counts["join_timeouts"] += 1
-                    if len(self.errors) < MAX_ERRORS_KEPT:
-                        self.errors.append(
-                            f"user {user.slot}: join of room {room} not confirmed in {plan.join_timeout} s"
-                        )
+                    self._error(f"user {user.slot}: join of room {room} not confirmed in {plan.join_timeout} s")
                 if self.stop.is_set():
                     break  # the result is being sent; the connection is left as it is
                 await self._close(live)
