@@ -44,6 +44,7 @@ from gochat_py.bench.v2_session import OTHER, READY, WELCOMED, Ack, Retry, V2Ses
 PROGRESS_INTERVAL = 0.1
 MAX_ERRORS_KEPT = 5
 READY_SETTLE = 10.0
+JOINS_SETTLE = 1.0  # seconds without a join event after which a v2 socket's room counts as complete
 SUBSCRIBE_RETRY_DELAY = 1.0  # seconds before a subscribe answered "unavailable" is sent again
 
 
@@ -348,6 +349,15 @@ class ClientWorker(PipeCommands):
             )
         )
 
+    def _ready_without_joins(self) -> bool:
+        """Makes ready the v2 sockets whose subscribes are all answered but which did not see every
+        user of their room: a server sends no join events for rooms over its member-list limit.
+        Called once no frame came for JOINS_SETTLE seconds; True when it made any ready."""
+        waiting = [i for i, session in enumerate(self.sessions) if session.answered and not self.counter.ready[i]]
+        for index in waiting:
+            self.counter.mark_ready(index)
+        return bool(waiting)
+
     def _by_node(self, count: Callable[[int], int]) -> list[int]:
         """``count(socket index)`` summed per websocket node (what each connect node got)."""
         totals = [0] * len(self.plan.ws_urls)
@@ -429,6 +439,8 @@ class ClientWorker(PipeCommands):
                 moved = (ready, counter.other_frames, self.resubscribed, sum(map(bool, counter.first_frame_ns)))
                 if moved != last_moved:
                     last_moved, changed = moved, time.monotonic()
+                elif time.monotonic() - changed > JOINS_SETTLE and self._ready_without_joins():
+                    continue
                 elif time.monotonic() - changed > READY_SETTLE:
                     break
                 self.pipe.send(("opening", opened, ready))

@@ -62,9 +62,23 @@ class V2Session:
     A socket is ready once every subscribe is answered and it has seen ``expect`` users in each of
     its rooms (the snapshot, then join events), as a v1 socket is once its op-4 count arrives: the
     other sockets' join events have then reached it, so they do not compete with the messages
-    being measured (each join goes to every member: as many deliveries as the room's messages)."""
+    being measured (each join goes to every member: as many deliveries as the room's messages).
+    A server sends no join events for rooms over its member-list limit: the client process then
+    takes ``answered`` sockets as ready once join events stop coming."""
 
-    __slots__ = ("codec", "expect", "limits", "members", "ready", "refused", "rooms", "sends", "subscribing", "user_id")
+    __slots__ = (
+        "answered",
+        "codec",
+        "expect",
+        "limits",
+        "members",
+        "ready",
+        "refused",
+        "rooms",
+        "sends",
+        "subscribing",
+        "user_id",
+    )
 
     def __init__(self, rooms: tuple[int, ...] = (), expect: int = 1) -> None:
         self.codec = ClientCodec()
@@ -72,6 +86,7 @@ class V2Session:
         self.expect = expect
         self.members: dict[int, set[str]] = {room: set() for room in rooms}  # the user ids seen, until ready
         self.ready = False
+        self.answered = False  # every subscribe answered (and none refused), whoever is in the rooms
         self.subscribing: dict[int, int] = {}  # cid -> room, until its reply
         self.sends: dict[int, tuple[int, int]] = {}  # cid -> (seq, send time ns), until its reply
         self.refused = 0  # subscribes answered with an error: the socket never becomes ready
@@ -140,6 +155,7 @@ class V2Session:
         """READY the first time every room is subscribed and full, else OTHER."""
         if self.ready or self.subscribing or self.refused:
             return OTHER
+        self.answered = True
         if any(len(members) < self.expect for members in self.members.values()):
             return OTHER
         self.ready, self.members = True, {}

@@ -47,7 +47,9 @@ def test_ready_waits_until_every_user_of_the_room_is_seen() -> None:
     session = V2Session((11,), expect=3)
     session.receive(WELCOME)
     session.subscribes()
+    assert not session.answered
     assert session.receive(subscribed(1, 11)) == OTHER  # 1 of 3 users
+    assert session.answered  # in the room: a server without join events leaves it at that
     carol = encode(MemberJoined(room=11, user=User(id=3, name="carol")))
     assert session.receive(carol) == OTHER
     assert session.receive(carol) == OTHER  # the same user twice (two sockets) counts once
