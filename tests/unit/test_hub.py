@@ -98,7 +98,7 @@ async def test_put_files_the_channel_in_its_users_bucket() -> None:
     hub.put(channel)
     bucket = hub.bucket(7)
     assert bucket.users == {7: {channel}}
-    assert bucket.rooms == {3: {channel}}
+    assert bucket.rooms == {3: {channel: None}}
     assert all(not other.users for other in hub.buckets if other is not bucket)
 
 
