@@ -157,6 +157,14 @@ return left
 """
 
 
+# KEYS: a room's member hash; ARGV: the most members wanted.  The hash, or nil when the room is
+# larger (then not read at all: a big room's list is large, and wanted by nobody).
+_MEMBERS_UP_TO = """
+if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[1]) then return nil end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
 def new_token() -> str:
     """32 random bytes, URL-safe base64 with padding: 44 characters, as the original's."""
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
@@ -209,6 +217,7 @@ class SessionStore:
         self._lookup = redis.register_script(_LOOKUP)
         self._connect = redis.register_script(_CONNECT)
         self._disconnect = redis.register_script(_DISCONNECT)
+        self._members_up_to = redis.register_script(_MEMBERS_UP_TO)
         # token -> whose it was at its last check.  A token names one session for its life, so
         # this only says which user a join's script should find (and whose name its announcement
         # carries): the script checks the token itself, and a miss costs one more round trip.
@@ -375,6 +384,13 @@ class SessionStore:
     async def members(self, room_id: int) -> dict[str, str]:
         raw = await self.redis.hgetall(room_key(room_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def members_up_to(self, room_id: int, limit: int) -> dict[str, str] | None:
+        """:meth:`members`, or None (unread) when the room has more than ``limit``."""
+        flat = await self._members_up_to(keys=[room_key(room_id)], args=[limit])
+        if flat is None:
+            return None
+        return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     async def online_count(self, room_id: int) -> int:
         value = await self.redis.get(f"gochat_room_online_count_{room_id}")

@@ -142,6 +142,14 @@ async def test_a_checked_join_of_a_dead_or_foreign_token_records_nothing(store: 
     assert not await redis.exists("sess_no-such-token")
 
 
+async def test_a_rooms_members_up_to_a_size_are_read_only_if_it_is_no_larger(store: SessionStore) -> None:
+    await store.connect(ALICE, room_id=5, server_id="node-a")
+    await store.connect(BOB, room_id=5, server_id="node-a")
+    assert await store.members_up_to(5, 2) == {"7": "alice", "8": "bob"}
+    assert await store.members_up_to(5, 1) is None
+    assert await store.members_up_to(6, 1) == {}
+
+
 async def test_two_sockets_in_a_room_one_closes_the_user_stays_a_member(store: SessionStore) -> None:
     redis = store.redis
     await store.connect(ALICE, room_id=5, server_id="node-a")
