@@ -278,7 +278,7 @@ class ClientWorker:
         self.plan = plan
         self.pipe = pipe
         v2 = plan.protocol == "v2"
-        self.sessions = [V2Session(spec.rooms) for spec in plan.sockets] if v2 else []
+        self.sessions = [V2Session(spec.rooms, spec.ready_count) for spec in plan.sockets] if v2 else []
         self.counter = Counter(plan, self._on_v2 if v2 else None)
         self.handles: list[Any] = [None] * len(plan.sockets)
         self.handshake_us = array.array("q")

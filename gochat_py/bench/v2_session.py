@@ -14,10 +14,20 @@ from typing import NamedTuple
 
 from gochat_py.protocol.v2_client import ClientCodec, Reply, ServerMessageError
 from gochat_py.protocol.v2_codes import ErrorCode
-from gochat_py.protocol.v2_messages import ErrorReply, Limits, Publish, Send, SessionEnded, Subscribe, Welcome
+from gochat_py.protocol.v2_messages import (
+    ErrorReply,
+    Limits,
+    MemberJoined,
+    Publish,
+    Send,
+    SessionEnded,
+    Subscribe,
+    SubscribeResult,
+    Welcome,
+)
 
 WELCOMED = "welcomed"  # the hello was accepted: the subscribes may go
-READY = "ready"  # welcomed and in every room asked for
+READY = "ready"  # welcomed, in every room asked for, and each room seen with all its users
 OTHER = "other"  # an event the bench only counts (join, leave, typing, another run's message)
 
 
@@ -47,13 +57,21 @@ Outcome = str | Ack | Retry | Problem
 
 class V2Session:
     """The v2 state of one socket: the rooms it still waits to be in and the messages it sent that
-    are still waiting for their reply."""
+    are still waiting for their reply.
 
-    __slots__ = ("codec", "limits", "refused", "rooms", "sends", "subscribing", "user_id")
+    A socket is ready once every subscribe is answered and it has seen ``expect`` users in each of
+    its rooms (the snapshot, then join events), as a v1 socket is once its op-4 count arrives: the
+    other sockets' join events have then reached it, so they do not compete with the messages
+    being measured (each join goes to every member: as many deliveries as the room's messages)."""
 
-    def __init__(self, rooms: tuple[int, ...] = ()) -> None:
+    __slots__ = ("codec", "expect", "limits", "members", "ready", "refused", "rooms", "sends", "subscribing", "user_id")
+
+    def __init__(self, rooms: tuple[int, ...] = (), expect: int = 1) -> None:
         self.codec = ClientCodec()
         self.rooms = rooms
+        self.expect = expect
+        self.members: dict[int, set[str]] = {room: set() for room in rooms}  # the user ids seen, until ready
+        self.ready = False
         self.subscribing: dict[int, int] = {}  # cid -> room, until its reply
         self.sends: dict[int, tuple[int, int]] = {}  # cid -> (seq, send time ns), until its reply
         self.refused = 0  # subscribes answered with an error: the socket never becomes ready
@@ -92,8 +110,9 @@ class V2Session:
             if item.cid in self.sends:
                 seq, sent_ns = self.sends.pop(item.cid)
                 return Ack(seq, sent_ns, 0, "")
-            if self.subscribing.pop(item.cid, None) is not None and not self.subscribing and not self.refused:
-                return READY
+            if self.subscribing.pop(item.cid, None) is not None and isinstance(item.result, SubscribeResult):
+                self.members.get(item.result.room, set()).update(item.result.members)
+                return self._readiness()
             return OTHER
         if isinstance(item, ErrorReply):
             if item.cid in self.sends:
@@ -108,7 +127,20 @@ class V2Session:
         if isinstance(item, Welcome):
             self.limits = item.limits
             self.user_id = item.user.id
-            return WELCOMED if self.rooms else READY
+            self.ready = not self.rooms
+            return READY if self.ready else WELCOMED
         if isinstance(item, SessionEnded):
             return Problem(f"session ended: {item.reason}")
+        if isinstance(item, MemberJoined) and not self.ready:
+            self.members.get(item.room, set()).add(str(item.user.id))
+            return self._readiness()
         return OTHER
+
+    def _readiness(self) -> Outcome:
+        """READY the first time every room is subscribed and full, else OTHER."""
+        if self.ready or self.subscribing or self.refused:
+            return OTHER
+        if any(len(members) < self.expect for members in self.members.values()):
+            return OTHER
+        self.ready, self.members = True, {}
+        return READY

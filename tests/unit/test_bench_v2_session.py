@@ -42,6 +42,28 @@ def test_hello_then_subscribes_after_the_welcome_then_ready() -> None:
     assert session.receive(subscribed(1, 11)) == READY
 
 
+def test_ready_waits_until_every_user_of_the_room_is_seen() -> None:
+    """The snapshot names who was in first; the others' join events complete the room."""
+    session = V2Session((11,), expect=3)
+    session.receive(WELCOME)
+    session.subscribes()
+    assert session.receive(subscribed(1, 11)) == OTHER  # 1 of 3 users
+    carol = encode(MemberJoined(room=11, user=User(id=3, name="carol")))
+    assert session.receive(carol) == OTHER
+    assert session.receive(carol) == OTHER  # the same user twice (two sockets) counts once
+    assert session.receive(encode(MemberJoined(room=12, user=User(id=4, name="dan")))) == OTHER  # not its room
+    assert session.receive(encode(MemberJoined(room=11, user=User(id=4, name="dan")))) == READY
+    assert session.receive(encode(MemberJoined(room=11, user=User(id=5, name="eve")))) == OTHER  # once
+
+
+def test_a_join_before_the_subscribe_answer_counts() -> None:
+    session = V2Session((11,), expect=2)
+    session.receive(WELCOME)
+    session.subscribes()
+    assert session.receive(encode(MemberJoined(room=11, user=User(id=3, name="carol")))) == OTHER
+    assert session.receive(subscribed(1, 11)) == READY
+
+
 def test_no_rooms_means_ready_at_the_welcome() -> None:
     assert V2Session(()).receive(WELCOME) == READY
 
