@@ -10,7 +10,7 @@ harmless, and a user may hold several channels (tabs, devices).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Protocol, TypeAlias
+from typing import Protocol, TypeAlias, TypeVar
 
 import mmh3
 
@@ -31,6 +31,8 @@ Key: TypeAlias = tuple[int, int]  # a parsed message id (protocol.message_id)
 # A form the frame has no place in is b"" (a v2 event for v1 sockets, a member list for v2 ones).
 Item: TypeAlias = tuple[Key | None, bytes, bytes, bytes]
 PLAIN, WITH_ID, V2 = 1, 2, 3  # an Item's forms, by index
+INTERNED = 1024  # room ids and floors kept for sharing (Hub.interned)
+_V = TypeVar("_V", Key, int)
 
 
 class Run:
@@ -156,16 +158,19 @@ class Channel:
 
 
 class Bucket:
+    """A share of the node's sockets.  A room's members are a dict used as an ordered set: a set
+    costs about twice the memory per member (a v2 socket in many rooms is in many of these)."""
+
     __slots__ = ("rooms", "users")
 
     def __init__(self) -> None:
         self.users: dict[int, set[Channel]] = {}
-        self.rooms: dict[int, set[Channel]] = {}
+        self.rooms: dict[int, dict[Channel, None]] = {}
 
     def put(self, channel: Channel) -> None:
         self.users.setdefault(channel.user_id, set()).add(channel)
         for room_id in channel.rooms:
-            self.rooms.setdefault(room_id, set()).add(channel)
+            self.rooms.setdefault(room_id, {})[channel] = None
 
     def remove(self, channel: Channel) -> None:
         _discard(self.users, channel.user_id, channel)
@@ -179,10 +184,13 @@ class Bucket:
         return sum(channel.push(frame, run) for channel in self.rooms.get(room_id, ()))
 
 
-def _discard(index: dict[int, set[Channel]], key: int, channel: Channel) -> None:
+def _discard(index: dict[int, set[Channel]] | dict[int, dict[Channel, None]], key: int, channel: Channel) -> None:
     members = index.get(key)
     if members is not None:
-        members.discard(channel)
+        if isinstance(members, set):
+            members.discard(channel)
+        else:
+            members.pop(channel, None)
         if not members:
             del index[key]
 
@@ -195,6 +203,22 @@ class Hub:
         self.id_channels = 0
         self.holding = 0
         self.v2_channels = 0  # counted in id_channels too
+        # Room ids and floors as shared objects: sockets subscribed at about the same time hold
+        # equal floors (the queue's end then), and every socket of a room holds its id; one object
+        # each instead of one per socket is a good part of a v2 socket's memory.  Bounded: only
+        # recent values are looked up, older ones stay shared where they already are.
+        self._interned: dict[Key | int, Key | int] = {}
+
+    def interned(self, value: _V) -> _V:
+        """``value``, or an equal object handed out earlier."""
+        known = self._interned.get(value)
+        if known is not None:
+            return known  # type: ignore[return-value]
+        interned = self._interned
+        interned[value] = value
+        if len(interned) > INTERNED:
+            del interned[next(iter(interned))]
+        return value
 
     def bucket(self, user_id: int) -> Bucket:
         return self.buckets[mmh3.hash(str(user_id), signed=False) % len(self.buckets)]
@@ -217,8 +241,9 @@ class Hub:
         """A v2 channel enters a room (``channel.rooms`` is a dict for those)."""
         assert isinstance(channel.rooms, dict)
         if room_id not in channel.rooms and not channel.closed:
+            room_id = self.interned(room_id)
             channel.rooms[room_id] = None
-            self.bucket(channel.user_id).rooms.setdefault(room_id, set()).add(channel)
+            self.bucket(channel.user_id).rooms.setdefault(room_id, {})[channel] = None
 
     def unsubscribe(self, channel: Channel, room_id: int) -> None:
         assert isinstance(channel.rooms, dict)

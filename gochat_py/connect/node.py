@@ -223,6 +223,8 @@ class ConnectNode:
                 sent.add(key)
         metrics.BACKLOG_SENT.inc(len(reply.backlog))
         end = parse_id(reply.backlog_end) if channel.ids and reply.backlog_end else None
+        if end is not None:
+            end = self.hub.interned(end)
         for entry in held:
             if isinstance(entry, bytes):
                 out.append(entry)
@@ -352,6 +354,8 @@ class ConnectNode:
                 self.service.note_private(channel.user_id, message.id)
         metrics.BACKLOG_SENT.inc(len(reply.backlog))
         end = parse_id(reply.backlog_end)
+        if end is not None:
+            end = self.hub.interned(end)
         # before the held runs: they are rendered with it
         if room_id == 0:
             channel.floor = end

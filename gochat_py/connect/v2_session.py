@@ -91,7 +91,7 @@ class V2Session:
         cs = node.settings.connect
         now = clock()
         self.commands = Bucket(cs.command_rate, cs.command_burst, now)
-        self.typing = Bucket(cs.typing_rate, max(1, int(cs.typing_rate * 3)), now)
+        self.typing: Bucket | None = None  # made at the first typing notice: most sockets send none
         self.message_length = node.settings.api.max_message_length
 
     def _write(self, data: bytes) -> None:
@@ -228,7 +228,11 @@ class V2Session:
     async def _typing(self, command: Typing) -> TypingResult:
         if command.room is not None and command.room not in self.channel.rooms:
             raise Refused(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to room {command.room}")
-        if not self.typing.take(self.clock()):
+        now = self.clock()
+        if self.typing is None:
+            rate = self.node.settings.connect.typing_rate
+            self.typing = Bucket(rate, max(1, int(rate * 3)), now)
+        if not self.typing.take(now):
             raise Refused(ErrorCode.RATE_LIMITED, "typing notices too often: one every few seconds is enough")
         request = logic_pb.TypingRequest(auth_token=self._token, room_id=command.room or 0, to_user_id=command.to or 0)
         await self._call("Typing", request)

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from functools import partial
 from http import HTTPStatus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -31,7 +33,6 @@ from gochat_py.logs import kv
 from gochat_py.metrics import serve_metrics
 from gochat_py.protocol.join import JoinError, parse_join
 from gochat_py.protocol.v2 import HelloError, parse_hello
-from gochat_py.protocol.v2_messages import Hello
 from gochat_py.protocol.ws_frame import text_frame
 from gochat_py.runtime import wait_for_stop_signal
 from gochat_py.tls import server_context
@@ -85,6 +86,7 @@ class WebsocketFrontEnd:
         return None
 
     async def handle(self, ws: ServerConnection) -> None:
+        _forget_handshake(ws)
         try:
             raw = await asyncio.wait_for(ws.recv(), self.settings.connect.auth_timeout)
         except TimeoutError:
@@ -105,15 +107,19 @@ class WebsocketFrontEnd:
             await ws.close(CLOSE_POLICY, _reason(str(exc)))
             return
         if hello is not None:
-            await self._serve_v2(ws, hello)
+            token, since = hello.auth_token, hello.since
+            del raw, hello  # this frame lasts as long as the socket: keep only what is used
+            await self._serve_v2(ws, token, since)
             return
         assert join is not None
+        token, room_id, since = join.auth_token, join.room_id, join.since
+        del raw, join
         limit = self.settings.connect.send_buffer
         result = await self.node.join(
-            join.auth_token,
-            join.room_id,
-            lambda user_id, user_name: WsChannel(user_id, user_name, join.room_id, ws, limit),
-            join.since,
+            token,
+            room_id,
+            lambda user_id, user_name: WsChannel(user_id, user_name, room_id, ws, limit),
+            since,
         )
         if isinstance(result, Refusal):
             log.info("join refused", extra=kv(peer=_peer(ws), reason=result.reason))
@@ -129,11 +135,11 @@ class WebsocketFrontEnd:
         finally:
             await self._gone(channel)
 
-    async def _serve_v2(self, ws: ServerConnection, hello: Hello) -> None:
+    async def _serve_v2(self, ws: ServerConnection, auth_token: str, since: str | None) -> None:
         cs = self.settings.connect
         result = await self.node.hello(
-            hello.auth_token,
-            hello.since,
+            auth_token,
+            since,
             lambda user_id, user_name: WsChannel(user_id, user_name, 0, ws, cs.send_buffer, version=2),
             self.node.limits(cs.v2_frame_size),
         )
@@ -143,33 +149,29 @@ class WebsocketFrontEnd:
             return
         channel = result
         ws.protocol.max_message_size = cs.v2_frame_size
-
-        def say_why(reason: str) -> None:
-            if channel.writable() and not channel.overflowed:
-                channel.transport.write(text_frame(session_ended_frame(reason)))
-
-        def close(reason: str) -> None:
-            say_why(reason)
-            task = asyncio.ensure_future(ws.close(CLOSE_POLICY, _reason(reason)))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-
-        channel.on_close = close
-        address = ws.remote_address
-        loopback = is_loopback(address[0] if address else "")
-        session = V2Session(self.node, channel, exempt=loopback and not self.settings.api.rate_limit_loopback)
+        channel.on_close = partial(self._close_v2, channel)  # one small object, not two closures
+        exempt = _loopback(ws) and not self.settings.api.rate_limit_loopback
+        session = V2Session(self.node, channel, exempt=exempt)
         try:
             async for raw in ws:
                 reason = await session.handle(raw)
+                del raw  # not kept while the socket idles
                 if reason:
                     log.info("closing a v2 socket", extra=kv(user_id=channel.user_id, reason=reason))
-                    say_why(reason)
+                    _say_why(channel, reason)
                     await ws.close(CLOSE_POLICY, _reason(reason))
                     break
         except ConnectionClosed:
             pass
         finally:
             await self._gone(channel)
+
+    def _close_v2(self, channel: WsChannel, reason: str) -> None:
+        """A v2 socket's ``on_close``: says why, then closes."""
+        _say_why(channel, reason)
+        task = asyncio.ensure_future(channel.connection.close(CLOSE_POLICY, _reason(reason)))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _gone(self, channel: Channel) -> None:
         await self.node.leave(channel)
@@ -204,6 +206,29 @@ async def ping(channel: object) -> Awaitable[float]:
     if not isinstance(channel, WsChannel) or not channel.writable():
         raise ConnectionError("not an open websocket")
     return await channel.connection.ping()
+
+
+def _say_why(channel: Channel, reason: str) -> None:
+    """A v2 socket's last message before the server closes it."""
+    if channel.writable() and not channel.overflowed:
+        channel.transport.write(text_frame(session_ended_frame(reason)))
+
+
+def _loopback(ws: ServerConnection) -> bool:
+    address = ws.remote_address
+    return is_loopback(address[0] if address else "")
+
+
+# What a connection keeps of its handshake once it is open: nothing reads the headers again.
+_NO_HEADERS = Headers()
+
+
+def _forget_handshake(ws: ServerConnection) -> None:
+    """Drops the handshake's request and response headers, which the library keeps for the
+    connection's life: a few KiB per socket, more than everything else gochat keeps for it."""
+    if ws.request is not None:
+        ws.request.headers = _NO_HEADERS
+    ws.response = None
 
 
 def _peer(ws: ServerConnection) -> str:

@@ -47,12 +47,14 @@ class MemberLists:
         await asyncio.sleep(self.delay)
         explicit = self._pending.pop(room_id, False)
         try:
-            # The count first: fetching a big room's list only to drop it cost logic most of a core
-            # while 50,000 sockets joined one room (a list of every member, five times a second).
-            if not explicit and await self.sessions.online_count(room_id) > self.auto_limit:
-                return
-            members = await self.sessions.members(room_id)
-            if not members or (not explicit and len(members) > self.auto_limit):
+            # The size first, in the same script: fetching a big room's list only to drop it cost
+            # logic most of a core while 50,000 sockets joined one room (a list of every member,
+            # five times a second).
+            if explicit:
+                members: dict[str, str] | None = await self.sessions.members(room_id)
+            else:
+                members = await self.sessions.members_up_to(room_id, self.auto_limit)
+            if not members:
                 return
             await self.queue.enqueue(
                 QueueMessage(op=OP_ROOM_INFO_SEND, room_id=room_id, count=len(members), room_user_info=members)

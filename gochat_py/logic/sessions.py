@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from redis.asyncio import Redis
 
 NODES_KEY = "gochat_nodes"
 NO_ROOM = 0
+KNOWN_TOKENS = 100_000  # tokens whose user SessionStore.known remembers
 
 _LOGIN = """
 -- KEYS: sess_<new token>, sess_map_<uid>; ARGV: uid, name, ttl, new token
@@ -69,9 +71,19 @@ return found
 # queue's last id, the user's sockets in the room now (0 for no room), the room's members}: read
 # atomically with the join, so every message queued before it is in the backlog and every message
 # queued after it is routed to this node (queue.py records a private message's nodes in the command
-# that queues it).
+# that queues it).  With ARGV[7] '1', the room's member hash (HGETALL) as a sixth item.
+# With a tenth key, sess_<token>, the token is checked first, as _LOOKUP does (a hit renews the
+# session for ARGV[8] seconds): nil, and nothing changed, unless its session is ARGV[1]/ARGV[2].
+# One script for check, join and snapshot: each redis-py round trip costs logic more than the
+# script's work does.
 _CONNECT = """
 local uid, name, rid, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if KEYS[10] then
+  local user = redis.call('HMGET', KEYS[10], 'userId', 'userName')
+  if user[1] ~= uid or user[2] ~= name then return nil end
+  redis.call('EXPIRE', KEYS[10], ARGV[8])
+  redis.call('EXPIRE', 'sess_map_' .. uid, ARGV[8])
+end
 local was_offline = redis.call('HLEN', KEYS[5]) == 0 and 1 or 0
 redis.call('SADD', KEYS[7], sid)
 redis.call('HINCRBY', KEYS[4], rid .. ':' .. uid, 1)
@@ -94,7 +106,9 @@ if redis.call('EXISTS', KEYS[9]) == 1 then
     if info[i] == 'last-generated-id' then last = info[i + 1] end
   end
 end
-return {was_offline, redis.call('GET', KEYS[8]) or '', last, refs, members}
+local snapshot = {}
+if ARGV[7] == '1' then snapshot = redis.call('HGETALL', KEYS[1]) end
+return {was_offline, redis.call('GET', KEYS[8]) or '', last, refs, members, snapshot}
 """
 
 # Same KEYS; ARGV: uid, rid, sid, amount, the newest private message id the node wrote to the user
@@ -143,6 +157,14 @@ return left
 """
 
 
+# KEYS: a room's member hash; ARGV: the most members wanted.  The hash, or nil when the room is
+# larger (then not read at all: a big room's list is large, and wanted by nobody).
+_MEMBERS_UP_TO = """
+if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[1]) then return nil end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
 def new_token() -> str:
     """32 random bytes, URL-safe base64 with padding: 44 characters, as the original's."""
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
@@ -163,6 +185,7 @@ class Joined:
     queue_end: str  # the queue's last id: everything up to it is backlog, everything after live
     entered: bool = False  # this is the user's first socket in the room: they joined it
     room_size: int = 0  # the room's members now
+    members: dict[str, str] | None = None  # the room's member hash, when asked for
 
 
 def inbox_cursor_key(user_id: int) -> str:
@@ -194,6 +217,11 @@ class SessionStore:
         self._lookup = redis.register_script(_LOOKUP)
         self._connect = redis.register_script(_CONNECT)
         self._disconnect = redis.register_script(_DISCONNECT)
+        self._members_up_to = redis.register_script(_MEMBERS_UP_TO)
+        # token -> whose it was at its last check.  A token names one session for its life, so
+        # this only says which user a join's script should find (and whose name its announcement
+        # carries): the script checks the token itself, and a miss costs one more round trip.
+        self._known: OrderedDict[str, Session] = OrderedDict()
 
     async def login(self, user_id: int, user_name: str) -> str:
         """A new token; the user's previous login token stops working (single session)."""
@@ -209,12 +237,28 @@ class SessionStore:
         if not token:
             return None
         sessions, _ = await self.senders_and_targets([token], [])
-        return sessions[token]
+        session = sessions[token]
+        self._remember(token, session)
+        return session
+
+    def known(self, token: str) -> Session | None:
+        """Whose the token was at its last check here (unchecked now; None: not known)."""
+        return self._known.get(token)
+
+    def _remember(self, token: str, session: Session | None) -> None:
+        known = self._known
+        if session is None:
+            known.pop(token, None)
+            return
+        known[token] = session
+        if len(known) > KNOWN_TOKENS:
+            known.popitem(last=False)
 
     async def logout(self, token: str) -> Session | None:
         session = await self.check(token)
         if session is None:
             return None
+        self._known.pop(token, None)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(f"sess_{token}", user_server_key(session.user_id))
             pipe.delete(f"sess_map_{session.user_id}")
@@ -239,12 +283,60 @@ class SessionStore:
     ) -> Joined:
         """``announce``: a queue entry to queue if the user enters the room by this (their first
         socket in it) and it has at most ``announce_limit`` members then."""
+        joined = await self._join(session, room_id, server_id, announce, announce_limit)
+        assert joined is not None  # no token, no check
+        return joined
+
+    async def connect_checked(
+        self,
+        token: str,
+        session: Session,
+        room_id: int,
+        server_id: str,
+        announce: bytes = b"",
+        announce_limit: int = 0,
+        members: bool = False,
+    ) -> Joined | None:
+        """:meth:`connect` for the holder of ``token``, checked (and renewed, as :meth:`check`
+        does) in the same script: None, and nothing recorded, unless the token's session is
+        ``session``.  ``members``: the room's member hash comes back too, read with the join."""
+        joined = await self._join(session, room_id, server_id, announce, announce_limit, token, members)
+        if joined is None:
+            self._known.pop(token, None)
+        return joined
+
+    async def _join(
+        self,
+        session: Session,
+        room_id: int,
+        server_id: str,
+        announce: bytes,
+        announce_limit: int,
+        token: str = "",
+        members: bool = False,
+    ) -> Joined | None:
         room_id = max(room_id, NO_ROOM)
-        was_offline, cursor, end, refs, members = await self._connect(
-            keys=self._member_keys(session.user_id, room_id, server_id),
-            args=[session.user_id, session.user_name, room_id, server_id, announce, announce_limit],
+        keys = self._member_keys(session.user_id, room_id, server_id)
+        if token:
+            keys.append(f"sess_{token}")
+        reply = await self._connect(
+            keys=keys,
+            args=[
+                session.user_id,
+                session.user_name,
+                room_id,
+                server_id,
+                announce,
+                announce_limit,
+                int(members),
+                self.ttl,
+            ],
         )
-        return Joined(bool(was_offline), _text(cursor), _text(end), int(refs) == 1, int(members))
+        if reply is None:
+            return None
+        was_offline, cursor, end, refs, size, flat = reply
+        snapshot = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)} if members else None
+        return Joined(bool(was_offline), _text(cursor), _text(end), int(refs) == 1, int(size), snapshot)
 
     async def disconnect(
         self,
@@ -292,6 +384,13 @@ class SessionStore:
     async def members(self, room_id: int) -> dict[str, str]:
         raw = await self.redis.hgetall(room_key(room_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def members_up_to(self, room_id: int, limit: int) -> dict[str, str] | None:
+        """:meth:`members`, or None (unread) when the room has more than ``limit``."""
+        flat = await self._members_up_to(keys=[room_key(room_id)], args=[limit])
+        if flat is None:
+            return None
+        return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     async def online_count(self, room_id: int) -> int:
         value = await self.redis.get(f"gochat_room_online_count_{room_id}")

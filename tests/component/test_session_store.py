@@ -111,6 +111,45 @@ async def test_a_join_records_the_user_in_the_room_on_the_node(store: SessionSto
         assert await redis.ttl(key) == -1, key  # membership lives as long as the sockets, not a TTL
 
 
+async def test_a_checked_join_checks_renews_records_and_reads_the_members_in_one_script(store: SessionStore) -> None:
+    redis = store.redis
+    await store.connect(BOB, room_id=5, server_id="node-a")
+    token = await store.login(7, "alice")
+    await redis.expire(f"sess_{token}", 5)
+    await redis.expire("sess_map_7", 5)
+    joined = await store.connect_checked(token, ALICE, room_id=5, server_id="node-b", members=True)
+    assert joined is not None and joined.entered and joined.room_size == 2
+    assert joined.members == {"7": "alice", "8": "bob"}  # read with the join: the newcomer is in it
+    assert await redis.ttl(f"sess_{token}") > 5 and await redis.ttl("sess_map_7") > 5
+    assert await hash_of(redis, "gochat_node_node-b") == {"5:7": "1"}
+    again = await store.connect_checked(token, ALICE, room_id=5, server_id="node-b")
+    assert again is not None and not again.entered and again.members is None  # not asked for
+
+
+async def test_a_checked_join_of_a_dead_or_foreign_token_records_nothing(store: SessionStore) -> None:
+    redis = store.redis
+    alice = await store.login(7, "alice")
+    assert store.known(alice) is None  # known from checks, not logins
+    assert await store.check(alice) == ALICE
+    assert store.known(alice) == ALICE
+    assert await store.connect_checked("no-such-token", ALICE, room_id=5, server_id="node-a") is None
+    assert await store.connect_checked(alice, BOB, room_id=5, server_id="node-a") is None  # alice's, not bob's
+    assert store.known(alice) is None  # a failed join forgets what was known of the token
+    await store.logout(alice)
+    assert await store.connect_checked(alice, ALICE, room_id=5, server_id="node-a", members=True) is None
+    for key in ("gochat_room_5", "gochat_room_refs_5", "gochat_node_node-a", "gochat_user_nodes_7", NODES_KEY):
+        assert not await redis.exists(key), key
+    assert not await redis.exists("sess_no-such-token")
+
+
+async def test_a_rooms_members_up_to_a_size_are_read_only_if_it_is_no_larger(store: SessionStore) -> None:
+    await store.connect(ALICE, room_id=5, server_id="node-a")
+    await store.connect(BOB, room_id=5, server_id="node-a")
+    assert await store.members_up_to(5, 2) == {"7": "alice", "8": "bob"}
+    assert await store.members_up_to(5, 1) is None
+    assert await store.members_up_to(6, 1) == {}
+
+
 async def test_two_sockets_in_a_room_one_closes_the_user_stays_a_member(store: SessionStore) -> None:
     redis = store.redis
     await store.connect(ALICE, room_id=5, server_id="node-a")

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import mmh3
 
-from gochat_py.connect.hub import Bucket, Channel, Hub, Run
+from gochat_py.connect.hub import INTERNED, Bucket, Channel, Hub, Run
 from gochat_py.connect.node import ConnectNode
 from gochat_py.rpc import logic_pb2
 
@@ -98,7 +98,7 @@ async def test_put_files_the_channel_in_its_users_bucket() -> None:
     hub.put(channel)
     bucket = hub.bucket(7)
     assert bucket.users == {7: {channel}}
-    assert bucket.rooms == {3: {channel}}
+    assert bucket.rooms == {3: {channel: None}}
     assert all(not other.users for other in hub.buckets if other is not bucket)
 
 
@@ -266,3 +266,33 @@ def test_frames_held_while_a_resuming_socket_joined_keep_their_ids() -> None:
     node = SimpleNamespace(hub=hub, encode=lambda body: body, service=SimpleNamespace(note_private=lambda *a: None))
     ConnectNode._catch_up(node, channel, logic_pb2.ConnectReply(user_id=2, backlog_end="2-0"))  # type: ignore[arg-type]
     assert drain(channel) == [b"i3"]
+
+
+def test_sockets_of_a_room_share_its_id_and_equal_floors() -> None:
+    hub = Hub(4)
+    first = Channel(1, "a", 0, StuckTransport(), 1024, version=2)
+    second = Channel(2, "b", 0, StuckTransport(), 1024, version=2)
+    hub.put(first)
+    hub.put(second)
+    hub.subscribe(first, int("70000"))  # equal ints, different objects
+    hub.subscribe(second, int("70000"))
+    assert isinstance(first.rooms, dict) and isinstance(second.rooms, dict)
+    assert next(iter(first.rooms)) is next(iter(second.rooms))
+    floor = hub.interned((1796612583000, 4))
+    assert hub.interned((int("1796612583000"), 4)) is floor
+    assert hub.room_count(70000) == 2
+    hub.unsubscribe(first, 70000)
+    assert hub.room_count(70000) == 1 and first.rooms == {}
+
+
+def test_interning_keeps_only_recent_values() -> None:
+    def key(ms: int, seq: int) -> tuple[int, int]:
+        return (int(str(ms)), seq)  # a new object each time, as parse_id makes them
+
+    hub = Hub(1)
+    old = hub.interned(key(10**12, 1))
+    assert hub.interned(key(10**12, 1)) is old
+    for n in range(INTERNED):
+        hub.interned(key(10**12 + 1, n))
+    again = hub.interned(key(10**12, 1))
+    assert again is not old and again == old  # forgotten: the new equal object is handed out

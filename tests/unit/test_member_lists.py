@@ -17,8 +17,10 @@ class Rooms:
         self.lists_read += 1
         return dict(self.rooms.get(room_id, {}))
 
-    async def online_count(self, room_id: int) -> int:
-        return len(self.rooms.get(room_id, {}))
+    async def members_up_to(self, room_id: int, limit: int) -> dict[str, str] | None:
+        if len(self.rooms.get(room_id, {})) > limit:
+            return None  # as the store's script: a larger room's list is not read
+        return await self.members(room_id)
 
 
 class Queue:
