@@ -68,14 +68,23 @@ class Api:
 
 
 async def bounded_map(limit: int, items: list[Any], work: Any) -> list[Any]:
-    """``work(item)`` for every item with at most ``limit`` in flight; results in item order."""
+    """``work(item)`` for every item with at most ``limit`` in flight; results in item order.
+    The first failure is raised once the others are cancelled: against a server that is not
+    there, the run ends with one error, not a traceback per item at exit."""
     semaphore = asyncio.Semaphore(limit)
 
     async def one(item: Any) -> Any:
         async with semaphore:
             return await work(item)
 
-    return await asyncio.gather(*(one(item) for item in items))
+    tasks = [asyncio.ensure_future(one(item)) for item in items]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def register_users(
