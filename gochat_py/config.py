@@ -256,6 +256,9 @@ class LogicSettings(Section):
     database_url: str = ""
     session_ttl: int = Field(86400, gt=0)
     node_grace: float = Field(1.0, ge=0, description="seconds a dead connect node stays before purge")
+    stop_grace: float = Field(
+        5.0, ge=0, description="seconds a stopping logic gives the calls it serves to finish before cutting them off"
+    )
     member_list_delay: float = Field(0.2, ge=0, description="seconds member-list requests for a room are gathered")
     member_list_auto_limit: int = Field(1000, ge=0, description="largest room that gets member lists on join/leave")
     max_user_name_length: int = Field(64, ge=1, description="characters in a user name, checked at registration")

@@ -115,7 +115,7 @@ async def serve(settings: Settings) -> None:
         background.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await background
-    await server.stop(grace=5)
+    await server.stop(grace=settings.logic.stop_grace)
     await member_lists.close()
     await connect_nodes.stop()
     await etcd.close()

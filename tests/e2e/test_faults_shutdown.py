@@ -173,7 +173,11 @@ def _cpu_seconds(pid: int) -> float:
 async def test_sigterm_of_a_logic_process_finishes_the_calls_it_is_serving(cluster: Cluster) -> None:
     """Slow calls (registrations hashing with a high cost) in flight on the stopping process are
     answered by it: nobody cancels them when its etcd key goes away."""
-    stopping = cluster.start_module("logic", name="logic_slow", GOCHAT_LOGIC__PASSWORD_TIME_COST="200")
+    # its calls take seconds each and may queue behind one another on a busy machine: a grace
+    # long enough for all of them, so what is tested is that they are answered, not how fast
+    stopping = cluster.start_module(
+        "logic", name="logic_slow", GOCHAT_LOGIC__PASSWORD_TIME_COST="100", GOCHAT_LOGIC__STOP_GRACE="60"
+    )
     tag = uuid.uuid4().hex[:6]
     async with ApiClient(cluster.api_url) as api:
         busy_before = _cpu_seconds(stopping.pid)
@@ -184,9 +188,9 @@ async def test_sigterm_of_a_logic_process_finishes_the_calls_it_is_serving(clust
         # it is hashing passwords for some of them (the api picks a logic process at random)
         await eventually(lambda: _cpu_seconds(stopping.pid) - busy_before > 0.2, 10, "slow registrations running")
         stopping.signal(signal.SIGTERM)
-        replies = await asyncio.wait_for(asyncio.gather(*calls), 20)
+        replies = await asyncio.wait_for(asyncio.gather(*calls), 60)
         assert [r["code"] for r in replies] == [0] * len(calls), replies
-        assert await asyncio.to_thread(stopping.proc.wait, 15) == 0, stopping.tail()
+        assert await asyncio.to_thread(stopping.proc.wait, 60) == 0, stopping.tail()
     assert _logged(stopping, "user registered"), "no registration ran on the stopping process: nothing was tested"
 
 
