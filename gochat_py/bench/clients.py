@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -229,11 +229,8 @@ class ClientWorker(PipeCommands):
         self.stop_event = asyncio.Event()
         self.disconnected_by_node = [0] * len(plan.ws_urls)
         # --send socket: the messages this process sends and their replies
-        self.in_flight: asyncio.Semaphore | None = None  # rate mode: the slots a paced send waits for
-        self.unsent: Iterator[tuple[int, int, int, int]] | None = None  # closed loop: what a reply frees a slot for
+        self.in_flight: asyncio.Semaphore | None = None
         self.sending: asyncio.Task[None] | None = None
-        self.sent = 0
-        self.first_sent_ns = 0
         self.accepted = 0
         self.refused = 0
         self.answers = 0
@@ -288,14 +285,6 @@ class ClientWorker(PipeCommands):
                 handle.send_text(self.sessions[index].subscribe(room))
 
     def _answered(self, ack: Ack) -> None:
-        """A reply (or a failure) for a message sent: counted, and its slot goes to the next one."""
-        self._count(ack)
-        if self.in_flight is not None:
-            self.in_flight.release()
-        elif self.unsent is not None:
-            self._send_next()
-
-    def _count(self, ack: Ack) -> None:
         now = time.monotonic_ns()
         self.answers += 1
         self.last_answer_ns = now
@@ -305,35 +294,8 @@ class ClientWorker(PipeCommands):
         else:
             self.refused += 1
             self._error(f"message {ack.seq}: error {ack.code} {ack.message}")
-
-    def _send(self, seq: int, index: int, room: int, to: int) -> bool:
-        """Writes one planned message on its sender's socket; False (and counted as refused) when
-        it could not be written."""
-        handle = self.handles[index]
-        sent_ns = time.monotonic_ns()
-        self.first_sent_ns = self.first_sent_ns or sent_ns
-        self.sent += 1
-        try:
-            if handle is None:
-                raise ConnectionError("the socket did not open")
-            stamp = make_stamp(self.plan.run_id, seq, sent_ns)
-            handle.send_text(self.sessions[index].message(seq, sent_ns, stamp, room=room, to=to))
-        except Exception as exc:  # counted as refused, never fatal
-            self._count(Ack(seq, sent_ns, -1, f"{type(exc).__name__}: {exc}"))
-            return False
-        return True
-
-    def _send_next(self) -> None:
-        """Closed loop: the next planned message goes out in the callback of the reply that freed
-        its slot, as an HTTP client sends its next request when the response is in, with no task
-        to wake in between (in a process busy reading the room, that wait-up would be part of
-        every message's turn)."""
-        assert self.unsent is not None
-        if self.stop_event.is_set():
-            return
-        for planned in self.unsent:
-            if self._send(*planned):
-                return
+        if self.in_flight is not None:
+            self.in_flight.release()
 
     async def _send_all(self, start_ns: int) -> None:
         """``--send socket``: every planned message from its sender's socket, at most
@@ -341,28 +303,34 @@ class ClientWorker(PipeCommands):
         for the missing replies until none came for ``answer_timeout`` seconds, and reports
         ``("sent", info)``."""
         plan = self.plan
-        if plan.send_rate:
-            in_flight = self.in_flight = asyncio.Semaphore(plan.send_concurrency)
-            for seq, index, room, to in plan.sends:
-                if self.stop_event.is_set():
-                    break
+        in_flight = self.in_flight = asyncio.Semaphore(plan.send_concurrency)
+        first_ns = 0
+        sent = 0
+        for seq, index, room, to in plan.sends:
+            if self.stop_event.is_set():
+                break
+            if plan.send_rate:
                 delay = (start_ns + seq * 1e9 / plan.send_rate - time.monotonic_ns()) / 1e9
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await in_flight.acquire()
-                if not self._send(seq, index, room, to):
-                    in_flight.release()
-        else:
-            self.unsent = iter(plan.sends)
-            for _ in range(plan.send_concurrency):
-                self._send_next()
+            await in_flight.acquire()
+            handle = self.handles[index]
+            sent_ns = time.monotonic_ns()
+            first_ns = first_ns or sent_ns
+            try:
+                if handle is None:
+                    raise ConnectionError("the socket did not open")
+                stamp = make_stamp(plan.run_id, seq, sent_ns)
+                handle.send_text(self.sessions[index].message(seq, sent_ns, stamp, room=room, to=to))
+            except Exception as exc:  # counted as refused, never fatal
+                self._answered(Ack(seq, sent_ns, -1, f"{type(exc).__name__}: {exc}"))
+            sent += 1
         quiet_since, answers = time.monotonic(), -1
-        planned = len(plan.sends) if self.unsent is not None else self.sent
-        while self.answers < planned and not self.stop_event.is_set():
+        while self.answers < sent and not self.stop_event.is_set():
             if self.answers != answers:
                 quiet_since, answers = time.monotonic(), self.answers
             elif time.monotonic() - quiet_since > plan.answer_timeout:
-                missing = self.sent - self.answers
+                missing = sent - self.answers
                 self.refused += missing
                 self._error(f"{missing} message(s) got no reply within {plan.answer_timeout} s")
                 break
@@ -371,10 +339,10 @@ class ClientWorker(PipeCommands):
             (
                 "sent",
                 {
-                    "sent": self.sent,
+                    "sent": sent,
                     "accepted": self.accepted,
                     "failed": self.refused,
-                    "first_ns": self.first_sent_ns,
+                    "first_ns": first_ns,
                     "last_ns": self.last_answer_ns,
                     "ack_us": self.ack_us.tobytes(),
                 },
