@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgochat_py/rpc/connect.proto\x12\x0egochat.connect\"<\n\x03Msg\x12\x0b\n\x03ver\x18\x01 \x01(\x05\x12\n\n\x02op\x18\x02 \x01(\x05\x12\x0e\n\x06seq_id\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\"C\n\x0ePushMsgRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12 \n\x03msg\x18\x02 \x01(\x0b\x32\x13.gochat.connect.Msg\"G\n\x12PushRoomMsgRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\x03\x12 \n\x03msg\x18\x02 \x01(\x0b\x32\x13.gochat.connect.Msg\"p\n\x08\x44\x65livery\x12\x11\n\x07user_id\x18\x01 \x01(\x03H\x00\x12\x11\n\x07room_id\x18\x02 \x01(\x03H\x00\x12 \n\x03msg\x18\x03 \x01(\x0b\x32\x13.gochat.connect.Msg\x12\x12\n\ndisconnect\x18\x04 \x01(\x08\x42\x08\n\x06target\"9\n\x0e\x44\x65liverRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.gochat.connect.Delivery\";\n\tPushReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07sockets\x18\x03 \x01(\x03\x32\x88\x03\n\x07\x43onnect\x12J\n\rPushSingleMsg\x12\x1e.gochat.connect.PushMsgRequest\x1a\x19.gochat.connect.PushReply\x12L\n\x0bPushRoomMsg\x12\".gochat.connect.PushRoomMsgRequest\x1a\x19.gochat.connect.PushReply\x12N\n\rPushRoomCount\x12\".gochat.connect.PushRoomMsgRequest\x1a\x19.gochat.connect.PushReply\x12M\n\x0cPushRoomInfo\x12\".gochat.connect.PushRoomMsgRequest\x1a\x19.gochat.connect.PushReply\x12\x44\n\x07\x44\x65liver\x12\x1e.gochat.connect.DeliverRequest\x1a\x19.gochat.connect.PushReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgochat_py/rpc/connect.proto\x12\x0egochat.connect\"<\n\x03Msg\x12\x0b\n\x03ver\x18\x01 \x01(\x05\x12\n\n\x02op\x18\x02 \x01(\x05\x12\x0e\n\x06seq_id\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\"C\n\x0ePushMsgRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12 \n\x03msg\x18\x02 \x01(\x0b\x32\x13.gochat.connect.Msg\"G\n\x12PushRoomMsgRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\x03\x12 \n\x03msg\x18\x02 \x01(\x0b\x32\x13.gochat.connect.Msg\"\x8e\x01\n\x08\x44\x65livery\x12\x11\n\x07user_id\x18\x01 \x01(\x03H\x00\x12\x11\n\x07room_id\x18\x02 \x01(\x03H\x00\x12 \n\x03msg\x18\x03 \x01(\x0b\x32\x13.gochat.connect.Msg\x12\x12\n\ndisconnect\x18\x04 \x01(\x08\x12\x0c\n\x04\x65\x63ho\x18\x05 \x01(\x08\x12\x0e\n\x06origin\x18\x06 \x01(\x03\x42\x08\n\x06target\"9\n\x0e\x44\x65liverRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.gochat.connect.Delivery\";\n\tPushReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07sockets\x18\x03 \x01(\x03\x32\x88\x03\n\x07\x43onnect\x12J\n\rPushSingleMsg\x12\x1e.gochat.connect.PushMsgRequest\x1a\x19.gochat.connect.PushReply\x12L\n\x0bPushRoomMsg\x12\".gochat.connect.PushRoomMsgRequest\x1a\x19.gochat.connect.PushReply\x12N\n\rPushRoomCount\x12\".gochat.connect.PushRoomMsgRequest\x1a\x19.gochat.connect.PushReply\x12M\n\x0cPushRoomInfo\x12\".gochat.connect.PushRoomMsgRequest\x1a\x19.gochat.connect.PushReply\x12\x44\n\x07\x44\x65liver\x12\x1e.gochat.connect.DeliverRequest\x1a\x19.gochat.connect.PushReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,12 +37,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUSHMSGREQUEST']._serialized_end=176
   _globals['_PUSHROOMMSGREQUEST']._serialized_start=178
   _globals['_PUSHROOMMSGREQUEST']._serialized_end=249
-  _globals['_DELIVERY']._serialized_start=251
-  _globals['_DELIVERY']._serialized_end=363
-  _globals['_DELIVERREQUEST']._serialized_start=365
-  _globals['_DELIVERREQUEST']._serialized_end=422
-  _globals['_PUSHREPLY']._serialized_start=424
-  _globals['_PUSHREPLY']._serialized_end=483
-  _globals['_CONNECT']._serialized_start=486
-  _globals['_CONNECT']._serialized_end=878
+  _globals['_DELIVERY']._serialized_start=252
+  _globals['_DELIVERY']._serialized_end=394
+  _globals['_DELIVERREQUEST']._serialized_start=396
+  _globals['_DELIVERREQUEST']._serialized_end=453
+  _globals['_PUSHREPLY']._serialized_start=455
+  _globals['_PUSHREPLY']._serialized_end=514
+  _globals['_CONNECT']._serialized_start=517
+  _globals['_CONNECT']._serialized_end=909
 # @@protoc_insertion_point(module_scope)

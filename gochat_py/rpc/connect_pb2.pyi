@@ -35,16 +35,20 @@ class PushRoomMsgRequest(_message.Message):
     def __init__(self, room_id: _Optional[int] = ..., msg: _Optional[_Union[Msg, _Mapping]] = ...) -> None: ...
 
 class Delivery(_message.Message):
-    __slots__ = ("user_id", "room_id", "msg", "disconnect")
+    __slots__ = ("user_id", "room_id", "msg", "disconnect", "echo", "origin")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ROOM_ID_FIELD_NUMBER: _ClassVar[int]
     MSG_FIELD_NUMBER: _ClassVar[int]
     DISCONNECT_FIELD_NUMBER: _ClassVar[int]
+    ECHO_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     user_id: int
     room_id: int
     msg: Msg
     disconnect: bool
-    def __init__(self, user_id: _Optional[int] = ..., room_id: _Optional[int] = ..., msg: _Optional[_Union[Msg, _Mapping]] = ..., disconnect: _Optional[bool] = ...) -> None: ...
+    echo: bool
+    origin: int
+    def __init__(self, user_id: _Optional[int] = ..., room_id: _Optional[int] = ..., msg: _Optional[_Union[Msg, _Mapping]] = ..., disconnect: _Optional[bool] = ..., echo: _Optional[bool] = ..., origin: _Optional[int] = ...) -> None: ...
 
 class DeliverRequest(_message.Message):
     __slots__ = ("items",)

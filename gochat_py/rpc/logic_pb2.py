@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gochat_py/rpc/logic.proto\x12\x0cgochat.logic\"2\n\x05Reply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"-\n\x0b\x41uthRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\">\n\tAuthReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nauth_token\x18\x03 \x01(\t\"&\n\x10\x43heckAuthRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\"S\n\x0e\x43heckAuthReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x11\n\tuser_name\x18\x04 \x01(\t\"#\n\rLogoutRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\"%\n\x12GetUserInfoRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"U\n\x10GetUserInfoReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x11\n\tuser_name\x18\x04 \x01(\t\"\x8e\x01\n\x0bPushRequest\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x01(\x03\x12\x16\n\x0e\x66rom_user_name\x18\x02 \x01(\t\x12\x12\n\nto_user_id\x18\x03 \x01(\x03\x12\x0f\n\x07room_id\x18\x04 \x01(\x03\x12\x0b\n\x03msg\x18\x05 \x01(\t\x12\x12\n\nauth_token\x18\x06 \x01(\t\x12\x0b\n\x03mid\x18\x07 \x01(\t\"~\n\x0fPushRoomRequest\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x01(\x03\x12\x16\n\x0e\x66rom_user_name\x18\x02 \x01(\t\x12\x0f\n\x07room_id\x18\x03 \x01(\x03\x12\x0b\n\x03msg\x18\x04 \x01(\t\x12\x12\n\nauth_token\x18\x05 \x01(\t\x12\x0b\n\x03mid\x18\x06 \x01(\t\"q\n\x08PushItem\x12)\n\x04push\x18\x01 \x01(\x0b\x32\x19.gochat.logic.PushRequestH\x00\x12\x32\n\tpush_room\x18\x02 \x01(\x0b\x32\x1d.gochat.logic.PushRoomRequestH\x00\x42\x06\n\x04kind\"9\n\x10PushBatchRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.gochat.logic.PushItem\"6\n\x0ePushBatchReply\x12$\n\x07replies\x18\x01 \x03(\x0b\x32\x13.gochat.logic.Reply\"2\n\x0bRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\x03\x12\x12\n\nauth_token\x18\x02 \x01(\t\"5\n\rStoredMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\n\n\x02op\x18\x02 \x01(\x05\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"z\n\x0e\x43onnectRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\x03\x12\x11\n\tserver_id\x18\x03 \x01(\t\x12\x0e\n\x06resume\x18\x04 \x01(\x08\x12\r\n\x05since\x18\x05 \x01(\t\x12\x11\n\tsubscribe\x18\x06 \x01(\x08\"\x8b\x02\n\x0c\x43onnectReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x11\n\tuser_name\x18\x04 \x01(\t\x12,\n\x07\x62\x61\x63klog\x18\x05 \x03(\x0b\x32\x1b.gochat.logic.StoredMessage\x12\x13\n\x0b\x62\x61\x63klog_end\x18\x06 \x01(\t\x12\x0b\n\x03gap\x18\x07 \x01(\t\x12\x38\n\x07members\x18\x08 \x03(\x0b\x32\'.gochat.logic.ConnectReply.MembersEntry\x1a.\n\x0cMembersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\x11\x44isconnectRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x11\n\tserver_id\x18\x03 \x01(\t\x12\x17\n\x0flast_private_id\x18\x04 \x01(\t\"e\n\x0eHistoryRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x0e\n\x06\x62\x65\x66ore\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\"M\n\x0cHistoryReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08messages\x18\x03 \x03(\x0c\x12\x0c\n\x04more\x18\x04 \x01(\x08\"\x99\x01\n\rPresenceReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x39\n\x07members\x18\x03 \x03(\x0b\x32(.gochat.logic.PresenceReply.MembersEntry\x1a.\n\x0cMembersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\rTypingRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\x03\x12\x12\n\nto_user_id\x18\x03 \x01(\x03\"+\n\x14\x43heckSessionsRequest\x12\x13\n\x0b\x61uth_tokens\x18\x01 \x03(\t\"\"\n\x12\x43heckSessionsReply\x12\x0c\n\x04live\x18\x01 \x03(\x08*0\n\tReplyCode\x12\x06\n\x02OK\x10\x00\x12\x08\n\x04\x46\x41IL\x10\x01\x12\x11\n\rSESSION_ERROR\x10\x02\x32\xbc\x08\n\x05Logic\x12>\n\x08Register\x12\x19.gochat.logic.AuthRequest\x1a\x17.gochat.logic.AuthReply\x12;\n\x05Login\x12\x19.gochat.logic.AuthRequest\x1a\x17.gochat.logic.AuthReply\x12I\n\tCheckAuth\x12\x1e.gochat.logic.CheckAuthRequest\x1a\x1c.gochat.logic.CheckAuthReply\x12:\n\x06Logout\x12\x1b.gochat.logic.LogoutRequest\x1a\x13.gochat.logic.Reply\x12O\n\x0bGetUserInfo\x12 .gochat.logic.GetUserInfoRequest\x1a\x1e.gochat.logic.GetUserInfoReply\x12\x36\n\x04Push\x12\x19.gochat.logic.PushRequest\x1a\x13.gochat.logic.Reply\x12>\n\x08PushRoom\x12\x1d.gochat.logic.PushRoomRequest\x1a\x13.gochat.logic.Reply\x12I\n\tPushBatch\x12\x1e.gochat.logic.PushBatchRequest\x1a\x1c.gochat.logic.PushBatchReply\x12\x37\n\x05\x43ount\x12\x19.gochat.logic.RoomRequest\x1a\x13.gochat.logic.Reply\x12=\n\x0bGetRoomInfo\x12\x19.gochat.logic.RoomRequest\x1a\x13.gochat.logic.Reply\x12\x43\n\x07\x43onnect\x12\x1c.gochat.logic.ConnectRequest\x1a\x1a.gochat.logic.ConnectReply\x12\x42\n\nDisconnect\x12\x1f.gochat.logic.DisconnectRequest\x1a\x13.gochat.logic.Reply\x12\x43\n\x07History\x12\x1c.gochat.logic.HistoryRequest\x1a\x1a.gochat.logic.HistoryReply\x12\x42\n\x08Presence\x12\x19.gochat.logic.RoomRequest\x1a\x1b.gochat.logic.PresenceReply\x12:\n\x06Typing\x12\x1b.gochat.logic.TypingRequest\x1a\x13.gochat.logic.Reply\x12U\n\rCheckSessions\x12\".gochat.logic.CheckSessionsRequest\x1a .gochat.logic.CheckSessionsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gochat_py/rpc/logic.proto\x12\x0cgochat.logic\"2\n\x05Reply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"-\n\x0b\x41uthRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\">\n\tAuthReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nauth_token\x18\x03 \x01(\t\"&\n\x10\x43heckAuthRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\"S\n\x0e\x43heckAuthReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x11\n\tuser_name\x18\x04 \x01(\t\"#\n\rLogoutRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\"%\n\x12GetUserInfoRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"U\n\x10GetUserInfoReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x11\n\tuser_name\x18\x04 \x01(\t\"\x9e\x01\n\x0bPushRequest\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x01(\x03\x12\x16\n\x0e\x66rom_user_name\x18\x02 \x01(\t\x12\x12\n\nto_user_id\x18\x03 \x01(\x03\x12\x0f\n\x07room_id\x18\x04 \x01(\x03\x12\x0b\n\x03msg\x18\x05 \x01(\t\x12\x12\n\nauth_token\x18\x06 \x01(\t\x12\x0b\n\x03mid\x18\x07 \x01(\t\x12\x0e\n\x06origin\x18\x08 \x01(\t\"~\n\x0fPushRoomRequest\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x01(\x03\x12\x16\n\x0e\x66rom_user_name\x18\x02 \x01(\t\x12\x0f\n\x07room_id\x18\x03 \x01(\x03\x12\x0b\n\x03msg\x18\x04 \x01(\t\x12\x12\n\nauth_token\x18\x05 \x01(\t\x12\x0b\n\x03mid\x18\x06 \x01(\t\"q\n\x08PushItem\x12)\n\x04push\x18\x01 \x01(\x0b\x32\x19.gochat.logic.PushRequestH\x00\x12\x32\n\tpush_room\x18\x02 \x01(\x0b\x32\x1d.gochat.logic.PushRoomRequestH\x00\x42\x06\n\x04kind\"9\n\x10PushBatchRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.gochat.logic.PushItem\"6\n\x0ePushBatchReply\x12$\n\x07replies\x18\x01 \x03(\x0b\x32\x13.gochat.logic.Reply\"2\n\x0bRoomRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\x03\x12\x12\n\nauth_token\x18\x02 \x01(\t\"5\n\rStoredMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\n\n\x02op\x18\x02 \x01(\x05\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"z\n\x0e\x43onnectRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\x03\x12\x11\n\tserver_id\x18\x03 \x01(\t\x12\x0e\n\x06resume\x18\x04 \x01(\x08\x12\r\n\x05since\x18\x05 \x01(\t\x12\x11\n\tsubscribe\x18\x06 \x01(\x08\"\x8b\x02\n\x0c\x43onnectReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x11\n\tuser_name\x18\x04 \x01(\t\x12,\n\x07\x62\x61\x63klog\x18\x05 \x03(\x0b\x32\x1b.gochat.logic.StoredMessage\x12\x13\n\x0b\x62\x61\x63klog_end\x18\x06 \x01(\t\x12\x0b\n\x03gap\x18\x07 \x01(\t\x12\x38\n\x07members\x18\x08 \x03(\x0b\x32\'.gochat.logic.ConnectReply.MembersEntry\x1a.\n\x0cMembersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\x11\x44isconnectRequest\x12\x0f\n\x07room_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x11\n\tserver_id\x18\x03 \x01(\t\x12\x17\n\x0flast_private_id\x18\x04 \x01(\t\"e\n\x0eHistoryRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x0e\n\x06\x62\x65\x66ore\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\"M\n\x0cHistoryReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08messages\x18\x03 \x03(\x0c\x12\x0c\n\x04more\x18\x04 \x01(\x08\"\x99\x01\n\rPresenceReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x39\n\x07members\x18\x03 \x03(\x0b\x32(.gochat.logic.PresenceReply.MembersEntry\x1a.\n\x0cMembersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\rTypingRequest\x12\x12\n\nauth_token\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\x03\x12\x12\n\nto_user_id\x18\x03 \x01(\x03\"+\n\x14\x43heckSessionsRequest\x12\x13\n\x0b\x61uth_tokens\x18\x01 \x03(\t\"\"\n\x12\x43heckSessionsReply\x12\x0c\n\x04live\x18\x01 \x03(\x08*0\n\tReplyCode\x12\x06\n\x02OK\x10\x00\x12\x08\n\x04\x46\x41IL\x10\x01\x12\x11\n\rSESSION_ERROR\x10\x02\x32\xbc\x08\n\x05Logic\x12>\n\x08Register\x12\x19.gochat.logic.AuthRequest\x1a\x17.gochat.logic.AuthReply\x12;\n\x05Login\x12\x19.gochat.logic.AuthRequest\x1a\x17.gochat.logic.AuthReply\x12I\n\tCheckAuth\x12\x1e.gochat.logic.CheckAuthRequest\x1a\x1c.gochat.logic.CheckAuthReply\x12:\n\x06Logout\x12\x1b.gochat.logic.LogoutRequest\x1a\x13.gochat.logic.Reply\x12O\n\x0bGetUserInfo\x12 .gochat.logic.GetUserInfoRequest\x1a\x1e.gochat.logic.GetUserInfoReply\x12\x36\n\x04Push\x12\x19.gochat.logic.PushRequest\x1a\x13.gochat.logic.Reply\x12>\n\x08PushRoom\x12\x1d.gochat.logic.PushRoomRequest\x1a\x13.gochat.logic.Reply\x12I\n\tPushBatch\x12\x1e.gochat.logic.PushBatchRequest\x1a\x1c.gochat.logic.PushBatchReply\x12\x37\n\x05\x43ount\x12\x19.gochat.logic.RoomRequest\x1a\x13.gochat.logic.Reply\x12=\n\x0bGetRoomInfo\x12\x19.gochat.logic.RoomRequest\x1a\x13.gochat.logic.Reply\x12\x43\n\x07\x43onnect\x12\x1c.gochat.logic.ConnectRequest\x1a\x1a.gochat.logic.ConnectReply\x12\x42\n\nDisconnect\x12\x1f.gochat.logic.DisconnectRequest\x1a\x13.gochat.logic.Reply\x12\x43\n\x07History\x12\x1c.gochat.logic.HistoryRequest\x1a\x1a.gochat.logic.HistoryReply\x12\x42\n\x08Presence\x12\x19.gochat.logic.RoomRequest\x1a\x1b.gochat.logic.PresenceReply\x12:\n\x06Typing\x12\x1b.gochat.logic.TypingRequest\x1a\x13.gochat.logic.Reply\x12U\n\rCheckSessions\x12\".gochat.logic.CheckSessionsRequest\x1a .gochat.logic.CheckSessionsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONNECTREPLY_MEMBERSENTRY']._serialized_options = b'8\001'
   _globals['_PRESENCEREPLY_MEMBERSENTRY']._loaded_options = None
   _globals['_PRESENCEREPLY_MEMBERSENTRY']._serialized_options = b'8\001'
-  _globals['_REPLYCODE']._serialized_start=2090
-  _globals['_REPLYCODE']._serialized_end=2138
+  _globals['_REPLYCODE']._serialized_start=2106
+  _globals['_REPLYCODE']._serialized_end=2154
   _globals['_REPLY']._serialized_start=43
   _globals['_REPLY']._serialized_end=93
   _globals['_AUTHREQUEST']._serialized_start=95
@@ -54,41 +54,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETUSERINFOREPLY']._serialized_start=407
   _globals['_GETUSERINFOREPLY']._serialized_end=492
   _globals['_PUSHREQUEST']._serialized_start=495
-  _globals['_PUSHREQUEST']._serialized_end=637
-  _globals['_PUSHROOMREQUEST']._serialized_start=639
-  _globals['_PUSHROOMREQUEST']._serialized_end=765
-  _globals['_PUSHITEM']._serialized_start=767
-  _globals['_PUSHITEM']._serialized_end=880
-  _globals['_PUSHBATCHREQUEST']._serialized_start=882
-  _globals['_PUSHBATCHREQUEST']._serialized_end=939
-  _globals['_PUSHBATCHREPLY']._serialized_start=941
-  _globals['_PUSHBATCHREPLY']._serialized_end=995
-  _globals['_ROOMREQUEST']._serialized_start=997
-  _globals['_ROOMREQUEST']._serialized_end=1047
-  _globals['_STOREDMESSAGE']._serialized_start=1049
-  _globals['_STOREDMESSAGE']._serialized_end=1102
-  _globals['_CONNECTREQUEST']._serialized_start=1104
-  _globals['_CONNECTREQUEST']._serialized_end=1226
-  _globals['_CONNECTREPLY']._serialized_start=1229
-  _globals['_CONNECTREPLY']._serialized_end=1496
-  _globals['_CONNECTREPLY_MEMBERSENTRY']._serialized_start=1450
-  _globals['_CONNECTREPLY_MEMBERSENTRY']._serialized_end=1496
-  _globals['_DISCONNECTREQUEST']._serialized_start=1498
-  _globals['_DISCONNECTREQUEST']._serialized_end=1595
-  _globals['_HISTORYREQUEST']._serialized_start=1597
-  _globals['_HISTORYREQUEST']._serialized_end=1698
-  _globals['_HISTORYREPLY']._serialized_start=1700
-  _globals['_HISTORYREPLY']._serialized_end=1777
-  _globals['_PRESENCEREPLY']._serialized_start=1780
-  _globals['_PRESENCEREPLY']._serialized_end=1933
-  _globals['_PRESENCEREPLY_MEMBERSENTRY']._serialized_start=1450
-  _globals['_PRESENCEREPLY_MEMBERSENTRY']._serialized_end=1496
-  _globals['_TYPINGREQUEST']._serialized_start=1935
-  _globals['_TYPINGREQUEST']._serialized_end=2007
-  _globals['_CHECKSESSIONSREQUEST']._serialized_start=2009
-  _globals['_CHECKSESSIONSREQUEST']._serialized_end=2052
-  _globals['_CHECKSESSIONSREPLY']._serialized_start=2054
-  _globals['_CHECKSESSIONSREPLY']._serialized_end=2088
-  _globals['_LOGIC']._serialized_start=2141
-  _globals['_LOGIC']._serialized_end=3225
+  _globals['_PUSHREQUEST']._serialized_end=653
+  _globals['_PUSHROOMREQUEST']._serialized_start=655
+  _globals['_PUSHROOMREQUEST']._serialized_end=781
+  _globals['_PUSHITEM']._serialized_start=783
+  _globals['_PUSHITEM']._serialized_end=896
+  _globals['_PUSHBATCHREQUEST']._serialized_start=898
+  _globals['_PUSHBATCHREQUEST']._serialized_end=955
+  _globals['_PUSHBATCHREPLY']._serialized_start=957
+  _globals['_PUSHBATCHREPLY']._serialized_end=1011
+  _globals['_ROOMREQUEST']._serialized_start=1013
+  _globals['_ROOMREQUEST']._serialized_end=1063
+  _globals['_STOREDMESSAGE']._serialized_start=1065
+  _globals['_STOREDMESSAGE']._serialized_end=1118
+  _globals['_CONNECTREQUEST']._serialized_start=1120
+  _globals['_CONNECTREQUEST']._serialized_end=1242
+  _globals['_CONNECTREPLY']._serialized_start=1245
+  _globals['_CONNECTREPLY']._serialized_end=1512
+  _globals['_CONNECTREPLY_MEMBERSENTRY']._serialized_start=1466
+  _globals['_CONNECTREPLY_MEMBERSENTRY']._serialized_end=1512
+  _globals['_DISCONNECTREQUEST']._serialized_start=1514
+  _globals['_DISCONNECTREQUEST']._serialized_end=1611
+  _globals['_HISTORYREQUEST']._serialized_start=1613
+  _globals['_HISTORYREQUEST']._serialized_end=1714
+  _globals['_HISTORYREPLY']._serialized_start=1716
+  _globals['_HISTORYREPLY']._serialized_end=1793
+  _globals['_PRESENCEREPLY']._serialized_start=1796
+  _globals['_PRESENCEREPLY']._serialized_end=1949
+  _globals['_PRESENCEREPLY_MEMBERSENTRY']._serialized_start=1466
+  _globals['_PRESENCEREPLY_MEMBERSENTRY']._serialized_end=1512
+  _globals['_TYPINGREQUEST']._serialized_start=1951
+  _globals['_TYPINGREQUEST']._serialized_end=2023
+  _globals['_CHECKSESSIONSREQUEST']._serialized_start=2025
+  _globals['_CHECKSESSIONSREQUEST']._serialized_end=2068
+  _globals['_CHECKSESSIONSREPLY']._serialized_start=2070
+  _globals['_CHECKSESSIONSREPLY']._serialized_end=2104
+  _globals['_LOGIC']._serialized_start=2157
+  _globals['_LOGIC']._serialized_end=3241
 # @@protoc_insertion_point(module_scope)

@@ -87,7 +87,7 @@ class GetUserInfoReply(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., user_id: _Optional[int] = ..., user_name: _Optional[str] = ...) -> None: ...
 
 class PushRequest(_message.Message):
-    __slots__ = ("from_user_id", "from_user_name", "to_user_id", "room_id", "msg", "auth_token", "mid")
+    __slots__ = ("from_user_id", "from_user_name", "to_user_id", "room_id", "msg", "auth_token", "mid", "origin")
     FROM_USER_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_USER_NAME_FIELD_NUMBER: _ClassVar[int]
     TO_USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class PushRequest(_message.Message):
     MSG_FIELD_NUMBER: _ClassVar[int]
     AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MID_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     from_user_id: int
     from_user_name: str
     to_user_id: int
@@ -102,7 +103,8 @@ class PushRequest(_message.Message):
     msg: str
     auth_token: str
     mid: str
-    def __init__(self, from_user_id: _Optional[int] = ..., from_user_name: _Optional[str] = ..., to_user_id: _Optional[int] = ..., room_id: _Optional[int] = ..., msg: _Optional[str] = ..., auth_token: _Optional[str] = ..., mid: _Optional[str] = ...) -> None: ...
+    origin: str
+    def __init__(self, from_user_id: _Optional[int] = ..., from_user_name: _Optional[str] = ..., to_user_id: _Optional[int] = ..., room_id: _Optional[int] = ..., msg: _Optional[str] = ..., auth_token: _Optional[str] = ..., mid: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class PushRoomRequest(_message.Message):
     __slots__ = ("from_user_id", "from_user_name", "room_id", "msg", "auth_token", "mid")
