@@ -10,7 +10,10 @@ A message can also be *kept*: the same command that queues it appends its frame 
 same id, to the hot stores of its conversations (storage.history), so a message is in both or in
 neither.  A private message's entry also records, in the field ``s``, the connect nodes holding a
 socket of its target at that moment, read in that same command: a socket that joins afterwards is
-already on a node in the list, one that joined before finds the message in its backlog.
+already on a node in the list, one that joined before finds the message in its backlog.  When it
+is to be copied to its sender's other protocol-v2 sockets (``Outgoing.echo_key``), the entry also
+records the sender's nodes (``e``), the sender (``u``) and the socket it came from (``o``), read
+in the same command.
 
 A push can be made *durable* across a failover of the primary: with ``wait_replicas`` set, the
 command that queues it is followed by ``WAIT`` on the same connection, and a push that fewer
@@ -37,6 +40,7 @@ from gochat_py.protocol.queue_message import QueueMessage, QueueMessageError
 log = logging.getLogger("gochat.queue")
 FIELD = b"m"
 SERVERS_FIELD = b"s"
+ECHO_SERVERS_FIELD, ECHO_USER_FIELD, ORIGIN_FIELD = b"e", b"u", b"o"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,11 @@ class Entry:
     message: QueueMessage | None
     error: str = ""
     servers: str | None = None  # the field "s": comma-separated server ids, when logic recorded them
+    # a private message copied to its sender: the nodes holding a socket of theirs ("e"), the
+    # sender ("u", 0 = no copy) and the socket it was sent from ("o", see logic.proto PushRequest)
+    echo_servers: str = ""
+    echo_user: int = 0
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,11 @@ class Outgoing:
     mark_key: str = ""
     # the sender's client message id (mid_key): while it exists the message is not queued again
     mid_key: str = ""
+    # a private message copied to its sender's other v2 sockets: the sender's holders hash (its
+    # field names become the entry's "e"; '' = no copy), the sender, and the origin socket
+    echo_key: str = ""
+    echo_user: int = 0
+    origin: str = ""
 
 
 class ReplicaWaitError(RedisError):
@@ -151,11 +165,13 @@ NO_REPLICAS = "NOREPLICAS"  # the error the script answers with when too few rep
 # KEYS[1]: the stream; ARGV[1]: the group; ARGV[2]: cap of the unread count; ARGV[3], [4], [5]:
 # size and ttl of the hot stores and the key marking where they begin; ARGV[6]: seconds a client
 # message id is remembered; ARGV[7]: replicas that must be in sync, else nothing is queued (0 = no
-# such check); then per message, in order: the queue entry, the holders hash ('' = none), the key
-# to mark ('' = none), its client message id key ('' = none), the body to keep, how many stores
-# keep it, and those stores.  A message whose client message id key exists is not queued again:
-# its id is the one the key holds.  Returns {the group's state, the ids}: one command for a whole
-# batch (redis-py costs tens of microseconds per command of a pipeline).
+# such check); then per message, in order: the queue entry, the holders hash ('' = none), the
+# sender's holders hash for a copy to the sender ('' = none), the sender's id and the origin socket
+# (recorded with that copy, when the sender has a node), the key to mark ('' = none), its client
+# message id key ('' = none), the body to keep, how many stores keep it, and those stores.  A
+# message whose client message id key exists is not queued again: its id is the one the key holds.
+# Returns {the group's state, the ids}: one command for a whole batch (redis-py costs tens of
+# microseconds per command of a pipeline).
 _ENQUEUE = (
     _GROUP_STATE
     + _REPLICAS_IN_SYNC
@@ -171,16 +187,26 @@ end
 local ids = {}
 local i = 8
 while i <= #ARGV do
-  local entry, holders, mark, mid, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local n = tonumber(ARGV[i + 5])
+  local entry, holders, echo, echo_user, origin = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local mark, mid, body = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  local n = tonumber(ARGV[i + 8])
   local id = mid ~= '' and redis.call('GET', mid)
   if id then
     n = -n  -- queued before: nothing to do but answer its id
-  elseif holders ~= '' then
-    local nodes = redis.call('HKEYS', holders)
-    id = redis.call('XADD', KEYS[1], '*', 'm', entry, 's', table.concat(nodes, ','))
   else
-    id = redis.call('XADD', KEYS[1], '*', 'm', entry)
+    local fields = {'m', entry}
+    if holders ~= '' then
+      fields[3], fields[4] = 's', table.concat(redis.call('HKEYS', holders), ',')
+    end
+    if echo ~= '' then
+      local senders = redis.call('HKEYS', echo)
+      if #senders > 0 then
+        fields[#fields + 1], fields[#fields + 2] = 'e', table.concat(senders, ',')
+        fields[#fields + 1], fields[#fields + 2] = 'u', echo_user
+        if origin ~= '' then fields[#fields + 1], fields[#fields + 2] = 'o', origin end
+      end
+    end
+    id = redis.call('XADD', KEYS[1], '*', unpack(fields))
   end
   ids[#ids + 1] = id
   if n >= 0 then
@@ -194,13 +220,13 @@ while i <= #ARGV do
       end
     end
     for k = 1, n do
-      local store = ARGV[i + 5 + k]
+      local store = ARGV[i + 8 + k]
       redis.call('XADD', store, 'MAXLEN', '~', size, id, 'm', body)
       redis.call('EXPIRE', store, ttl)
     end
     if n > 0 then redis.call('SET', since_key, id, 'NX') end
   end
-  i = i + 6 + math.abs(n)
+  i = i + 9 + math.abs(n)
 end
 return {group_state(KEYS[1], ARGV[1], ARGV[2]), ids}
 """
@@ -255,12 +281,15 @@ class MessageQueue:
         ]
         for item in messages:
             if isinstance(item, QueueMessage):
-                args += [item.encode(), "", "", "", b"", 0]
+                args += [item.encode(), "", "", 0, "", "", "", b"", 0]
             else:
                 message = item.message.encode()
                 args += [
                     message,
                     item.holders_key,
+                    item.echo_key,
+                    item.echo_user,
+                    item.origin,
                     item.mark_key,
                     item.mid_key,
                     item.body,
@@ -433,7 +462,16 @@ def _entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Entry:
         return Entry(ident, None, "entry has no 'm' field")
     servers = fields.get(SERVERS_FIELD)
     try:
-        return Entry(ident, QueueMessage.decode(data), servers=None if servers is None else _text(servers))
+        message = QueueMessage.decode(data)
     except QueueMessageError as exc:
         log.warning("undecodable queue entry", extra=kv(id=ident, error=str(exc)))
         return Entry(ident, None, str(exc))
+    echo_user = _text(fields.get(ECHO_USER_FIELD, b""))
+    return Entry(
+        ident,
+        message,
+        servers=None if servers is None else _text(servers),
+        echo_servers=_text(fields.get(ECHO_SERVERS_FIELD, b"")),
+        echo_user=int(echo_user) if echo_user.isdigit() else 0,
+        origin=_text(fields.get(ORIGIN_FIELD, b"")),
+    )

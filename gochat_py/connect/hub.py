@@ -38,14 +38,16 @@ _V = TypeVar("_V", Key, int)
 class Run:
     """Consecutive frames for one target (``room``; 0 for a user), as a delivery writes them, in
     every form a socket may need, joined, and one by one for a socket that has some of them
-    already (from its backlog)."""
+    already (from its backlog).  ``skip``: the tag of a socket that gets none of it (the one a
+    private message was sent from, for the copy to its sender; 0 = none)."""
 
-    __slots__ = ("data", "first", "items", "room", "v2", "with_ids")
+    __slots__ = ("data", "first", "items", "room", "skip", "v2", "with_ids")
 
-    def __init__(self, data: bytes, items: list[Item], room: int = 0) -> None:
+    def __init__(self, data: bytes, items: list[Item], room: int = 0, skip: int = 0) -> None:
         self.data = data
         self.items = items
         self.room = room
+        self.skip = skip
         self.with_ids = b"".join(item[WITH_ID] for item in items)
         self.v2 = b"".join(item[V2] for item in items)
         keys = [item[0] for item in items if item[0] is not None]
@@ -76,7 +78,9 @@ class Channel:
     it joins or subscribes, its frames are ``held`` (the node writes the backlog first, then what
     was held, less what the backlog already had); after that, kept messages up to the target's
     floor (the end of its backlog: ``floor``, and for a v2 socket each room's in ``rooms``, a room
-    -> floor map) that task delivers late are not written again.
+    -> floor map) that task delivers late are not written again.  A v2 channel's ``tag`` is its
+    number on this node: a private message sent from it names it, and its copy to the sender's
+    sockets skips it.
     """
 
     __slots__ = (
@@ -90,6 +94,7 @@ class Channel:
         "overflowed",
         "room_id",
         "rooms",
+        "tag",
         "transport",
         "user_id",
         "user_name",
@@ -114,6 +119,7 @@ class Channel:
         # v2: room -> the floor of its subscribe's backlog (None: none); v1: its one room, if any
         self.rooms: dict[int, Key | None] | tuple[int, ...] = {} if version == 2 else (room_id,) if room_id > 0 else ()
         self.auth_token = ""  # v2: the hello's token, which every command acts with
+        self.tag = 0  # v2: set by the node at the hello
 
     def writable(self) -> bool:
         return not self.closed and not self.transport.is_closing()
@@ -121,6 +127,8 @@ class Channel:
     def render(self, run: Run) -> bytes:
         """The run as this socket gets it."""
         if isinstance(self.rooms, dict):
+            if run.skip and run.skip == self.tag:
+                return b""
             floor = self.rooms.get(run.room) if run.room else self.floor
             if floor is None or run.first is None or run.first > floor:
                 return run.v2

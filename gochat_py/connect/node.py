@@ -7,6 +7,7 @@ The front end (websocket or TCP) plugs in with :meth:`ConnectNode.join` and
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
@@ -92,6 +93,7 @@ class ConnectNode:
         self.batcher = PushBatcher(self.logic)
         self.push_limits = TokenBuckets(settings.api.push_user_rate, settings.api.push_user_burst)
         self.v2_channels: set[Channel] = set()
+        self._tags = itertools.count(1)  # a v2 socket's number here (Channel.tag)
         self._session_checks: asyncio.Task[None] | None = None
 
     def limits(self, frame_size: int) -> Limits:
@@ -287,6 +289,7 @@ class ConnectNode:
             return auth
         channel = make(auth.user_id, auth.user_name)
         channel.auth_token = auth_token
+        channel.tag = next(self._tags)
         self.hub.put(channel)
         self.hub.hold(channel)
         request = logic_pb.ConnectRequest(

@@ -2,6 +2,11 @@
 
 Each frame body is turned into the bytes of the node's transport once (``encode``: the TCP
 framing adds its header, websocket needs nothing), and those same bytes go to every socket.
+
+A private message's copy to its sender (a Delivery with ``echo``) goes to the sender's v2 sockets
+only, less the one it was sent from, as the event the recipient gets with the recipient as the
+other party.  It shares the message's id, so repeats are told apart by ``ECHO_KEY`` + id: a node
+holding both the recipient and the sender drops neither as a repeat of the other.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from gochat_py.rpc import connect_pb2 as pb
 from gochat_py.rpc import connect_pb2_grpc
 
 log = logging.getLogger("gochat.connect")
+ECHO_KEY = "echo:"  # the prefix of an echo's id among the recent ones (RecentIds)
 
 
 def unchanged(body: bytes) -> bytes:
@@ -51,11 +57,12 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
         self.last_private: dict[int, tuple[int, int]] = {}
         self.last_target: tuple[str, int] = ("room_id", 0)  # where the pacer's sample comes from
 
-    def _frame(self, msg: pb.Msg) -> bytes | None:
+    def _frame(self, msg: pb.Msg, echo: bool = False) -> bytes | None:
         """The bytes to write, or None for a repeat or a body the transport cannot carry."""
-        if not self.recent.first_time(msg.seq_id):
+        if not self.recent.first_time(ECHO_KEY + msg.seq_id if echo else msg.seq_id):
             return None
-        observe_queue_time(msg.seq_id)
+        if not echo:  # the message's own delivery tells its time
+            observe_queue_time(msg.seq_id)
         try:
             return self.encode(msg.body)
         except ValueError as exc:
@@ -63,10 +70,13 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
             log.warning("frame not sent: the transport cannot carry it", extra=kv(seq_id=msg.seq_id, error=str(exc)))
             return None
 
-    def _push(self, kind: str, target: int, run: list[tuple[pb.Msg, bytes]]) -> int:
+    def _push(self, kind: str, target: int, run: list[tuple[pb.Msg, bytes]], origin: int = -1) -> int:
         """Writes the run's frames, joined, to the target's sockets; counts them by op.  The other
-        forms (with ids, v2 events, the frames one by one) are built only while a socket needs them."""
+        forms (with ids, v2 events, the frames one by one) are built only while a socket needs them.
+        ``origin`` >= 0: the run is an echo to user ``target``, for its v2 sockets less that one."""
         hub = self.hub
+        if origin >= 0:
+            return self._push_echo(target, run, origin)
         data = b"".join(frame for msg, frame in run if msg.op != OP_V2_EVENT)
         forms: Run | None = None
         if hub.id_channels or hub.holding:
@@ -90,6 +100,21 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
             if self.pacer is not None:
                 self.pacer.written += sockets
                 self.last_target = (kind, target)
+        return sockets
+
+    def _push_echo(self, user_id: int, run: list[tuple[pb.Msg, bytes]], origin: int) -> int:
+        """An echo run: v2 events only (v1 sockets render it as nothing), skipping ``origin``."""
+        if not self.hub.v2_channels:
+            return 0
+        items = [self._item(msg, frame, user_id, False, True) for msg, frame in run if msg.op == OP_SINGLE_SEND]
+        items = [(key, b"", b"", event) for key, _, _, event in items]
+        sockets = self.hub.push_user(user_id, b"", Run(b"", items, 0, skip=origin))
+        if sockets:
+            for msg, _ in run:
+                FRAMES_OUT.labels(msg.op).inc(sockets)
+            if self.pacer is not None:
+                self.pacer.written += sockets
+                self.last_target = ("user_id", user_id)
         return sockets
 
     def _item(self, msg: pb.Msg, frame: bytes, reader: int, ids: bool, v2: bool) -> Item:
@@ -146,28 +171,35 @@ class ConnectService(connect_pb2_grpc.ConnectServicer):
         messages costs each socket one system call, not one per message.  The reply waits while
         the node's clients fall behind (see connect.pacing): that is what slows task down."""
         sockets = 0
-        target: tuple[str, int] | None = None
+        # (kind, id, origin): origin -1 for a plain delivery, the socket to skip (0 = none) for an echo
+        target: tuple[str, int, int] | None = None
         run: list[tuple[pb.Msg, bytes]] = []
         for item in request.items:
             if item.disconnect:
                 if run and target is not None:
-                    sockets += self._push(*target, run)
+                    sockets += self._push(target[0], target[1], run, target[2])
                     run, target = [], None
                 if self.recent.first_time(item.msg.seq_id):
                     sockets += self.hub.close_user(item.user_id, item.msg.body.decode(errors="replace"))
                 continue
-            frame = self._frame(item.msg)
+            frame = self._frame(item.msg, item.echo)
             if frame is None:
                 continue
             kind = item.WhichOneof("target") or "room_id"
-            item_target = (kind, item.user_id if kind == "user_id" else item.room_id)
+            if item.echo and kind != "user_id":
+                continue  # an echo goes to a user: task never sends another
+            item_target = (
+                kind,
+                item.user_id if kind == "user_id" else item.room_id,
+                max(item.origin, 0) if item.echo else -1,
+            )
             if item_target != target and run and target is not None:
-                sockets += self._push(*target, run)
+                sockets += self._push(target[0], target[1], run, target[2])
                 run = []
             target = item_target
             run.append((item.msg, frame))
         if run and target is not None:
-            sockets += self._push(*target, run)
+            sockets += self._push(target[0], target[1], run, target[2])
         if self.pacer is not None:
             await self.pacer.hold()
         return pb.PushReply(sockets=sockets)

@@ -145,6 +145,11 @@ class V2Session:
         raise Refused(ErrorCode.UNKNOWN_COMMAND, "unknown command")  # parse_command knows them all
 
     @property
+    def origin(self) -> str:
+        """This socket as a private message's origin: its copy to the sender's sockets skips it."""
+        return f"{self.channel.tag}@{self.node.server_id}"
+
+    @property
     def _token(self) -> str:
         return self.channel.auth_token
 
@@ -201,7 +206,9 @@ class V2Session:
             )
         else:
             item = logic_pb.PushItem(
-                push=logic_pb.PushRequest(auth_token=self._token, to_user_id=command.to, msg=command.msg, mid=mid)
+                push=logic_pb.PushRequest(
+                    auth_token=self._token, to_user_id=command.to, msg=command.msg, mid=mid, origin=self.origin
+                )
             )
         try:
             reply = await self.node.batcher.submit(item)

@@ -239,6 +239,9 @@ class LogicService(logic_pb2_grpc.LogicServicer):
                     op=OP_SINGLE_SEND,
                 ).encode()
                 stores = (Conversation.inbox(request.to_user_id), Conversation.pair(sender.user_id, request.to_user_id))
+                # copied to the sender's other v2 sockets (not to one sending to itself: it is the
+                # recipient already)
+                echo = sender.user_id != request.to_user_id
                 messages.append(
                     Outgoing(
                         QueueMessage(op=OP_SINGLE_SEND, user_id=request.to_user_id, msg=body),
@@ -248,6 +251,9 @@ class LogicService(logic_pb2_grpc.LogicServicer):
                         # a user with no cursor has never been sent one: a join needs no inbox read
                         mark_key=inbox_cursor_key(request.to_user_id) if keep else "",
                         mid_key=mid_key(sender.user_id, request.mid) if request.mid else "",
+                        echo_key=user_nodes_key(sender.user_id) if echo else "",
+                        echo_user=sender.user_id if echo else 0,
+                        origin=request.origin if echo else "",
                     )
                 )
             else:

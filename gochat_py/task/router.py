@@ -1,6 +1,7 @@
 """Turns queue entries into per-node delivery batches and reports which entries are done.
 
-A private message (op 2) goes to the nodes recorded for its target; room frames (ops 3 to 5)
+A private message (op 2) goes to the nodes recorded for its target, and a copy of it (an echo)
+to the nodes recorded for its sender, for the sender's other v2 sockets; room frames (ops 3 to 5)
 go to every node, once each; a v2 event goes where its target, a user or a room, is.  All of a
 batch's entries for one node travel in one Deliver call, and the calls to different nodes run
 concurrently, each with a deadline.  An entry is done when every node it went to accepted it, or
@@ -132,20 +133,34 @@ class Router:
                 # every node holding a socket of the user (phone and desktop on different nodes)
                 servers = message.server_id if entry.servers is None else entry.servers
                 holders = {sid for sid in servers.split(",") if sid in nodes}
-                if not holders:
-                    self.stats.offline += 1
-                    targets[entry.id] = set()
-                    continue
                 delivery = pb.Delivery(user_id=message.user_id, msg=msg)
                 for server_id in holders:
                     batches[server_id].append(delivery)
-                targets[entry.id] = holders
+                echoed = self._echo(entry, msg, nodes, batches) if message.op == OP_SINGLE_SEND else set()
+                if not holders and not echoed:
+                    self.stats.offline += 1
+                targets[entry.id] = holders | echoed
             else:
                 delivery = pb.Delivery(room_id=message.room_id, msg=msg)
                 for server_id in nodes:
                     batches[server_id].append(delivery)
                 targets[entry.id] = set(nodes)
         return batches, targets
+
+    @staticmethod
+    def _echo(entry: Entry, msg: pb.Msg, nodes: dict[str, str], batches: dict[str, list[pb.Delivery]]) -> set[str]:
+        """The copy of a private message for its sender's v2 sockets, to the nodes logic recorded
+        for the sender; the node the message came from is told which socket sent it (that one
+        has the send's reply and is skipped).  The nodes it went to."""
+        if not entry.echo_user or not entry.echo_servers:
+            return set()
+        number, _, origin_server = entry.origin.partition("@")
+        origin = int(number) if number.isdigit() and origin_server else 0
+        senders = {sid for sid in entry.echo_servers.split(",") if sid in nodes}
+        for server_id in senders:
+            skip = origin if server_id == origin_server else 0
+            batches[server_id].append(pb.Delivery(user_id=entry.echo_user, msg=msg, echo=True, origin=skip))
+        return senders
 
     async def deliver(self, entries: list[Entry]) -> list[str]:
         """Delivers what it can; returns the ids that may be acknowledged."""
