@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from gochat_py.config import QueueSettings
 from gochat_py.protocol.queue_message import QueueMessage
-from gochat_py.queue import MessageQueue
+from gochat_py.queue import MessageQueue, Outgoing
 from tests.e2e.harness import Infra
 
 
@@ -77,3 +77,30 @@ async def test_the_oldest_unread_entry_s_wait_is_measured_by_redis(queue: Messag
     await queue.ack([e.id for e in await queue.read("c1", count=10, block_ms=10)])
     state = await queue.group_state()
     assert state and state.unread == 0 and state.oldest_unread_ms == 0
+
+
+async def test_a_private_message_records_its_senders_nodes_and_origin_for_the_echo(queue: MessageQueue) -> None:
+    redis = queue.redis
+    await redis.hset("holders_bob", mapping={"ws-b": 1})
+    await redis.hset("holders_ann", mapping={"ws-a": 1, "tcp-c": 1})
+    message = QueueMessage(op=2, user_id=9, msg=b"{}")
+    await queue.ensure_group()
+    await queue.enqueue_many(
+        [
+            Outgoing(message, holders_key="holders_bob", echo_key="holders_ann", echo_user=7, origin="3@ws-a"),
+            Outgoing(message, holders_key="holders_bob", echo_key="holders_nobody", echo_user=7, origin="3@ws-a"),
+            Outgoing(message, holders_key="holders_bob"),
+            Outgoing(message, echo_key="holders_ann", echo_user=7),  # over HTTP: no origin
+        ]
+    )
+    echoed, senderless, plain, http = await queue.read("c1", count=10, block_ms=10)
+    assert (echoed.servers, sorted(echoed.echo_servers.split(",")), echoed.echo_user, echoed.origin) == (
+        "ws-b",
+        ["tcp-c", "ws-a"],
+        7,
+        "3@ws-a",
+    )
+    for entry in (senderless, plain):  # a sender on no node: nothing to copy
+        assert (entry.servers, entry.echo_servers, entry.echo_user, entry.origin) == ("ws-b", "", 0, "")
+    assert (http.servers, http.echo_user, http.origin) == (None, 7, "")
+    assert all(e.message == message for e in (echoed, senderless, plain, http))
