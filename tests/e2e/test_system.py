@@ -233,6 +233,7 @@ async def test_websocket_refuses_bad_joins_and_keeps_serving(cluster: Cluster) -
         room = new_room()
         token = await api.register(unique("dave"))
         ws = await WsClient(cluster.ws_url).join(token, room)
+        await ws.next_frame(op_is(5, count=1))  # joined: a push sent before that would never reach it
         await api.post("/push/pushRoom", {"authToken": token, "msg": "still here", "roomId": room})
         await ws.next_frame(op_is(3, msg="still here"))
         await ws.close()
