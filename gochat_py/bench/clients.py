@@ -18,8 +18,8 @@ the plan (``--send socket``), the coordinator's ``("go", start ns)`` makes the p
 messages from their senders' own sockets (publish or send, each answered by a reply) and report
 ``("sent", info)`` once every reply came.
 
-Websocket sockets go to ``ws_urls[spec.node]`` (several connect nodes in one run) and are of the
-plan's ``ws_client`` kind (``sockets.py``).
+Websocket sockets go to ``ws_urls[spec.node]`` (several connect nodes in one run) and use the
+lean client (``sockets.py``).
 """
 
 from __future__ import annotations
@@ -74,7 +74,6 @@ class ClientPlan:
     connect_timeout: float = 60.0
     ready_timeout: float = 60.0
     max_seconds: float = 300.0
-    ws_client: str = "lean"  # "lean" (ws_client.py) or "websockets" (the library's asyncio client)
     protocol: str = "v1"  # "v2": hello and subscribes instead of a join (lean websocket or TCP)
     # --send socket: (seq, socket index, room, to user) of each message this process's sockets
     # send (a publish into room, or a send to the user), started by ("go", start ns)
@@ -124,10 +123,6 @@ class Counter:
         self.last_ns = 0
         self._match = stamp_matcher(self.run_id, plan.protocol)
         self.on_control = on_control  # v2: every frame but a stamped message goes there
-
-    def on_frame(self, index: int, body: bytes) -> None:
-        """One frame (the ``websockets`` library's client reads frame by frame)."""
-        self.on_frames(index, [body])
 
     def on_frames(self, index: int, bodies: list[bytes]) -> None:
         """Counts every frame body that socket ``index`` received in one chunk."""
@@ -381,7 +376,7 @@ class ClientWorker(PipeCommands):
     async def _open(self, index: int, limit: asyncio.Semaphore) -> None:
         spec = self.plan.sockets[index]
         first = self._first_message(index, spec)
-        kind = "tcp" if spec.transport == "tcp" else self.plan.ws_client
+        kind = "tcp" if spec.transport == "tcp" else "lean"
         address = self.plan.tcp if kind == "tcp" else self.plan.ws_urls[spec.node]
         async with limit:
             started = time.monotonic_ns()

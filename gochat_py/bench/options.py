@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 MODES = ("room", "private", "rate", "idle", "floor")
 TRANSPORTS = ("ws", "tcp", "mixed")
-WS_CLIENTS = ("lean", "websockets")
 SENDS = ("http", "socket")
 PROTOCOLS = ("v1", "v2")
 LOOPBACK_V4 = ipaddress.ip_network("127.0.0.0/8")
@@ -91,7 +90,6 @@ class BenchOptions:
     tcp: str = "127.0.0.1:7001"
     transport: str = "ws"
     ws_urls: list[str] = field(default_factory=list)  # --ws split at commas; sockets spread round-robin
-    ws_client: str = "lean"
     users: int = 100
     messages: int = 200
     concurrency: int = 16
@@ -152,12 +150,6 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     target.add_argument("--tcp", default="127.0.0.1:7001", help="connect_tcp address (default %(default)s)")
     target.add_argument("--transport", choices=TRANSPORTS, default="ws", help="client sockets: ws, tcp or mixed")
-    target.add_argument(
-        "--ws-client",
-        choices=WS_CLIENTS,
-        default="lean",
-        help="websocket client: lean (raw RFC 6455 protocol, default) or websockets (the library's, for comparison)",
-    )
     load = parser.add_argument_group("load")
     load.add_argument("--users", type=pos_int, default=100, help="users (one socket each by default)")
     load.add_argument("--messages", type=int, default=200, help="messages to push (room, private, rate, floor)")
@@ -297,8 +289,6 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         raise TargetError("floor mode holds websocket sockets only (--transport ws)")
     if opts.transport in ("ws", "mixed") and opts.mode != "floor":
         opts.ws_urls = parse_ws_urls(opts.ws)
-    if opts.ws_client == "websockets" and (opts.protocol == "v2" or "socket" in opts.send or opts.rooms_per_socket > 1):
-        raise TargetError("protocol v2 is spoken by the lean client (--ws-client lean) only")
     if opts.transport in ("tcp", "mixed"):
         check_loopback_address(opts.tcp)
     from gochat_py.bench.metrics_scrape import parse_targets

@@ -2,9 +2,9 @@
 
 Three kinds: ``"tcp"`` (gochat's stick-package framing, :class:`TcpClient`), ``"lean"`` (the lean
 websocket client of ``ws_client.py``) and ``"websockets"`` (the ``websockets`` library's asyncio
-client, about twice the CPU per frame of the lean one, kept so the two can be compared and for the
-soak).  Every kind hands what it receives to ``on_frames(index, payloads)`` and reports its end
-once to ``on_lost(index, reason)``, and its handle has ``close()``; the lean and TCP handles also
+client, which the soak uses: a real client library, at about twice the CPU per frame).  Every kind
+hands what it receives to ``on_frames(index, payloads)`` and reports its end once to
+``on_lost(index, reason)``, and its handle has ``close()``; the lean and TCP handles also
 ``send_text(payload)`` (the v2 messages after the join).
 """
 

@@ -124,13 +124,6 @@ def test_idle_v2_sockets_in_several_rooms(cluster: Cluster) -> None:
     assert s["idle"]["rss_per_connection_kib"] is not None
 
 
-def test_room_with_the_websockets_library_client(cluster: Cluster) -> None:
-    """The library client stays selectable, so its figures can be compared with the lean one's."""
-    s = run_bench(cluster, "room", "--users", "8", "--messages", "10", "--ws-client", "websockets")
-    assert s["ok"] is True and s["connect"]["ws_client"] == "websockets"
-    assert s["deliveries"] == 80 and s["lost"] == 0 and s["duplicated"] == 0
-
-
 def test_idle_over_two_connect_nodes_with_room_delivery(cluster: Cluster) -> None:
     """Sockets dealt over two websocket nodes; each node's process is found and its memory
     reported per connection; room messages pushed after the hold reach every socket on both.

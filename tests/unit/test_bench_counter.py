@@ -213,7 +213,7 @@ def test_batch_count_equals_frame_by_frame_count(chunks: list[tuple[int, list[by
     for index, bodies in chunks:
         batch.on_frames(index, bodies)
         for body in bodies:
-            single.on_frame(index, body)
+            single.on_frames(index, [body])
             reference_count(reference, index, body)
     assert totals(batch) == totals(reference)
     assert totals(single) == totals(reference)

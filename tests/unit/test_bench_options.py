@@ -209,7 +209,6 @@ def test_send_protocol_and_rooms_options() -> None:
         (["room", "--rooms-per-socket", "3"], "idle mode"),
         (["idle", "--rooms-per-socket", "3", "--protocol", "v1"], "idle mode with protocol v2"),
         (["idle", "--rooms-per-socket", "3", "--idle-messages", "2"], "--idle-messages"),
-        (["room", "--send", "socket", "--ws-client", "websockets"], "lean client"),
         (["floor", "--protocol", "v2"], "floor mode"),
     ]:
         with pytest.raises(TargetError, match=message):
